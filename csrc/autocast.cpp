@@ -1,0 +1,109 @@
+// Autocast rules, the same as PyTorch's and torchvision's: convolutions run in the autocast
+// dtype (float16 or bfloat16); RoIAlign and RoIPool compute in float32 and return the input's
+// dtype. Backward operators need no rule: autograd calls them with the forward's dtypes.
+#include <ATen/autocast_mode.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <tuple>
+
+namespace fastconv {
+
+namespace {
+
+using OptionalTensor = std::optional<at::Tensor>;
+
+template <typename Signature>
+c10::TypedOperatorHandle<Signature> find_op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
+}
+
+template <c10::DeviceType device>
+at::Tensor conv2d_autocast(const at::Tensor& input, const at::Tensor& weight,
+                           const OptionalTensor& bias, c10::IntArrayRef stride,
+                           c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(
+      at::autocast::get_autocast_dispatch_key_from_device_type(device));
+  const auto dtype = at::autocast::get_autocast_dtype(device);
+  static const auto op =
+      find_op<at::Tensor(const at::Tensor&, const at::Tensor&, const OptionalTensor&,
+                         c10::IntArrayRef, c10::IntArrayRef, c10::IntArrayRef, int64_t)>(
+          "fastconv::conv2d");
+  return op.call(at::autocast::cached_cast(dtype, input, device),
+                 at::autocast::cached_cast(dtype, weight, device),
+                 at::autocast::cached_cast(dtype, bias, device), stride, padding, dilation,
+                 groups);
+}
+
+template <c10::DeviceType device>
+at::Tensor conv_transpose2d_autocast(const at::Tensor& input, const at::Tensor& weight,
+                                     const OptionalTensor& bias, c10::IntArrayRef stride,
+                                     c10::IntArrayRef padding, c10::IntArrayRef output_padding,
+                                     c10::IntArrayRef dilation, int64_t groups) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(
+      at::autocast::get_autocast_dispatch_key_from_device_type(device));
+  const auto dtype = at::autocast::get_autocast_dtype(device);
+  static const auto op =
+      find_op<at::Tensor(const at::Tensor&, const at::Tensor&, const OptionalTensor&,
+                         c10::IntArrayRef, c10::IntArrayRef, c10::IntArrayRef, c10::IntArrayRef,
+                         int64_t)>("fastconv::conv_transpose2d");
+  return op.call(at::autocast::cached_cast(dtype, input, device),
+                 at::autocast::cached_cast(dtype, weight, device),
+                 at::autocast::cached_cast(dtype, bias, device), stride, padding, output_padding,
+                 dilation, groups);
+}
+
+template <c10::DeviceType device>
+at::Tensor roi_align_autocast(const at::Tensor& input, const at::Tensor& rois,
+                              double spatial_scale, int64_t pooled_height, int64_t pooled_width,
+                              int64_t sampling_ratio, bool aligned) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(
+      at::autocast::get_autocast_dispatch_key_from_device_type(device));
+  static const auto op = find_op<at::Tensor(const at::Tensor&, const at::Tensor&, double,
+                                            int64_t, int64_t, int64_t, bool)>("fastconv::roi_align");
+  return op
+      .call(at::autocast::cached_cast(at::kFloat, input, device),
+            at::autocast::cached_cast(at::kFloat, rois, device), spatial_scale, pooled_height,
+            pooled_width, sampling_ratio, aligned)
+      .to(input.scalar_type());
+}
+
+template <c10::DeviceType device>
+std::tuple<at::Tensor, at::Tensor> roi_pool_autocast(const at::Tensor& input,
+                                                     const at::Tensor& rois,
+                                                     double spatial_scale,
+                                                     int64_t pooled_height,
+                                                     int64_t pooled_width) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(
+      at::autocast::get_autocast_dispatch_key_from_device_type(device));
+  static const auto op =
+      find_op<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, double,
+                                                 int64_t, int64_t)>("fastconv::roi_pool");
+  auto [out, argmax] = op.call(at::autocast::cached_cast(at::kFloat, input, device),
+                               at::autocast::cached_cast(at::kFloat, rois, device),
+                               spatial_scale, pooled_height, pooled_width);
+  return {out.to(input.scalar_type()), argmax};
+}
+
+}  // namespace
+
+}  // namespace fastconv
+
+TORCH_LIBRARY_IMPL(fastconv, AutocastCPU, m) {
+  using namespace fastconv;
+  m.impl("conv2d", &conv2d_autocast<c10::DeviceType::CPU>);
+  m.impl("conv_transpose2d", &conv_transpose2d_autocast<c10::DeviceType::CPU>);
+  m.impl("roi_align", &roi_align_autocast<c10::DeviceType::CPU>);
+  m.impl("roi_pool", &roi_pool_autocast<c10::DeviceType::CPU>);
+}
+
+TORCH_LIBRARY_IMPL(fastconv, AutocastCUDA, m) {
+  using namespace fastconv;
+  m.impl("conv2d", &conv2d_autocast<c10::DeviceType::CUDA>);
+  m.impl("conv_transpose2d", &conv_transpose2d_autocast<c10::DeviceType::CUDA>);
+  m.impl("roi_align", &roi_align_autocast<c10::DeviceType::CUDA>);
+  m.impl("roi_pool", &roi_pool_autocast<c10::DeviceType::CUDA>);
+}

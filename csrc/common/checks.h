@@ -1,0 +1,40 @@
+// The input checks every device shares. Each failure names the operator and the argument, and
+// surfaces in Python as ValueError (bad values, shapes, devices) or TypeError (bad dtypes).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+
+namespace fastconv {
+
+// float, double, half or bfloat16, and defined.
+void check_floating(const char* op, const at::Tensor& t, const char* name);
+// Same dtype and same device as the reference tensor.
+void check_same_dtype(const char* op, const at::Tensor& ref, const char* ref_name,
+                      const at::Tensor& t, const char* name);
+void check_same_device(const char* op, const at::Tensor& ref, const char* ref_name,
+                       const at::Tensor& t, const char* name);
+void check_dim(const char* op, const at::Tensor& t, const char* name, int64_t dim,
+               const char* layout);
+void check_sizes(const char* op, const at::Tensor& t, const char* name,
+                 c10::IntArrayRef expected);
+
+// input, weight and bias of a convolution operator: dtypes, devices, ranks and bias size.
+void check_conv_tensors(const char* op, const at::Tensor& input, const at::Tensor& weight,
+                        const std::optional<at::Tensor>& bias, int64_t bias_size);
+
+// The arguments of the RoI operators: features (the input, or the output gradient of a
+// backward operator) and rois [K, 5] on one device; input_sizes [N, C, H, W] with H, W > 0;
+// a positive pooled size and scale.
+void check_roi_arguments(const char* op, const at::Tensor& features, const char* features_name,
+                         c10::IntArrayRef input_sizes, const at::Tensor& rois,
+                         double spatial_scale, int64_t pooled_height, int64_t pooled_width);
+
+// Reads the batch index of every RoI (on the CPU) and checks it names an image of the batch.
+void check_roi_batch_indices(const char* op, const at::Tensor& rois_cpu, int64_t batch_size);
+
+// PyTorch's rule: the result is channels_last when the input or the filter is.
+at::MemoryFormat conv_output_memory_format(const at::Tensor& input, const at::Tensor& weight);
+
+}  // namespace fastconv

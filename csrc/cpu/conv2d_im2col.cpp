@@ -1,0 +1,189 @@
+// Dense convolution on the CPU as GEMM. The activation is unrolled tile by tile into a column
+// matrix col [C*R*S, tile columns] in acc_type, so the buffer is bounded (kColumnBudget)
+// whatever the batch. Per tile, with G groups, Kg = K/G and CgRS = C/G*R*S:
+//   fprop  y_tile  [G, Kg, cols]  = w [G, Kg, CgRS] @ col [G, CgRS, cols]
+//   dgrad  col     [G, CgRS, cols] = w^T @ dy_tile [G, Kg, cols], then col2im adds into dx
+//   wgrad  dw      [G, Kg, CgRS] += dy_tile @ col^T
+// A tile is a run of whole images, or a run of output rows of one image when a single
+// image's columns would not fit.
+#include "cpu/kernels.h"
+#include "cpu/strided.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace fastconv::cpu {
+
+namespace {
+
+// Elements of the column buffer (32 MiB in float).
+constexpr int64_t kColumnBudget = int64_t(8) << 20;
+
+struct Tile {
+  int64_t n0, nb;  // images [n0, n0 + nb)
+  int64_t p0, np;  // output rows [p0, p0 + np) of each
+  int64_t cols(const ConvProblem& p) const { return nb * np * p.Q; }
+};
+
+std::vector<Tile> make_tiles(const ConvProblem& p) {
+  const int64_t rows = p.C * p.R * p.S;
+  std::vector<Tile> tiles;
+  if (rows * p.P * p.Q <= kColumnBudget) {
+    const int64_t nb = std::clamp<int64_t>(kColumnBudget / (rows * p.P * p.Q), 1, p.N);
+    for (int64_t n0 = 0; n0 < p.N; n0 += nb) tiles.push_back({n0, std::min(nb, p.N - n0), 0, p.P});
+  } else {
+    const int64_t np = std::clamp<int64_t>(kColumnBudget / (rows * p.Q), 1, p.P);
+    for (int64_t n = 0; n < p.N; ++n)
+      for (int64_t p0 = 0; p0 < p.P; p0 += np) tiles.push_back({n, 1, p0, std::min(np, p.P - p0)});
+  }
+  return tiles;
+}
+
+int64_t max_cols(const ConvProblem& p, const std::vector<Tile>& tiles) {
+  int64_t m = 0;
+  for (const auto& t : tiles) m = std::max(m, t.cols(p));
+  return m;
+}
+
+// col[(c, r, s), (n, p, q)] = x[n, c, p*stride - pad + r*dilation, ...], zero in the padding.
+template <typename scalar_t, typename acc_t>
+void im2col(const ConvProblem& p, const Strided4<const scalar_t>& X, const Tile& t, acc_t* col) {
+  const int64_t cols = t.cols(p), RS = p.R * p.S;
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(cols, 1));
+  at::parallel_for(0, p.C * RS, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t c = row / RS, r = (row / p.S) % p.R, s = row % p.S;
+      acc_t* dst = col + row * cols;
+      for (int64_t ni = 0; ni < t.nb; ++ni) {
+        for (int64_t pi = 0; pi < t.np; ++pi, dst += p.Q) {
+          const int64_t h = (t.p0 + pi) * p.stride_h - p.pad_top + r * p.dilation_h;
+          if (h < 0 || h >= p.H) {
+            std::fill(dst, dst + p.Q, acc_t(0));
+            continue;
+          }
+          for (int64_t q = 0; q < p.Q; ++q) {
+            const int64_t w = q * p.stride_w - p.pad_left + s * p.dilation_w;
+            dst[q] = (w >= 0 && w < p.W) ? acc_t(X(t.n0 + ni, c, h, w)) : acc_t(0);
+          }
+        }
+      }
+    }
+  });
+}
+
+// dx[n, c, h, w] += col[(c, r, s), (n, p, q)]; each task owns whole (n, c) planes of dx.
+template <typename acc_t>
+void col2im_add(const ConvProblem& p, const acc_t* col, const Tile& t, acc_t* dx) {
+  const int64_t cols = t.cols(p);
+  at::parallel_for(0, t.nb * p.C, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t nc = begin; nc < end; ++nc) {
+      const int64_t ni = nc / p.C, c = nc % p.C;
+      acc_t* plane = dx + ((t.n0 + ni) * p.C + c) * p.H * p.W;
+      for (int64_t r = 0; r < p.R; ++r) {
+        for (int64_t s = 0; s < p.S; ++s) {
+          const acc_t* src = col + ((c * p.R + r) * p.S + s) * cols + ni * t.np * p.Q;
+          for (int64_t pi = 0; pi < t.np; ++pi, src += p.Q) {
+            const int64_t h = (t.p0 + pi) * p.stride_h - p.pad_top + r * p.dilation_h;
+            if (h < 0 || h >= p.H) continue;
+            for (int64_t q = 0; q < p.Q; ++q) {
+              const int64_t w = q * p.stride_w - p.pad_left + s * p.dilation_w;
+              if (w >= 0 && w < p.W) plane[h * p.W + w] += src[q];
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+// The tile of dy as [G, Kg, cols] in acc_type.
+at::Tensor dy_tile_matrix(const ConvProblem& p, const at::Tensor& dy, const Tile& t) {
+  at::Tensor m = at::empty({p.K, t.nb, t.np, p.Q}, dy.options().dtype(acc_dtype(dy.scalar_type())));
+  m.copy_(dy.narrow(0, t.n0, t.nb).narrow(2, t.p0, t.np).permute({1, 0, 2, 3}));
+  return m.view({p.groups, p.K_per_group(), t.cols(p)});
+}
+
+at::Tensor weight_matrix(const ConvProblem& p, const at::Tensor& w) {
+  return w.to(acc_dtype(w.scalar_type())).contiguous().view(
+      {p.groups, p.K_per_group(), p.C_per_group() * p.R * p.S});
+}
+
+template <typename scalar_t>
+void fprop_impl(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w, at::Tensor& y) {
+  using acc_t = acc_type<scalar_t>;
+  const auto tiles = make_tiles(p);
+  const int64_t CgRS = p.C_per_group() * p.R * p.S;
+  const at::Tensor w_mat = weight_matrix(p, w);
+  const at::Tensor col_buffer = at::empty({p.C * p.R * p.S * max_cols(p, tiles)}, w_mat.options());
+  const Strided4<const scalar_t> X(x);
+  for (const auto& t : tiles) {
+    at::Tensor col = col_buffer.narrow(0, 0, p.C * p.R * p.S * t.cols(p)).view({p.groups, CgRS, t.cols(p)});
+    im2col<scalar_t, acc_t>(p, X, t, col.data_ptr<acc_t>());
+    const at::Tensor out = at::bmm(w_mat, col);
+    y.narrow(0, t.n0, t.nb)
+        .narrow(2, t.p0, t.np)
+        .copy_(out.view({p.K, t.nb, t.np, p.Q}).permute({1, 0, 2, 3}));
+  }
+}
+
+template <typename scalar_t>
+void dgrad_impl(const ConvProblem& p, const at::Tensor& dy, const at::Tensor& w,
+                at::Tensor& dx) {
+  using acc_t = acc_type<scalar_t>;
+  const auto tiles = make_tiles(p);
+  const at::Tensor w_t = weight_matrix(p, w).transpose(1, 2);
+  const bool in_place = dx.is_contiguous() && dx.scalar_type() == acc_dtype(dx.scalar_type());
+  at::Tensor dx_acc = in_place ? dx.zero_() : at::zeros(dx.sizes(), w_t.options());
+  for (const auto& t : tiles) {
+    const at::Tensor col = at::bmm(w_t, dy_tile_matrix(p, dy, t));
+    col2im_add<acc_t>(p, col.data_ptr<acc_t>(), t, dx_acc.data_ptr<acc_t>());
+  }
+  if (!in_place) dx.copy_(dx_acc);
+}
+
+template <typename scalar_t>
+void wgrad_impl(const ConvProblem& p, const at::Tensor& x, const at::Tensor& dy,
+                at::Tensor& dw) {
+  using acc_t = acc_type<scalar_t>;
+  const auto tiles = make_tiles(p);
+  const int64_t CgRS = p.C_per_group() * p.R * p.S;
+  const auto acc_options = x.options().dtype(acc_dtype(x.scalar_type()));
+  at::Tensor dw_acc = at::zeros({p.groups, p.K_per_group(), CgRS}, acc_options);
+  const at::Tensor col_buffer = at::empty({p.C * p.R * p.S * max_cols(p, tiles)}, acc_options);
+  const Strided4<const scalar_t> X(x);
+  for (const auto& t : tiles) {
+    at::Tensor col = col_buffer.narrow(0, 0, p.C * p.R * p.S * t.cols(p)).view({p.groups, CgRS, t.cols(p)});
+    im2col<scalar_t, acc_t>(p, X, t, col.data_ptr<acc_t>());
+    dw_acc.baddbmm_(dy_tile_matrix(p, dy, t), col.transpose(1, 2));
+  }
+  dw.copy_(dw_acc.view({p.K, p.C_per_group(), p.R, p.S}));
+}
+
+void fprop(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w, at::Tensor& y) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "im2col_fprop",
+                                  [&] { fprop_impl<scalar_t>(p, x, w, y); });
+}
+
+void dgrad(const ConvProblem& p, const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), "im2col_dgrad",
+                                  [&] { dgrad_impl<scalar_t>(p, dy, w, dx); });
+}
+
+void wgrad(const ConvProblem& p, const at::Tensor& x, const at::Tensor& dy, at::Tensor& dw) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "im2col_wgrad",
+                                  [&] { wgrad_impl<scalar_t>(p, x, dy, dw); });
+}
+
+bool can_implement(const ConvProblem&, Direction, at::ScalarType) { return true; }
+
+}  // namespace
+
+ConvAlgorithm im2col_gemm_algorithm() {
+  return {"im2col_gemm", &can_implement, &fprop, &dgrad, &wgrad};
+}
+
+}  // namespace fastconv::cpu

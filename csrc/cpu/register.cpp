@@ -1,0 +1,22 @@
+// The CPU registration: the convolution algorithm list (fastest first, the direct kernel
+// last) and every operator's CPU kernel.
+#include "common/algorithms.h"
+#include "common/conv_ops.h"
+#include "cpu/kernels.h"
+
+#include <torch/library.h>
+
+TORCH_LIBRARY_IMPL(fastconv, CPU, m) {
+  using namespace fastconv;
+  register_conv_algorithms(c10::DeviceType::CPU, {cpu::depthwise_algorithm(),
+                                                  cpu::im2col_gemm_algorithm(),
+                                                  cpu::direct_algorithm()});
+  m.impl("conv2d", &conv2d);
+  m.impl("conv2d_backward", &conv2d_backward);
+  m.impl("conv_transpose2d", &conv_transpose2d);
+  m.impl("conv_transpose2d_backward", &conv_transpose2d_backward);
+  m.impl("roi_align", &cpu::roi_align);
+  m.impl("roi_align_backward", &cpu::roi_align_backward);
+  m.impl("roi_pool", &cpu::roi_pool);
+  m.impl("roi_pool_backward", &cpu::roi_pool_backward);
+}

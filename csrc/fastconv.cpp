@@ -1,0 +1,54 @@
+// Every fastconv operator's schema, in one place. Kernels register per device
+// (csrc/cpu/register.cpp, csrc/cuda/register.cpp); fake kernels, autograd and the
+// Python-side argument handling live in fastconv/_ops.py.
+//
+// Convolution padding is per side: (top, bottom, left, right). Backward operators take an
+// output mask (grad_input, grad_weight, grad_bias) and return None where it is false.
+#include <ATen/core/Tensor.h>
+#include <torch/library.h>
+
+TORCH_LIBRARY(fastconv, m) {
+  m.set_python_module("fastconv._ops");
+  const std::vector<at::Tag> tags{at::Tag::pt2_compliant_tag};
+
+  m.def(
+      "conv2d(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[4] padding, "
+      "int[2] dilation, int groups) -> Tensor",
+      tags);
+  m.def(
+      "conv2d_backward(Tensor grad_output, Tensor input, Tensor weight, int[2] stride, "
+      "int[4] padding, int[2] dilation, int groups, bool[3] output_mask) "
+      "-> (Tensor?, Tensor?, Tensor?)",
+      tags);
+  m.def(
+      "conv_transpose2d(Tensor input, Tensor weight, Tensor? bias, int[2] stride, "
+      "int[4] padding, int[2] output_padding, int[2] dilation, int groups) -> Tensor",
+      tags);
+  m.def(
+      "conv_transpose2d_backward(Tensor grad_output, Tensor input, Tensor weight, "
+      "int[2] stride, int[4] padding, int[2] output_padding, int[2] dilation, int groups, "
+      "bool[3] output_mask) -> (Tensor?, Tensor?, Tensor?)",
+      tags);
+
+  // rois: [K, 5] rows of (batch index, x1, y1, x2, y2) in input coordinates / spatial_scale.
+  m.def(
+      "roi_align(Tensor input, Tensor rois, float spatial_scale, int pooled_height, "
+      "int pooled_width, int sampling_ratio, bool aligned) -> Tensor",
+      tags);
+  m.def(
+      "roi_align_backward(Tensor grad, Tensor rois, float spatial_scale, int pooled_height, "
+      "int pooled_width, SymInt batch_size, SymInt channels, SymInt height, SymInt width, "
+      "int sampling_ratio, bool aligned) -> Tensor",
+      tags);
+  // Returns the pooled maxima and, for the backward pass, the flat h * W + w index of each
+  // maximum within its input plane (-1 for an empty bin).
+  m.def(
+      "roi_pool(Tensor input, Tensor rois, float spatial_scale, int pooled_height, "
+      "int pooled_width) -> (Tensor, Tensor)",
+      tags);
+  m.def(
+      "roi_pool_backward(Tensor grad, Tensor rois, Tensor argmax, float spatial_scale, "
+      "int pooled_height, int pooled_width, SymInt batch_size, SymInt channels, "
+      "SymInt height, SymInt width) -> Tensor",
+      tags);
+}

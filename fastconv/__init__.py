@@ -1,0 +1,28 @@
+"""fastconv: hand-written CPU and CUDA convolution kernels for PyTorch.
+
+Importing fastconv loads its operators (torch.ops.fastconv.*). Use them through
+fastconv.functional (torch.nn.functional's signatures), the drop-in layers of fastconv.nn
+(fastconv.Conv2d for torch.nn.Conv2d), or fastconv.convert(model) on an existing model.
+"""
+
+import torch  # noqa: F401  (the extension links against torch's libraries)
+
+from . import _C  # noqa: F401  (loads the library, whose registrations define the operators)
+from . import _ops  # noqa: F401
+from . import algorithms, functional, nn
+from .nn import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d, RoIAlign, RoIPool, convert
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Conv1d",
+    "Conv2d",
+    "ConvTranspose1d",
+    "ConvTranspose2d",
+    "RoIAlign",
+    "RoIPool",
+    "algorithms",
+    "convert",
+    "functional",
+    "nn",
+]

@@ -1,0 +1,322 @@
+"""Fake (shape) kernels and autograd for every fastconv operator.
+
+The operators and their CPU/CUDA kernels are defined in C++ (csrc/fastconv.cpp). Each backward
+formula here calls fastconv operators only, and each backward operator has a backward of its
+own, so gradients of any order stay on fastconv's kernels.
+"""
+
+import torch
+from torch._prims_common import suggest_memory_format
+
+ops = torch.ops.fastconv
+
+
+def _output_memory_format(input, weight):
+    # PyTorch's rule: channels_last if the input or the filter is.
+    if torch.channels_last in (suggest_memory_format(input), suggest_memory_format(weight)):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _empty(shape, like, memory_format=torch.contiguous_format, dtype=None):
+    return torch.empty(
+        shape, dtype=dtype or like.dtype, device=like.device, memory_format=memory_format
+    )
+
+
+def _conv_output_size(size, kernel, pad_begin, pad_end, stride, dilation):
+    return (size + pad_begin + pad_end - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _transposed_output_size(size, kernel, pad_begin, pad_end, stride, dilation, output_padding):
+    return (size - 1) * stride - pad_begin - pad_end + dilation * (kernel - 1) + output_padding + 1
+
+
+def _check_4d(op, **tensors):
+    for name, t in tensors.items():
+        torch._check(
+            t.dim() == 4,
+            lambda: f"fastconv::{op}: argument '{name}' must be a 4-D tensor, got shape "
+            f"{tuple(t.shape)}",
+        )
+
+
+# ---------------------------------------------------------------- fake kernels
+
+
+@torch.library.register_fake("fastconv::conv2d")
+def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
+    _check_4d("conv2d", input=input, weight=weight)
+    n, c, h, w = input.shape
+    k, c_per_group, r, s = weight.shape
+    torch._check(
+        c_per_group * groups == c,
+        lambda: f"fastconv::conv2d: weight {tuple(weight.shape)} with groups={groups} expects "
+        f"{c_per_group * groups} input channels, got {c}",
+    )
+    p = _conv_output_size(h, r, padding[0], padding[1], stride[0], dilation[0])
+    q = _conv_output_size(w, s, padding[2], padding[3], stride[1], dilation[1])
+    return _empty((n, k, p, q), input, _output_memory_format(input, weight))
+
+
+@torch.library.register_fake("fastconv::conv2d_backward")
+def _conv2d_backward_fake(grad_output, input, weight, stride, padding, dilation, groups, mask):
+    fmt = _output_memory_format(input, weight)
+    return (
+        _empty(input.shape, input, fmt) if mask[0] else None,
+        _empty(weight.shape, weight, fmt) if mask[1] else None,
+        _empty((weight.shape[0],), weight) if mask[2] else None,
+    )
+
+
+@torch.library.register_fake("fastconv::conv_transpose2d")
+def _conv_transpose2d_fake(
+    input, weight, bias, stride, padding, output_padding, dilation, groups
+):
+    _check_4d("conv_transpose2d", input=input, weight=weight)
+    n, c, h, w = input.shape
+    torch._check(
+        weight.shape[0] == c,
+        lambda: f"fastconv::conv_transpose2d: weight {tuple(weight.shape)} expects "
+        f"{weight.shape[0]} input channels, got {c}",
+    )
+    out_h = _transposed_output_size(
+        h, weight.shape[2], padding[0], padding[1], stride[0], dilation[0], output_padding[0]
+    )
+    out_w = _transposed_output_size(
+        w, weight.shape[3], padding[2], padding[3], stride[1], dilation[1], output_padding[1]
+    )
+    shape = (n, weight.shape[1] * groups, out_h, out_w)
+    return _empty(shape, input, _output_memory_format(input, weight))
+
+
+@torch.library.register_fake("fastconv::conv_transpose2d_backward")
+def _conv_transpose2d_backward_fake(
+    grad_output, input, weight, stride, padding, output_padding, dilation, groups, mask
+):
+    fmt = _output_memory_format(input, weight)
+    return (
+        _empty(input.shape, input, fmt) if mask[0] else None,
+        _empty(weight.shape, weight, fmt) if mask[1] else None,
+        _empty((weight.shape[1] * groups,), weight) if mask[2] else None,
+    )
+
+
+@torch.library.register_fake("fastconv::roi_align")
+def _roi_align_fake(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
+    _check_4d("roi_align", input=input)
+    return input.new_empty((rois.shape[0], input.shape[1], pooled_height, pooled_width))
+
+
+@torch.library.register_fake("fastconv::roi_align_backward")
+def _roi_align_backward_fake(
+    grad, rois, spatial_scale, pooled_height, pooled_width, n, c, h, w, sampling_ratio, aligned
+):
+    return grad.new_empty((n, c, h, w))
+
+
+@torch.library.register_fake("fastconv::roi_pool")
+def _roi_pool_fake(input, rois, spatial_scale, pooled_height, pooled_width):
+    _check_4d("roi_pool", input=input)
+    shape = (rois.shape[0], input.shape[1], pooled_height, pooled_width)
+    return input.new_empty(shape), input.new_empty(shape, dtype=torch.int64)
+
+
+@torch.library.register_fake("fastconv::roi_pool_backward")
+def _roi_pool_backward_fake(grad, rois, argmax, spatial_scale, pooled_height, pooled_width, n, c, h, w):
+    return grad.new_empty((n, c, h, w))
+
+
+# ---------------------------------------------------------------- autograd: convolution
+#
+# conv2d_backward(gO, x, w) = (dgrad(gO, w), wgrad(x, gO), sum(gO)) is bilinear, so its own
+# backward is made of conv2d and conv2d_backward again; likewise for the transposed pair,
+# whose forward is dgrad and whose input gradient is fprop.
+
+
+def _conv2d_setup(ctx, inputs, output):
+    input, weight, bias, stride, padding, dilation, groups = inputs
+    ctx.save_for_backward(input, weight)
+    ctx.args = (stride, padding, dilation, groups)
+    ctx.has_bias = bias is not None
+
+
+def _conv2d_grad(ctx, grad):
+    input, weight = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    mask = [need[0], need[1], ctx.has_bias and need[2]]
+    gi, gw, gb = ops.conv2d_backward(grad, input, weight, *ctx.args, mask)
+    return gi, gw, gb, None, None, None, None
+
+
+def _conv2d_backward_setup(ctx, inputs, output):
+    grad_output, input, weight, stride, padding, dilation, groups, mask = inputs
+    ctx.save_for_backward(grad_output, input, weight)
+    ctx.args = (stride, padding, dilation, groups)
+
+
+def _sum_terms(terms):
+    terms = [t for t in terms if t is not None]
+    if not terms:
+        return None
+    total = terms[0]
+    for t in terms[1:]:
+        total = total + t
+    return total
+
+
+def _bias_term(gg_bias, like):
+    return None if gg_bias is None else gg_bias.view(1, -1, 1, 1).expand_as(like)
+
+
+def _conv2d_backward_grad(ctx, gg_input, gg_weight, gg_bias):
+    grad_output, input, weight = ctx.saved_tensors
+    args = ctx.args
+    need = ctx.needs_input_grad
+    g_grad_output = g_input = g_weight = None
+    if need[0]:
+        g_grad_output = _sum_terms(
+            [
+                None if gg_input is None else ops.conv2d(gg_input, weight, None, *args),
+                None if gg_weight is None else ops.conv2d(input, gg_weight, None, *args),
+                _bias_term(gg_bias, grad_output),
+            ]
+        )
+    if need[1] and gg_weight is not None:
+        g_input = ops.conv2d_backward(grad_output, input, gg_weight, *args, [True, False, False])[0]
+    if need[2] and gg_input is not None:
+        g_weight = ops.conv2d_backward(grad_output, gg_input, weight, *args, [False, True, False])[1]
+    return g_grad_output, g_input, g_weight, None, None, None, None, None
+
+
+def _conv_transpose2d_setup(ctx, inputs, output):
+    input, weight, bias, stride, padding, output_padding, dilation, groups = inputs
+    ctx.save_for_backward(input, weight)
+    ctx.args = (stride, padding, output_padding, dilation, groups)
+    ctx.has_bias = bias is not None
+
+
+def _conv_transpose2d_grad(ctx, grad):
+    input, weight = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    mask = [need[0], need[1], ctx.has_bias and need[2]]
+    gi, gw, gb = ops.conv_transpose2d_backward(grad, input, weight, *ctx.args, mask)
+    return gi, gw, gb, None, None, None, None, None
+
+
+def _conv_transpose2d_backward_setup(ctx, inputs, output):
+    grad_output, input, weight, stride, padding, output_padding, dilation, groups, mask = inputs
+    ctx.save_for_backward(grad_output, input, weight)
+    ctx.args = (stride, padding, output_padding, dilation, groups)
+
+
+def _conv_transpose2d_backward_grad(ctx, gg_input, gg_weight, gg_bias):
+    grad_output, input, weight = ctx.saved_tensors
+    args = ctx.args
+    need = ctx.needs_input_grad
+    g_grad_output = g_input = g_weight = None
+    if need[0]:
+        g_grad_output = _sum_terms(
+            [
+                None if gg_input is None else ops.conv_transpose2d(gg_input, weight, None, *args),
+                None if gg_weight is None else ops.conv_transpose2d(input, gg_weight, None, *args),
+                _bias_term(gg_bias, grad_output),
+            ]
+        )
+    if need[1] and gg_weight is not None:
+        g_input = ops.conv_transpose2d_backward(
+            grad_output, input, gg_weight, *args, [True, False, False]
+        )[0]
+    if need[2] and gg_input is not None:
+        g_weight = ops.conv_transpose2d_backward(
+            grad_output, gg_input, weight, *args, [False, True, False]
+        )[1]
+    return g_grad_output, g_input, g_weight, None, None, None, None, None, None
+
+
+torch.library.register_autograd("fastconv::conv2d", _conv2d_grad, setup_context=_conv2d_setup)
+torch.library.register_autograd(
+    "fastconv::conv2d_backward", _conv2d_backward_grad, setup_context=_conv2d_backward_setup
+)
+torch.library.register_autograd(
+    "fastconv::conv_transpose2d", _conv_transpose2d_grad, setup_context=_conv_transpose2d_setup
+)
+torch.library.register_autograd(
+    "fastconv::conv_transpose2d_backward",
+    _conv_transpose2d_backward_grad,
+    setup_context=_conv_transpose2d_backward_setup,
+)
+
+
+# ---------------------------------------------------------------- autograd: RoI operators
+#
+# Both are linear in their input. RoIAlign's backward is the adjoint of its forward, so the
+# backward of roi_align_backward is roi_align itself. RoIPool's backward scatters through the
+# recorded argmax; its backward gathers through it. Boxes get no gradient (as torchvision).
+
+
+def _roi_align_setup(ctx, inputs, output):
+    input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned = inputs
+    ctx.save_for_backward(rois)
+    ctx.input_shape = tuple(input.shape)
+    ctx.args = (spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
+
+
+def _roi_align_grad(ctx, grad):
+    (rois,) = ctx.saved_tensors
+    scale, ph, pw, sampling_ratio, aligned = ctx.args
+    gi = ops.roi_align_backward(grad, rois, scale, ph, pw, *ctx.input_shape, sampling_ratio, aligned)
+    return gi, None, None, None, None, None, None
+
+
+def _roi_align_backward_setup(ctx, inputs, output):
+    grad, rois, scale, ph, pw, n, c, h, w, sampling_ratio, aligned = inputs
+    ctx.save_for_backward(rois)
+    ctx.args = (scale, ph, pw, sampling_ratio, aligned)
+
+
+def _roi_align_backward_grad(ctx, gg):
+    (rois,) = ctx.saved_tensors
+    g = ops.roi_align(gg, rois, *ctx.args) if ctx.needs_input_grad[0] else None
+    return (g,) + (None,) * 10
+
+
+def _roi_pool_setup(ctx, inputs, output):
+    input, rois, spatial_scale, pooled_height, pooled_width = inputs
+    out, argmax = output
+    ctx.mark_non_differentiable(argmax)
+    ctx.save_for_backward(rois, argmax)
+    ctx.input_shape = tuple(input.shape)
+    ctx.args = (spatial_scale, pooled_height, pooled_width)
+
+
+def _roi_pool_grad(ctx, grad, _grad_argmax):
+    rois, argmax = ctx.saved_tensors
+    gi = ops.roi_pool_backward(grad, rois, argmax, *ctx.args, *ctx.input_shape)
+    return gi, None, None, None, None
+
+
+def _roi_pool_backward_setup(ctx, inputs, output):
+    grad, rois, argmax, scale, ph, pw, n, c, h, w = inputs
+    ctx.save_for_backward(rois, argmax)
+
+
+def _roi_pool_backward_grad(ctx, gg):
+    rois, argmax = ctx.saved_tensors
+    g = None
+    if ctx.needs_input_grad[0]:
+        planes = gg[rois[:, 0].long()].flatten(2)  # [K, C, H * W]: each RoI's image
+        index = argmax.flatten(2)
+        picked = planes.gather(2, index.clamp_min(0)).view_as(argmax)
+        g = torch.where(argmax >= 0, picked, torch.zeros_like(picked))
+    return (g,) + (None,) * 9
+
+
+torch.library.register_autograd("fastconv::roi_align", _roi_align_grad, setup_context=_roi_align_setup)
+torch.library.register_autograd(
+    "fastconv::roi_align_backward", _roi_align_backward_grad, setup_context=_roi_align_backward_setup
+)
+torch.library.register_autograd("fastconv::roi_pool", _roi_pool_grad, setup_context=_roi_pool_setup)
+torch.library.register_autograd(
+    "fastconv::roi_pool_backward", _roi_pool_backward_grad, setup_context=_roi_pool_backward_setup
+)

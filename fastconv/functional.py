@@ -1,0 +1,279 @@
+"""Convolution and RoI functions on fastconv's kernels.
+
+conv1d, conv2d, conv_transpose1d and conv_transpose2d take exactly the arguments of their
+torch.nn.functional namesakes, with the same defaults and results (int or tuple arguments,
+padding='same' / 'valid' for convolutions, unbatched inputs). As an extension, an explicit
+padding may also give each side: (left, right) for 1-D, (top, bottom, left, right) for 2-D.
+
+roi_align and roi_pool follow torchvision.ops: boxes are a Tensor[K, 5] of (batch index, x1,
+y1, x2, y2) or a list of Tensor[L, 4], one per image.
+"""
+
+import operator
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from . import _ops  # noqa: F401  (registers fake kernels and autograd)
+
+ops = torch.ops.fastconv
+
+__all__ = ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "roi_align", "roi_pool"]
+
+
+def _check_tensor(fn, name, value):
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{fn}: argument '{name}' must be a Tensor, got {type(value).__name__}")
+
+
+def _int(fn, name, value):
+    if isinstance(value, bool):
+        raise TypeError(f"{fn}: argument '{name}' must be an int, got bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(
+            f"{fn}: argument '{name}' must be an int or a tuple of ints, got {value!r}"
+        ) from None
+
+
+def _ints(fn, name, value, n):
+    """An int, or a tuple/list of n ints, as a tuple of n ints."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != n:
+            raise ValueError(f"{fn}: argument '{name}' must have {n} values, got {tuple(value)}")
+        return tuple(_int(fn, name, v) for v in value)
+    return (_int(fn, name, value),) * n
+
+
+def _batched(fn, input, batched_dim):
+    if input.dim() == batched_dim:
+        return True
+    if input.dim() == batched_dim - 1:
+        return False
+    raise ValueError(
+        f"{fn}: argument 'input' must be {batched_dim - 1}-D (unbatched) or {batched_dim}-D "
+        f"(batched), got a {input.dim()}-D tensor of shape {tuple(input.shape)}"
+    )
+
+
+def _check_weight_dim(fn, weight, dim):
+    if weight.dim() != dim:
+        raise ValueError(
+            f"{fn}: argument 'weight' must be a {dim}-D tensor, got shape {tuple(weight.shape)}"
+        )
+
+
+def _padding(fn, padding, kernel, stride, dilation):
+    """Per-side padding (begin, end for each spatial dim) of a convolution."""
+    dims = len(kernel)
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0,) * (2 * dims)
+        if padding == "same":
+            if any(s != 1 for s in stride):
+                raise ValueError(f"{fn}: padding='same' is not supported for strided convolutions")
+            sides = []
+            for k, d in zip(kernel, dilation):
+                total = d * (k - 1)  # as PyTorch: the odd pixel goes to the end
+                sides += [total // 2, total - total // 2]
+            return tuple(sides)
+        raise ValueError(
+            f"{fn}: argument 'padding' must be 'valid', 'same', an int or a tuple, got {padding!r}"
+        )
+    return _explicit_padding(fn, padding, dims)
+
+
+def _explicit_padding(fn, padding, dims):
+    if isinstance(padding, (tuple, list)) and len(padding) == 2 * dims:
+        sides = tuple(_int(fn, "padding", v) for v in padding)
+    else:
+        per_dim = _ints(fn, "padding", padding, dims)
+        sides = tuple(v for p in per_dim for v in (p, p))
+    if any(v < 0 for v in sides):
+        raise ValueError(f"{fn}: argument 'padding' must be non-negative, got {padding!r}")
+    return sides
+
+
+def conv2d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor] = None,
+    stride: Union[int, Tuple[int, int]] = 1,
+    padding: Union[str, int, Tuple[int, ...]] = 0,
+    dilation: Union[int, Tuple[int, int]] = 1,
+    groups: int = 1,
+) -> Tensor:
+    fn = "fastconv.functional.conv2d"
+    _check_tensor(fn, "input", input)
+    _check_tensor(fn, "weight", weight)
+    batched = _batched(fn, input, 4)
+    _check_weight_dim(fn, weight, 4)
+    stride = _ints(fn, "stride", stride, 2)
+    dilation = _ints(fn, "dilation", dilation, 2)
+    pad = _padding(fn, padding, tuple(weight.shape[2:]), stride, dilation)
+    x = input if batched else input.unsqueeze(0)
+    y = ops.conv2d(x, weight, bias, stride, pad, dilation, _int(fn, "groups", groups))
+    return y if batched else y.squeeze(0)
+
+
+def conv1d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor] = None,
+    stride: Union[int, Tuple[int]] = 1,
+    padding: Union[str, int, Tuple[int, ...]] = 0,
+    dilation: Union[int, Tuple[int]] = 1,
+    groups: int = 1,
+) -> Tensor:
+    fn = "fastconv.functional.conv1d"
+    _check_tensor(fn, "input", input)
+    _check_tensor(fn, "weight", weight)
+    batched = _batched(fn, input, 3)
+    _check_weight_dim(fn, weight, 3)
+    stride = _ints(fn, "stride", stride, 1)
+    dilation = _ints(fn, "dilation", dilation, 1)
+    pad = _padding(fn, padding, tuple(weight.shape[2:]), stride, dilation)
+    x = input if batched else input.unsqueeze(0)
+    # A 1-D convolution is a 2-D one over rows of height 1.
+    y = ops.conv2d(
+        x.unsqueeze(2),
+        weight.unsqueeze(2),
+        bias,
+        (1,) + stride,
+        (0, 0) + pad,
+        (1,) + dilation,
+        _int(fn, "groups", groups),
+    ).squeeze(2)
+    return y if batched else y.squeeze(0)
+
+
+def conv_transpose2d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor] = None,
+    stride: Union[int, Tuple[int, int]] = 1,
+    padding: Union[int, Tuple[int, ...]] = 0,
+    output_padding: Union[int, Tuple[int, int]] = 0,
+    groups: int = 1,
+    dilation: Union[int, Tuple[int, int]] = 1,
+) -> Tensor:
+    fn = "fastconv.functional.conv_transpose2d"
+    _check_tensor(fn, "input", input)
+    _check_tensor(fn, "weight", weight)
+    batched = _batched(fn, input, 4)
+    _check_weight_dim(fn, weight, 4)
+    if isinstance(padding, str):
+        raise ValueError(f"{fn}: argument 'padding' must be an int or a tuple, got {padding!r}")
+    x = input if batched else input.unsqueeze(0)
+    y = ops.conv_transpose2d(
+        x,
+        weight,
+        bias,
+        _ints(fn, "stride", stride, 2),
+        _explicit_padding(fn, padding, 2),
+        _ints(fn, "output_padding", output_padding, 2),
+        _ints(fn, "dilation", dilation, 2),
+        _int(fn, "groups", groups),
+    )
+    return y if batched else y.squeeze(0)
+
+
+def conv_transpose1d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor] = None,
+    stride: Union[int, Tuple[int]] = 1,
+    padding: Union[int, Tuple[int, ...]] = 0,
+    output_padding: Union[int, Tuple[int]] = 0,
+    groups: int = 1,
+    dilation: Union[int, Tuple[int]] = 1,
+) -> Tensor:
+    fn = "fastconv.functional.conv_transpose1d"
+    _check_tensor(fn, "input", input)
+    _check_tensor(fn, "weight", weight)
+    batched = _batched(fn, input, 3)
+    _check_weight_dim(fn, weight, 3)
+    if isinstance(padding, str):
+        raise ValueError(f"{fn}: argument 'padding' must be an int or a tuple, got {padding!r}")
+    x = input if batched else input.unsqueeze(0)
+    y = ops.conv_transpose2d(
+        x.unsqueeze(2),
+        weight.unsqueeze(2),
+        bias,
+        (1,) + _ints(fn, "stride", stride, 1),
+        (0, 0) + _explicit_padding(fn, padding, 1),
+        (0,) + _ints(fn, "output_padding", output_padding, 1),
+        (1,) + _ints(fn, "dilation", dilation, 1),
+        _int(fn, "groups", groups),
+    ).squeeze(2)
+    return y if batched else y.squeeze(0)
+
+
+def _rois(fn, boxes):
+    """torchvision's box formats as one Tensor[K, 5] of (batch index, x1, y1, x2, y2)."""
+    if isinstance(boxes, Tensor):
+        if boxes.dim() != 2 or boxes.shape[1] != 5:
+            raise ValueError(
+                f"{fn}: argument 'boxes' as a Tensor must have shape [K, 5], got {tuple(boxes.shape)}"
+            )
+        return boxes
+    if isinstance(boxes, (list, tuple)):
+        for i, b in enumerate(boxes):
+            if not isinstance(b, Tensor) or b.dim() != 2 or b.shape[1] != 4:
+                shape = tuple(b.shape) if isinstance(b, Tensor) else type(b).__name__
+                raise ValueError(
+                    f"{fn}: argument 'boxes' as a list must hold Tensor[L, 4], one per image; "
+                    f"boxes[{i}] is {shape}"
+                )
+        if not boxes:
+            raise ValueError(f"{fn}: argument 'boxes' is an empty list; give one Tensor[L, 4] per image")
+        concat = torch.cat(list(boxes), dim=0)
+        ids = torch.cat(
+            [torch.full_like(b[:, :1], i) for i, b in enumerate(boxes)], dim=0
+        )
+        return torch.cat([ids, concat], dim=1)
+    raise TypeError(
+        f"{fn}: argument 'boxes' must be a Tensor[K, 5] or a list of Tensor[L, 4], got "
+        f"{type(boxes).__name__}"
+    )
+
+
+def _output_size(fn, output_size):
+    size = _ints(fn, "output_size", output_size, 2)
+    if any(s <= 0 for s in size):
+        raise ValueError(f"{fn}: argument 'output_size' must be positive, got {output_size!r}")
+    return size
+
+
+def roi_align(
+    input: Tensor,
+    boxes: Union[Tensor, List[Tensor]],
+    output_size: Union[int, Tuple[int, int]],
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
+    aligned: bool = False,
+) -> Tensor:
+    """torchvision.ops.roi_align on fastconv's kernels: average of bilinear samples per bin."""
+    fn = "fastconv.functional.roi_align"
+    _check_tensor(fn, "input", input)
+    rois = _rois(fn, boxes)
+    ph, pw = _output_size(fn, output_size)
+    return ops.roi_align(
+        input, rois, float(spatial_scale), ph, pw, _int(fn, "sampling_ratio", sampling_ratio), bool(aligned)
+    )
+
+
+def roi_pool(
+    input: Tensor,
+    boxes: Union[Tensor, List[Tensor]],
+    output_size: Union[int, Tuple[int, int]],
+    spatial_scale: float = 1.0,
+) -> Tensor:
+    """torchvision.ops.roi_pool on fastconv's kernels: maximum per bin of the quantised box."""
+    fn = "fastconv.functional.roi_pool"
+    _check_tensor(fn, "input", input)
+    rois = _rois(fn, boxes)
+    ph, pw = _output_size(fn, output_size)
+    return ops.roi_pool(input, rois, float(spatial_scale), ph, pw)[0]
