@@ -4,8 +4,8 @@
 // Unlike torchvision, nothing here can overflow or run unbounded on absurd boxes: sample
 // counts are doubles, and only the samples that can land inside [-1, size] (all others
 // contribute zero) are ever visited, so a box 1e7 pixels wide costs no more than the image.
-// A box with a non-finite coordinate (after scaling) is marked invalid: its output is NaN and
-// it contributes no gradient.
+// A box with a non-finite coordinate or size (after scaling, in the input's precision) is
+// marked invalid: its output is NaN and it contributes no gradient.
 #pragma once
 
 #include <cmath>
@@ -38,10 +38,10 @@ FASTCONV_HD RoiAlignGeometry<T> roi_align_geometry(const T* roi, T spatial_scale
   g.start_h = roi[2] * spatial_scale - offset;
   const T end_w = roi[3] * spatial_scale - offset;
   const T end_h = roi[4] * spatial_scale - offset;
-  g.valid = std::isfinite(g.start_w) && std::isfinite(g.start_h) && std::isfinite(end_w) &&
-            std::isfinite(end_h);
   T roi_width = end_w - g.start_w;
   T roi_height = end_h - g.start_h;
+  g.valid = std::isfinite(g.start_w) && std::isfinite(g.start_h) && std::isfinite(roi_width) &&
+            std::isfinite(roi_height);
   if (!aligned) {  // torchvision's legacy behaviour: boxes are at least one pixel
     roi_width = roi_width > T(1) ? roi_width : T(1);
     roi_height = roi_height > T(1) ? roi_height : T(1);

@@ -1,0 +1,82 @@
+"""torch.library.opcheck on every fastconv operator: schema, fake kernel, autograd
+registration and AOT dispatch all agree with the real kernels."""
+
+import pytest
+import torch
+
+import fastconv  # noqa: F401
+
+ops = torch.ops.fastconv
+
+
+def conv_args(device, channels_last=False, requires_grad=False, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 4, 7, 6, generator=g).to(device)
+    w = torch.randn(6, 2, 3, 2, generator=g).to(device)
+    b = torch.randn(6, generator=g).to(device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return [t.requires_grad_(requires_grad) for t in (x, w, b)]
+
+
+PARAMS = ([2, 1], [1, 0, 2, 1], [1, 2], 2)  # stride, padding (t, b, l, r), dilation, groups
+T_PARAMS = ([2, 1], [1, 0, 0, 1], [1, 0], [1, 2], 2)  # ... and output_padding
+
+
+def rois(device):
+    return torch.tensor([[0, 0.5, 1.0, 5.5, 6.0], [1, 2.0, 0.0, 4.0, 3.5]], device=device)
+
+
+def cases(device):
+    x, w, b = conv_args(device)
+    xc, wc, bc = conv_args(device, channels_last=True)
+    xg, wg, bg = conv_args(device, requires_grad=True)
+    y = ops.conv2d(x, w, b, *PARAMS)
+    xt = torch.randn(2, 6, 4, 5, device=device)
+    wt = torch.randn(6, 2, 3, 3, device=device)
+    yt = ops.conv_transpose2d(xt, wt, None, *T_PARAMS)
+    feats = torch.randn(2, 3, 8, 9, device=device)
+    out, argmax = ops.roi_pool(feats, rois(device), 0.5, 3, 2)
+    return {
+        "conv2d": (ops.conv2d, (x, w, b, *PARAMS)),
+        "conv2d_channels_last": (ops.conv2d, (xc, wc, bc, *PARAMS)),
+        "conv2d_grad": (ops.conv2d, (xg, wg, bg, *PARAMS)),
+        "conv2d_backward": (ops.conv2d_backward, (torch.randn_like(y), x, w, *PARAMS, [True, True, True])),
+        "conv2d_backward_mask": (ops.conv2d_backward, (torch.randn_like(y), x, w, *PARAMS, [False, True, False])),
+        "conv_transpose2d": (ops.conv_transpose2d, (xt, wt, torch.randn(4, device=device), *T_PARAMS)),
+        "conv_transpose2d_backward": (
+            ops.conv_transpose2d_backward,
+            (torch.randn_like(yt), xt, wt, *T_PARAMS, [True, True, True]),
+        ),
+        "roi_align": (ops.roi_align, (feats.requires_grad_(), rois(device), 0.5, 3, 2, 2, True)),
+        "roi_align_backward": (
+            ops.roi_align_backward,
+            (torch.randn(2, 3, 3, 2, device=device), rois(device), 0.5, 3, 2, 2, 3, 8, 9, -1, False),
+        ),
+        "roi_pool": (ops.roi_pool, (feats, rois(device), 0.5, 3, 2)),
+        "roi_pool_backward": (
+            ops.roi_pool_backward,
+            (torch.randn_like(out), rois(device), argmax, 0.5, 3, 2, 2, 3, 8, 9),
+        ),
+    }
+
+
+CASE_NAMES = list(cases("cpu"))
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_opcheck(name, device):
+    op, args = cases(device)[name]
+    torch.library.opcheck(op, args)
+
+
+def test_every_operator_is_checked():
+    defined = {n for n in torch._C._dispatch_get_all_op_names() if n.startswith("fastconv::")}
+    checked = {op._qualified_op_name for op, _ in cases("cpu").values()}
+    assert defined == checked
+
+
+def test_every_operator_has_a_cpu_kernel():
+    for name in torch._C._dispatch_get_all_op_names():
+        if name.startswith("fastconv::"):
+            assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "CPU"), name

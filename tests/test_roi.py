@@ -1,0 +1,189 @@
+"""RoIAlign and RoIPool against the plain-Python reference (tests/roi_reference.py) and
+torchvision.ops: both aligned modes, adaptive and fixed sampling, boxes partly outside the
+image, zero-size and inverted boxes, no boxes, both box formats, half types on the CPU, and
+absurd boxes that must neither hang nor crash."""
+
+import math
+import time
+
+import pytest
+import torch
+
+import fastconv
+import fastconv.functional as F
+import roi_reference
+from conftest import rel_err
+
+torchvision_ops = pytest.importorskip("torchvision.ops")
+
+
+def make_rois(n_images, n_boxes, height, width, seed, dtype=torch.float64, device="cpu", min_size=0.0):
+    """Boxes scattered over and beyond the image, with non-negative sizes (torchvision needs
+    x2 >= x1 for aligned=True with adaptive sampling)."""
+    g = torch.Generator().manual_seed(seed)
+    x1 = torch.rand(n_boxes, generator=g, dtype=torch.float64) * (width + 8) - 6
+    y1 = torch.rand(n_boxes, generator=g, dtype=torch.float64) * (height + 8) - 6
+    w = torch.rand(n_boxes, generator=g, dtype=torch.float64) * width * 0.8 + min_size
+    h = torch.rand(n_boxes, generator=g, dtype=torch.float64) * height * 0.8 + min_size
+    idx = torch.randint(0, n_images, (n_boxes,), generator=g).double()
+    return torch.stack([idx, x1, y1, x1 + w, y1 + h], 1).to(device, dtype)
+
+
+def special_rois(device):
+    return torch.tensor(
+        [
+            [0, 2.0, 3.0, 2.0, 3.0],  # zero size
+            [1, 4.0, 1.0, 4.0, 7.0],  # zero width
+            [0, -30.0, -30.0, -20.0, -20.0],  # entirely outside
+            [1, -5.0, -5.0, 50.0, 60.0],  # covers the image and more
+            [0, 6.5, 2.25, 8.75, 9.5],  # fractional, near the border
+        ],
+        dtype=torch.float64,
+        device=device,
+    )
+
+
+ALIGN_SETTINGS = [
+    (output_size, scale, sampling_ratio, aligned)
+    for output_size in [(2, 3), (7, 7)]
+    for scale in [1.0, 0.5]
+    for sampling_ratio in [-1, 0, 1, 2, 3]
+    for aligned in [False, True]
+]
+
+
+@pytest.mark.parametrize("output_size,scale,sampling_ratio,aligned", ALIGN_SETTINGS)
+def test_roi_align_matches_torchvision(output_size, scale, sampling_ratio, aligned, device):
+    x = torch.randn(2, 3, 11, 13, dtype=torch.float64, device=device)
+    rois = torch.cat([make_rois(2, 12, 11 / scale, 13 / scale, seed=sampling_ratio + 7), special_rois("cpu")]).to(device)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out = F.roi_align(xa, rois, output_size, scale, sampling_ratio, aligned)
+    ref = torchvision_ops.roi_align(xb.cpu(), rois.cpu(), output_size, scale, sampling_ratio, aligned)
+    assert rel_err(out, ref) <= 1e-9
+    grad = torch.randn_like(ref)
+    (ga,) = torch.autograd.grad(out, xa, grad.to(device))
+    (gb,) = torch.autograd.grad(ref, xb, grad)
+    assert rel_err(ga, gb) <= 1e-9
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize("sampling_ratio", [-1, 2])
+def test_roi_align_matches_python_reference(aligned, sampling_ratio, device):
+    x = torch.randn(2, 4, 9, 10, dtype=torch.float64)
+    rois = torch.cat([make_rois(2, 6, 9, 10, seed=3), special_rois("cpu")])
+    # Inverted boxes (x2 < x1) too: torchvision's CPU kernel cannot take these when aligned.
+    rois = torch.cat([rois, torch.tensor([[1, 7.0, 6.0, 2.0, 1.5]], dtype=torch.float64)])
+    xr = x.clone().requires_grad_()
+    ref = roi_reference.roi_align(xr, rois, (3, 2), 0.5, sampling_ratio, aligned)
+    xf = x.clone().to(device).requires_grad_()
+    out = F.roi_align(xf, rois.to(device), (3, 2), 0.5, sampling_ratio, aligned)
+    assert rel_err(out, ref) <= 1e-12
+    grad = torch.randn_like(ref)
+    assert rel_err(torch.autograd.grad(out, xf, grad.to(device))[0], torch.autograd.grad(ref, xr, grad)[0]) <= 1e-12
+
+
+@pytest.mark.parametrize("output_size,scale", [((2, 3), 1.0), ((7, 7), 0.5), ((4, 4), 0.25)])
+def test_roi_pool_matches_torchvision_and_reference(output_size, scale, device):
+    x = torch.randn(2, 3, 11, 13, dtype=torch.float64)
+    rois = torch.cat([make_rois(2, 12, 11 / scale, 13 / scale, seed=5), special_rois("cpu")])
+    xa, xb, xr = (x.clone().requires_grad_() for _ in range(3))
+    xa_dev = xa.to(device)
+    out = F.roi_pool(xa_dev, rois.to(device), output_size, scale)
+    tv = torchvision_ops.roi_pool(xb, rois, output_size, scale)
+    ref = roi_reference.roi_pool(xr, rois, output_size, scale)
+    assert rel_err(out, tv) == 0 and rel_err(out, ref) == 0
+    grad = torch.randn_like(ref)
+    ga = torch.autograd.grad(out, xa, grad.to(device))[0]
+    # Gradients of overlapping boxes add up in another order: equal to rounding.
+    assert rel_err(ga, torch.autograd.grad(tv, xb, grad)[0]) <= 1e-15
+    assert rel_err(ga, torch.autograd.grad(ref, xr, grad)[0]) <= 1e-15
+
+
+def test_box_list_format_equals_tensor_format(device):
+    x = torch.randn(2, 3, 10, 10, device=device)
+    boxes = [torch.tensor([[1.0, 1.0, 6.0, 5.0]], device=device), torch.tensor([[0.0, 2.0, 9.0, 9.0], [3.0, 3.0, 4.0, 8.0]], device=device)]
+    rois = torch.tensor([[0, 1.0, 1.0, 6.0, 5.0], [1, 0.0, 2.0, 9.0, 9.0], [1, 3.0, 3.0, 4.0, 8.0]], device=device)
+    torch.testing.assert_close(F.roi_align(x, boxes, 3, 1.0, 2), F.roi_align(x, rois, 3, 1.0, 2))
+    torch.testing.assert_close(F.roi_pool(x, boxes, 3), F.roi_pool(x, rois, 3))
+
+
+def test_no_boxes(device):
+    x = torch.randn(2, 3, 10, 10, device=device, requires_grad=True)
+    rois = torch.zeros(0, 5, device=device)
+    out = F.roi_align(x, rois, (7, 7), 0.25, 2, True)
+    assert out.shape == (0, 3, 7, 7)
+    (g,) = torch.autograd.grad(out.sum(), x)
+    assert g.shape == x.shape and g.abs().sum() == 0
+    assert F.roi_pool(x, rois, 2).shape == (0, 3, 2, 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_types_compute_in_float(dtype, device):
+    """torchvision's CPU kernel has no half types; fastconv's accumulates them in float."""
+    x = torch.randn(2, 8, 16, 16, dtype=torch.float64)
+    rois = make_rois(2, 10, 16, 16, seed=1)
+    x_half = x.to(dtype)
+    ref = torchvision_ops.roi_align(x_half.double(), rois, (5, 5), 1.0, 2, True)
+    out = F.roi_align(x_half.to(device), rois.to(device, dtype), (5, 5), 1.0, 2, True)
+    assert out.dtype == dtype
+    # Box coordinates in half precision move the samples; the values stay close.
+    assert rel_err(out, ref) <= (2e-2 if dtype == torch.float16 else 6e-2)
+    out32 = F.roi_align(x_half.to(device), rois.to(device), (5, 5), 1.0, 2, True)
+    assert rel_err(out32, ref) <= {torch.float16: 1e-3, torch.bfloat16: 8e-3}[dtype]
+    xg = x_half.to(device).requires_grad_()
+    (g,) = torch.autograd.grad(F.roi_align(xg, rois.to(device), (5, 5), 1.0, 2, True).sum(), xg)
+    xr = x_half.double().requires_grad_()
+    (gr,) = torch.autograd.grad(torchvision_ops.roi_align(xr, rois, (5, 5), 1.0, 2, True).sum(), xr)
+    assert g.dtype == dtype and rel_err(g, gr) <= 1e-2
+    pooled = F.roi_pool(x_half.to(device), rois.to(device), (3, 3))
+    assert rel_err(pooled, torchvision_ops.roi_pool(x_half.double(), rois, (3, 3))) == 0
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_huge_boxes_are_fast_and_defined(aligned, device):
+    """torchvision's CPU roi_align segfaults on one box 1e7 pixels wide with adaptive
+    sampling; fastconv only visits the samples that can land on the image."""
+    x = torch.randn(1, 4, 32, 40, device=device, requires_grad=True)
+    rois = torch.tensor([[0, 0.0, 0.0, 1e7, 10.0], [0, -1e30, -1e30, 1e30, 1e30]], device=device)
+    # A box whose width overflows float32 is not a box: NaN, like a non-finite coordinate.
+    overflow = torch.tensor([[0, -3e38, 0, 3e38, 5]], device=device)
+    start = time.perf_counter()
+    out = F.roi_align(x, torch.cat([rois, overflow]), 7, 1.0, -1, aligned)
+    (g,) = torch.autograd.grad(out[:2].sum(), x)
+    pooled = F.roi_pool(x, rois, 7, 1.0)
+    assert time.perf_counter() - start < 5.0
+    assert torch.isfinite(out[:2]).all() and torch.isnan(out[2]).all()
+    assert torch.isfinite(g).all() and torch.isfinite(pooled).all()
+    # A box 2000 pixels wide is still within torchvision's reach: the two agree on it.
+    wide = torch.tensor([[0, -900.0, 3.0, 1100.0, 20.0]], device=device, dtype=torch.float64)
+    xd = x.detach().double()
+    torch.testing.assert_close(
+        F.roi_align(xd, wide, 7, 1.0, -1, aligned).cpu(),
+        torchvision_ops.roi_align(xd.cpu(), wide.cpu(), 7, 1.0, -1, aligned),
+    )
+
+
+def test_non_finite_boxes_give_nan_and_no_gradient(device):
+    x = torch.randn(2, 3, 8, 8, device=device, requires_grad=True)
+    rois = torch.tensor(
+        [[0, float("nan"), 0, 4, 4], [1, 0, 0, float("inf"), 4], [0, 1.0, 1.0, 5.0, 5.0]], device=device
+    )
+    out = F.roi_align(x, rois, 2, 1.0, 2)
+    assert torch.isnan(out[:2]).all() and torch.isfinite(out[2]).all()
+    (g,) = torch.autograd.grad(out[2].sum() + 0 * out[:2].nan_to_num().sum(), x)
+    assert torch.isfinite(g).all()
+    pooled = F.roi_pool(x, rois, 2)
+    assert torch.isnan(pooled[:2]).all() and torch.isfinite(pooled[2]).all()
+
+
+def test_modules_mirror_torchvision():
+    assert repr(fastconv.nn.RoIAlign((7, 7), 0.25, 2, aligned=True)) == repr(
+        torchvision_ops.RoIAlign((7, 7), 0.25, 2, aligned=True)
+    )
+    assert repr(fastconv.nn.RoIPool(7, 0.5)) == repr(torchvision_ops.RoIPool(7, 0.5))
+    x = torch.randn(1, 2, 8, 8)
+    boxes = [torch.tensor([[0.5, 1.0, 6.0, 7.5]])]
+    torch.testing.assert_close(
+        fastconv.nn.RoIAlign(3, 1.0, 2, True)(x, boxes), torchvision_ops.RoIAlign(3, 1.0, 2, True)(x, boxes)
+    )
+    torch.testing.assert_close(fastconv.nn.RoIPool(3, 1.0)(x, boxes), torchvision_ops.RoIPool(3, 1.0)(x, boxes))
