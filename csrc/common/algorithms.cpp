@@ -52,6 +52,21 @@ bool implements(const ConvAlgorithm& a, Direction d, const ConvProblem& p, at::S
 
 }  // namespace
 
+bool unverified_kernels_allowed() {
+  static const bool allowed = [] {
+    const char* v = std::getenv("FASTCONV_ALLOW_UNVERIFIED_KERNELS");
+    return v != nullptr && std::string(v) == "1";
+  }();
+  return allowed;
+}
+
+void check_verified(bool verified, const std::string& what) {
+  TORCH_CHECK_NOT_IMPLEMENTED(
+      verified || unverified_kernels_allowed(), "fastconv: ", what,
+      " has been compiled but has not yet been verified on real hardware, so it is off by "
+      "default; set FASTCONV_ALLOW_UNVERIFIED_KERNELS=1 to run it anyway");
+}
+
 void register_conv_algorithms(c10::DeviceType device, std::vector<ConvAlgorithm> list) {
   std::lock_guard<std::mutex> lock(registry_mutex());
   registry()[device] = std::move(list);
@@ -86,6 +101,8 @@ const ConvAlgorithm& choose_conv_algorithm(c10::DeviceType device, Direction dir
                                   "fastconv: the forced algorithm '", forced, "' cannot run ",
                                   direction_name(direction), " for ", dtype, " on ",
                                   problem.str());
+      check_verified(a.verified, std::string("the ") + a.name + " algorithm on " +
+                                     c10::DeviceTypeName(device));
       return a;
     }
     std::string known;
@@ -93,8 +110,15 @@ const ConvAlgorithm& choose_conv_algorithm(c10::DeviceType device, Direction dir
     TORCH_CHECK_VALUE(false, "fastconv: unknown algorithm '", forced, "' for device type ",
                       device, " (FASTCONV_ALGO or fastconv.algorithms.force); known: ", known);
   }
+  const ConvAlgorithm* unverified = nullptr;
   for (const auto& a : list) {
-    if (implements(a, direction, problem, dtype)) return a;
+    if (!implements(a, direction, problem, dtype)) continue;
+    if (a.verified || unverified_kernels_allowed()) return a;
+    if (!unverified) unverified = &a;
+  }
+  if (unverified) {
+    check_verified(false, std::string("the ") + unverified->name + " algorithm on " +
+                              c10::DeviceTypeName(device));
   }
   TORCH_CHECK(false, "fastconv: no algorithm implements ", direction_name(direction), " for ",
               problem.str(), "; the last algorithm of each list must implement everything");

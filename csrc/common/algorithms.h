@@ -34,6 +34,9 @@ struct ConvAlgorithm {
   FpropKernel fprop;
   DgradKernel dgrad;
   WgradKernel wgrad;
+  // Whether the kernels have run, and passed the test suite, on real hardware of their
+  // device. Unverified kernels (compiled, never run) stay off unless the user allows them.
+  bool verified = true;
 };
 
 // Installs a device's list, fastest first. Called once by each device's registration.
@@ -44,6 +47,12 @@ const std::vector<ConvAlgorithm>& conv_algorithms(c10::DeviceType device);
 // problem), otherwise the first in the device's list that can.
 const ConvAlgorithm& choose_conv_algorithm(c10::DeviceType device, Direction direction,
                                            const ConvProblem& problem, at::ScalarType dtype);
+
+// Kernels compiled but never run on their hardware run only with
+// FASTCONV_ALLOW_UNVERIFIED_KERNELS=1 (read once); otherwise asking for one raises
+// NotImplementedError naming `what`.
+bool unverified_kernels_allowed();
+void check_verified(bool verified, const std::string& what);
 
 // Process-wide, so that it also reaches autograd's worker threads. Empty means "choose".
 // The environment variable FASTCONV_ALGO sets it when the library loads.

@@ -84,8 +84,9 @@ void check_roi_arguments(const char* op, const at::Tensor& features, const char*
                     ": spatial_scale must be a positive finite number, got ", spatial_scale);
 }
 
-void check_roi_batch_indices(const char* op, const at::Tensor& rois_cpu, int64_t batch_size) {
-  const auto index = rois_cpu.select(1, 0).to(at::kDouble).contiguous();
+void check_roi_batch_indices(const char* op, const at::Tensor& rois, int64_t batch_size) {
+  // On a GPU this copies K numbers to the host: the one synchronisation of the RoI operators.
+  const auto index = rois.select(1, 0).to(at::kCPU, at::kDouble).contiguous();
   const double* p = index.data_ptr<double>();
   for (int64_t k = 0; k < index.numel(); ++k) {
     // RoIs name their image by truncating the first column, as torchvision does.

@@ -31,8 +31,8 @@ void check_roi_arguments(const char* op, const at::Tensor& features, const char*
                          c10::IntArrayRef input_sizes, const at::Tensor& rois,
                          double spatial_scale, int64_t pooled_height, int64_t pooled_width);
 
-// Reads the batch index of every RoI (on the CPU) and checks it names an image of the batch.
-void check_roi_batch_indices(const char* op, const at::Tensor& rois_cpu, int64_t batch_size);
+// Reads the batch index of every RoI and checks it names an image of the batch.
+void check_roi_batch_indices(const char* op, const at::Tensor& rois, int64_t batch_size);
 
 // PyTorch's rule: the result is channels_last when the input or the filter is.
 at::MemoryFormat conv_output_memory_format(const at::Tensor& input, const at::Tensor& weight);

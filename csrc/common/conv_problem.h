@@ -6,6 +6,8 @@
 // is this problem's x and its input is this problem's y.
 #pragma once
 
+#include "common/macros.h"
+
 #include <c10/util/ArrayRef.h>
 
 #include <array>
@@ -31,8 +33,8 @@ struct ConvProblem {
   int64_t dilation_h, dilation_w;
   int64_t groups;
 
-  int64_t C_per_group() const { return C / groups; }
-  int64_t K_per_group() const { return K / groups; }
+  FASTCONV_HD int64_t C_per_group() const { return C / groups; }
+  FASTCONV_HD int64_t K_per_group() const { return K / groups; }
   // Multiply-adds count twice; padded taps count too, as every library counts them.
   double flops() const {
     return 2.0 * double(N) * double(K) * double(P) * double(Q) * double(C_per_group()) *

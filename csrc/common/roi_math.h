@@ -8,14 +8,10 @@
 // marked invalid: its output is NaN and it contributes no gradient.
 #pragma once
 
+#include "common/macros.h"
+
 #include <cmath>
 #include <cstdint>
-
-#if defined(__CUDACC__)
-#define FASTCONV_HD __host__ __device__ __forceinline__
-#else
-#define FASTCONV_HD inline
-#endif
 
 namespace fastconv {
 

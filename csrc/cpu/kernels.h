@@ -2,10 +2,10 @@
 #pragma once
 
 #include "common/algorithms.h"
+#include "common/roi_ops.h"
 
 #include <ATen/core/Tensor.h>
 
-#include <tuple>
 
 namespace fastconv::cpu {
 
@@ -14,19 +14,14 @@ ConvAlgorithm depthwise_algorithm();    // groups == C: direct loops over contig
 ConvAlgorithm im2col_gemm_algorithm();  // tiled im2col / col2im around a batched GEMM
 ConvAlgorithm direct_algorithm();       // loops over every tap: always correct, slow
 
-at::Tensor roi_align(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
-                     int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
-                     bool aligned);
-at::Tensor roi_align_backward(const at::Tensor& grad, const at::Tensor& rois,
-                              double spatial_scale, int64_t pooled_height, int64_t pooled_width,
-                              int64_t batch_size, int64_t channels, int64_t height,
-                              int64_t width, int64_t sampling_ratio, bool aligned);
-std::tuple<at::Tensor, at::Tensor> roi_pool(const at::Tensor& input, const at::Tensor& rois,
-                                            double spatial_scale, int64_t pooled_height,
-                                            int64_t pooled_width);
-at::Tensor roi_pool_backward(const at::Tensor& grad, const at::Tensor& rois,
-                             const at::Tensor& argmax, double spatial_scale,
-                             int64_t pooled_height, int64_t pooled_width, int64_t batch_size,
-                             int64_t channels, int64_t height, int64_t width);
+// RoI kernels (contracts in common/roi_ops.h).
+void roi_align_forward(const at::Tensor& input, const at::Tensor& rois, const RoiArgs& args,
+                       at::Tensor& out);
+void roi_align_backward(const at::Tensor& grad, const at::Tensor& rois, const RoiArgs& args,
+                        at::Tensor& grad_input);
+void roi_pool_forward(const at::Tensor& input, const at::Tensor& rois, const RoiArgs& args,
+                      at::Tensor& out, at::Tensor& argmax);
+void roi_pool_backward(const at::Tensor& grad, const at::Tensor& rois, const at::Tensor& argmax,
+                       at::Tensor& grad_input);
 
 }  // namespace fastconv::cpu

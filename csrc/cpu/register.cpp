@@ -1,7 +1,8 @@
 // The CPU registration: the convolution algorithm list (fastest first, the direct kernel
-// last) and every operator's CPU kernel.
+// last), the RoI kernels, and every operator for the CPU dispatch key.
 #include "common/algorithms.h"
 #include "common/conv_ops.h"
+#include "common/roi_ops.h"
 #include "cpu/kernels.h"
 
 #include <torch/library.h>
@@ -15,8 +16,11 @@ TORCH_LIBRARY_IMPL(fastconv, CPU, m) {
   m.impl("conv2d_backward", &conv2d_backward);
   m.impl("conv_transpose2d", &conv_transpose2d);
   m.impl("conv_transpose2d_backward", &conv_transpose2d_backward);
-  m.impl("roi_align", &cpu::roi_align);
-  m.impl("roi_align_backward", &cpu::roi_align_backward);
-  m.impl("roi_pool", &cpu::roi_pool);
-  m.impl("roi_pool_backward", &cpu::roi_pool_backward);
+  register_roi_kernels(c10::DeviceType::CPU,
+                       {&cpu::roi_align_forward, &cpu::roi_align_backward,
+                        &cpu::roi_pool_forward, &cpu::roi_pool_backward, /*verified=*/true});
+  m.impl("roi_align", &roi_align);
+  m.impl("roi_align_backward", &roi_align_backward);
+  m.impl("roi_pool", &roi_pool);
+  m.impl("roi_pool_backward", &roi_pool_backward);
 }

@@ -3,7 +3,6 @@
 // reused for all channels. Forward runs RoIs in parallel; backward runs RoIs in order and
 // channels in parallel, so each input-gradient plane has one writer and a fixed summation
 // order: deterministic, with no atomics.
-#include "common/checks.h"
 #include "common/roi_math.h"
 #include "cpu/kernels.h"
 #include "cpu/strided.h"
@@ -140,43 +139,20 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& rois, at::Tensor& g
 
 }  // namespace
 
-at::Tensor roi_align(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
-                     int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
-                     bool aligned) {
-  constexpr const char* op = "fastconv::roi_align";
-  check_roi_arguments(op, input, "input", input.sizes(), rois, spatial_scale, pooled_height,
-                      pooled_width);
-  check_roi_batch_indices(op, rois, input.size(0));
-  at::Tensor out = at::empty({rois.size(0), input.size(1), pooled_height, pooled_width},
-                             input.options().memory_format(at::MemoryFormat::Contiguous));
-  if (out.numel() == 0) return out;
-  const at::Tensor x = input.contiguous();
-  const at::Tensor r = rois.to(acc_dtype(input.scalar_type())).contiguous();
+void roi_align_forward(const at::Tensor& input, const at::Tensor& rois, const RoiArgs& a,
+                       at::Tensor& out) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align", [&] {
-    forward_impl<scalar_t>(x, r, out, spatial_scale, pooled_height, pooled_width, sampling_ratio,
-                           aligned);
+    forward_impl<scalar_t>(input, rois, out, a.spatial_scale, a.pooled_height, a.pooled_width,
+                           a.sampling_ratio, a.aligned);
   });
-  return out;
 }
 
-at::Tensor roi_align_backward(const at::Tensor& grad, const at::Tensor& rois,
-                              double spatial_scale, int64_t pooled_height, int64_t pooled_width,
-                              int64_t batch_size, int64_t channels, int64_t height,
-                              int64_t width, int64_t sampling_ratio, bool aligned) {
-  constexpr const char* op = "fastconv::roi_align_backward";
-  check_roi_arguments(op, grad, "grad", {batch_size, channels, height, width}, rois,
-                      spatial_scale, pooled_height, pooled_width);
-  check_sizes(op, grad, "grad", {rois.size(0), channels, pooled_height, pooled_width});
-  check_roi_batch_indices(op, rois, batch_size);
-  const auto acc = acc_dtype(grad.scalar_type());
-  at::Tensor grad_input = at::zeros({batch_size, channels, height, width}, grad.options().dtype(acc));
-  if (grad.numel() > 0 && grad_input.numel() > 0) {
-    AT_DISPATCH_FLOATING_TYPES(acc, "roi_align_backward", [&] {
-      backward_impl<scalar_t>(grad.to(acc).contiguous(), rois.to(acc).contiguous(), grad_input,
-                              spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned);
-    });
-  }
-  return grad_input.to(grad.scalar_type());
+void roi_align_backward(const at::Tensor& grad, const at::Tensor& rois, const RoiArgs& a,
+                        at::Tensor& grad_input) {
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "roi_align_backward", [&] {
+    backward_impl<scalar_t>(grad, rois, grad_input, a.spatial_scale, a.pooled_height,
+                            a.pooled_width, a.sampling_ratio, a.aligned);
+  });
 }
 
 }  // namespace fastconv::cpu

@@ -1,7 +1,6 @@
 // RoIPool (max) on the CPU, torchvision's definition: box corners rounded to pixels, bins of
 // roi_size / pooled pixels, the maximum of each bin (0 for an empty bin) and its index for the
 // backward pass. Backward runs RoIs in order and channels in parallel: deterministic.
-#include "common/checks.h"
 #include "common/roi_math.h"
 #include "cpu/kernels.h"
 #include "cpu/strided.h"
@@ -113,48 +112,18 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& rois, const at::Ten
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> roi_pool(const at::Tensor& input, const at::Tensor& rois,
-                                            double spatial_scale, int64_t pooled_height,
-                                            int64_t pooled_width) {
-  constexpr const char* op = "fastconv::roi_pool";
-  check_roi_arguments(op, input, "input", input.sizes(), rois, spatial_scale, pooled_height,
-                      pooled_width);
-  check_roi_batch_indices(op, rois, input.size(0));
-  const std::vector<int64_t> sizes{rois.size(0), input.size(1), pooled_height, pooled_width};
-  at::Tensor out = at::empty(sizes, input.options().memory_format(at::MemoryFormat::Contiguous));
-  at::Tensor argmax = at::empty(sizes, input.options().dtype(at::kLong).memory_format(at::MemoryFormat::Contiguous));
-  if (out.numel() == 0) return {out, argmax};
-  const at::Tensor x = input.contiguous();
-  const at::Tensor r = rois.to(acc_dtype(input.scalar_type())).contiguous();
+void roi_pool_forward(const at::Tensor& input, const at::Tensor& rois, const RoiArgs& a,
+                      at::Tensor& out, at::Tensor& argmax) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_pool", [&] {
-    forward_impl<scalar_t>(x, r, out, argmax, spatial_scale, pooled_height, pooled_width);
+    forward_impl<scalar_t>(input, rois, out, argmax, a.spatial_scale, a.pooled_height,
+                           a.pooled_width);
   });
-  return {out, argmax};
 }
 
-at::Tensor roi_pool_backward(const at::Tensor& grad, const at::Tensor& rois,
-                             const at::Tensor& argmax, double spatial_scale,
-                             int64_t pooled_height, int64_t pooled_width, int64_t batch_size,
-                             int64_t channels, int64_t height, int64_t width) {
-  constexpr const char* op = "fastconv::roi_pool_backward";
-  check_roi_arguments(op, grad, "grad", {batch_size, channels, height, width}, rois,
-                      spatial_scale, pooled_height, pooled_width);
-  const std::vector<int64_t> sizes{rois.size(0), channels, pooled_height, pooled_width};
-  check_sizes(op, grad, "grad", sizes);
-  check_sizes(op, argmax, "argmax", sizes);
-  TORCH_CHECK_TYPE(argmax.scalar_type() == at::kLong, op, ": argument 'argmax' must be int64, got ",
-                   argmax.scalar_type());
-  check_same_device(op, grad, "grad", argmax, "argmax");
-  check_roi_batch_indices(op, rois, batch_size);
-  const auto acc = acc_dtype(grad.scalar_type());
-  at::Tensor grad_input = at::zeros({batch_size, channels, height, width}, grad.options().dtype(acc));
-  if (grad.numel() > 0 && grad_input.numel() > 0) {
-    AT_DISPATCH_FLOATING_TYPES(acc, "roi_pool_backward", [&] {
-      backward_impl<scalar_t>(grad.to(acc).contiguous(), rois.to(acc).contiguous(),
-                              argmax.contiguous(), grad_input);
-    });
-  }
-  return grad_input.to(grad.scalar_type());
+void roi_pool_backward(const at::Tensor& grad, const at::Tensor& rois, const at::Tensor& argmax,
+                       at::Tensor& grad_input) {
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "roi_pool_backward",
+                             [&] { backward_impl<scalar_t>(grad, rois, argmax, grad_input); });
 }
 
 }  // namespace fastconv::cpu

@@ -1,31 +1,13 @@
-// A 4-D view of a tensor through its strides, so kernels read NCHW, channels_last and
-// non-contiguous tensors alike without copying them first.
+// CPU kernel helpers: the shared strided view and the accumulation types.
 #pragma once
 
-#include <ATen/core/Tensor.h>
-#include <ATen/OpMathType.h>
+#include "common/strided.h"
 
-#include <cstdint>
-#include <type_traits>
+#include <ATen/OpMathType.h>
 
 namespace fastconv::cpu {
 
-template <typename T>
-struct Strided4 {
-  T* data;
-  int64_t s0, s1, s2, s3;
-
-  explicit Strided4(const at::Tensor& t)
-      : data(static_cast<T*>(const_cast<void*>(t.const_data_ptr()))),
-        s0(t.stride(0)),
-        s1(t.stride(1)),
-        s2(t.stride(2)),
-        s3(t.stride(3)) {}
-
-  T& operator()(int64_t a, int64_t b, int64_t c, int64_t d) const {
-    return data[a * s0 + b * s1 + c * s2 + d * s3];
-  }
-};
+using fastconv::Strided4;
 
 // Half types accumulate in float; float in float; double in double.
 template <typename scalar_t>

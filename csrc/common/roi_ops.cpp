@@ -1,0 +1,133 @@
+#include "common/roi_ops.h"
+
+#include "common/algorithms.h"
+#include "common/checks.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/DeviceGuard.h>
+
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace fastconv {
+
+namespace {
+
+std::mutex& kernels_mutex() {
+  static std::mutex m;
+  return m;
+}
+
+std::map<c10::DeviceType, RoiKernels>& kernel_table() {
+  static std::map<c10::DeviceType, RoiKernels> table;
+  return table;
+}
+
+RoiKernels kernels_for(const at::Tensor& t, const char* op) {
+  std::lock_guard<std::mutex> lock(kernels_mutex());
+  auto it = kernel_table().find(t.device().type());
+  TORCH_CHECK(it != kernel_table().end(), op, ": no kernels for device ", t.device());
+  check_verified(it->second.verified, std::string(op) + " on " + c10::DeviceTypeName(t.device().type()));
+  return it->second;
+}
+
+at::ScalarType acc_dtype(at::ScalarType t) {
+  return t == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+at::Tensor acc_rois(const at::Tensor& rois, at::ScalarType dtype) {
+  return rois.to(acc_dtype(dtype)).contiguous();
+}
+
+}  // namespace
+
+void register_roi_kernels(c10::DeviceType device, RoiKernels kernels) {
+  std::lock_guard<std::mutex> lock(kernels_mutex());
+  kernel_table()[device] = kernels;
+}
+
+at::Tensor roi_align(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
+                     int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
+                     bool aligned) {
+  constexpr const char* op = "fastconv::roi_align";
+  check_roi_arguments(op, input, "input", input.sizes(), rois, spatial_scale, pooled_height,
+                      pooled_width);
+  c10::OptionalDeviceGuard guard(input.device());
+  check_roi_batch_indices(op, rois, input.size(0));
+  at::Tensor out = at::empty({rois.size(0), input.size(1), pooled_height, pooled_width},
+                             input.options().memory_format(at::MemoryFormat::Contiguous));
+  if (out.numel() == 0) return out;
+  const RoiArgs args{spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned};
+  kernels_for(input, op).align_forward(input.contiguous(), acc_rois(rois, input.scalar_type()),
+                                       args, out);
+  return out;
+}
+
+at::Tensor roi_align_backward(const at::Tensor& grad, const at::Tensor& rois,
+                              double spatial_scale, int64_t pooled_height, int64_t pooled_width,
+                              int64_t batch_size, int64_t channels, int64_t height,
+                              int64_t width, int64_t sampling_ratio, bool aligned) {
+  constexpr const char* op = "fastconv::roi_align_backward";
+  check_roi_arguments(op, grad, "grad", {batch_size, channels, height, width}, rois,
+                      spatial_scale, pooled_height, pooled_width);
+  check_sizes(op, grad, "grad", {rois.size(0), channels, pooled_height, pooled_width});
+  c10::OptionalDeviceGuard guard(grad.device());
+  check_roi_batch_indices(op, rois, batch_size);
+  const auto acc = acc_dtype(grad.scalar_type());
+  at::Tensor grad_input =
+      at::zeros({batch_size, channels, height, width}, grad.options().dtype(acc));
+  if (grad.numel() > 0 && grad_input.numel() > 0) {
+    const RoiArgs args{spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned};
+    kernels_for(grad, op).align_backward(grad.to(acc).contiguous(), acc_rois(rois, acc), args,
+                                         grad_input);
+  }
+  return grad_input.to(grad.scalar_type());
+}
+
+std::tuple<at::Tensor, at::Tensor> roi_pool(const at::Tensor& input, const at::Tensor& rois,
+                                            double spatial_scale, int64_t pooled_height,
+                                            int64_t pooled_width) {
+  constexpr const char* op = "fastconv::roi_pool";
+  check_roi_arguments(op, input, "input", input.sizes(), rois, spatial_scale, pooled_height,
+                      pooled_width);
+  c10::OptionalDeviceGuard guard(input.device());
+  check_roi_batch_indices(op, rois, input.size(0));
+  const std::vector<int64_t> sizes{rois.size(0), input.size(1), pooled_height, pooled_width};
+  const auto contiguous = at::MemoryFormat::Contiguous;
+  at::Tensor out = at::empty(sizes, input.options().memory_format(contiguous));
+  at::Tensor argmax = at::empty(sizes, input.options().dtype(at::kLong).memory_format(contiguous));
+  if (out.numel() == 0) return {out, argmax};
+  const RoiArgs args{spatial_scale, pooled_height, pooled_width, 0, false};
+  kernels_for(input, op).pool_forward(input.contiguous(), acc_rois(rois, input.scalar_type()),
+                                      args, out, argmax);
+  return {out, argmax};
+}
+
+at::Tensor roi_pool_backward(const at::Tensor& grad, const at::Tensor& rois,
+                             const at::Tensor& argmax, double spatial_scale,
+                             int64_t pooled_height, int64_t pooled_width, int64_t batch_size,
+                             int64_t channels, int64_t height, int64_t width) {
+  constexpr const char* op = "fastconv::roi_pool_backward";
+  check_roi_arguments(op, grad, "grad", {batch_size, channels, height, width}, rois,
+                      spatial_scale, pooled_height, pooled_width);
+  const std::vector<int64_t> sizes{rois.size(0), channels, pooled_height, pooled_width};
+  check_sizes(op, grad, "grad", sizes);
+  check_sizes(op, argmax, "argmax", sizes);
+  TORCH_CHECK_TYPE(argmax.scalar_type() == at::kLong, op,
+                   ": argument 'argmax' must be int64, got ", argmax.scalar_type());
+  check_same_device(op, grad, "grad", argmax, "argmax");
+  c10::OptionalDeviceGuard guard(grad.device());
+  check_roi_batch_indices(op, rois, batch_size);
+  const auto acc = acc_dtype(grad.scalar_type());
+  at::Tensor grad_input =
+      at::zeros({batch_size, channels, height, width}, grad.options().dtype(acc));
+  if (grad.numel() > 0 && grad_input.numel() > 0) {
+    kernels_for(grad, op).pool_backward(grad.to(acc).contiguous(), acc_rois(rois, acc),
+                                        argmax.contiguous(), grad_input);
+  }
+  return grad_input.to(grad.scalar_type());
+}
+
+}  // namespace fastconv

@@ -1,0 +1,53 @@
+// The RoI operators, written once for every device: checks, output allocation, dtypes, empty
+// inputs. Each device registers the kernels below (register_roi_kernels) and the operators
+// for its dispatch key.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/DeviceType.h>
+
+#include <tuple>
+
+namespace fastconv {
+
+struct RoiArgs {
+  double spatial_scale;
+  int64_t pooled_height, pooled_width;
+  int64_t sampling_ratio;  // RoIAlign only
+  bool aligned;            // RoIAlign only
+};
+
+// Kernel contracts. input: contiguous NCHW in its dtype. rois: contiguous [K, 5] in the
+// accumulation dtype (float, or double for double inputs), batch indices already checked.
+// Forward outputs are contiguous and every element is written. Backward kernels add into
+// grad_input, contiguous and zeroed, in the accumulation dtype; grad is contiguous in it too.
+struct RoiKernels {
+  void (*align_forward)(const at::Tensor& input, const at::Tensor& rois, const RoiArgs&,
+                        at::Tensor& out);
+  void (*align_backward)(const at::Tensor& grad, const at::Tensor& rois, const RoiArgs&,
+                         at::Tensor& grad_input);
+  void (*pool_forward)(const at::Tensor& input, const at::Tensor& rois, const RoiArgs&,
+                       at::Tensor& out, at::Tensor& argmax);
+  void (*pool_backward)(const at::Tensor& grad, const at::Tensor& rois,
+                        const at::Tensor& argmax, at::Tensor& grad_input);
+  bool verified;  // see ConvAlgorithm::verified
+};
+
+void register_roi_kernels(c10::DeviceType device, RoiKernels kernels);
+
+at::Tensor roi_align(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
+                     int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
+                     bool aligned);
+at::Tensor roi_align_backward(const at::Tensor& grad, const at::Tensor& rois,
+                              double spatial_scale, int64_t pooled_height, int64_t pooled_width,
+                              int64_t batch_size, int64_t channels, int64_t height,
+                              int64_t width, int64_t sampling_ratio, bool aligned);
+std::tuple<at::Tensor, at::Tensor> roi_pool(const at::Tensor& input, const at::Tensor& rois,
+                                            double spatial_scale, int64_t pooled_height,
+                                            int64_t pooled_width);
+at::Tensor roi_pool_backward(const at::Tensor& grad, const at::Tensor& rois,
+                             const at::Tensor& argmax, double spatial_scale,
+                             int64_t pooled_height, int64_t pooled_width, int64_t batch_size,
+                             int64_t channels, int64_t height, int64_t width);
+
+}  // namespace fastconv
