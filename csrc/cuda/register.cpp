@@ -1,0 +1,28 @@
+// The CUDA registration: the convolution algorithm list (the direct kernel last), the RoI
+// kernels, and every operator for the CUDA dispatch key. Compiled only in CUDA builds.
+//
+// None of these kernels has run on a GPU yet: they are registered unverified, so a CUDA
+// tensor raises NotImplementedError unless FASTCONV_ALLOW_UNVERIFIED_KERNELS=1 is set (the
+// GPU check sets it). Flip `verified` once bench/gpu_check.sh passes on a real GPU.
+#include "common/algorithms.h"
+#include "common/conv_ops.h"
+#include "common/roi_ops.h"
+#include "cuda/kernels.h"
+
+#include <torch/library.h>
+
+TORCH_LIBRARY_IMPL(fastconv, CUDA, m) {
+  using namespace fastconv;
+  register_conv_algorithms(c10::DeviceType::CUDA, {cuda::direct_algorithm()});
+  register_roi_kernels(c10::DeviceType::CUDA,
+                       {&cuda::roi_align_forward, &cuda::roi_align_backward,
+                        &cuda::roi_pool_forward, &cuda::roi_pool_backward, /*verified=*/false});
+  m.impl("conv2d", &conv2d);
+  m.impl("conv2d_backward", &conv2d_backward);
+  m.impl("conv_transpose2d", &conv_transpose2d);
+  m.impl("conv_transpose2d_backward", &conv_transpose2d_backward);
+  m.impl("roi_align", &roi_align);
+  m.impl("roi_align_backward", &roi_align_backward);
+  m.impl("roi_pool", &roi_pool);
+  m.impl("roi_pool_backward", &roi_pool_backward);
+}

@@ -1,0 +1,145 @@
+// RoIPool (max) on CUDA, torchvision's definition. Forward: one thread per output element,
+// recording the argmax. Backward: atomics into the input gradient, or, in deterministic
+// mode, one thread per (image, channel) plane walking the RoIs in order.
+#include "common/roi_math.h"
+#include "cuda/helpers.cuh"
+#include "cuda/kernels.h"
+
+#include <ATen/Context.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+
+#include <cfloat>
+#include <limits>
+
+namespace fastconv::cuda {
+
+namespace {
+
+struct Shape {
+  int64_t K, C, H, W, pooled_h, pooled_w;
+};
+
+template <typename T>
+__device__ void pool_bin(int64_t b, int64_t roi_start, T bin_size, int64_t size, int64_t* start,
+                         int64_t* end) {
+  const int64_t s = int64_t(floor(T(b) * bin_size)) + roi_start;
+  const int64_t e = int64_t(ceil(T(b + 1) * bin_size)) + roi_start;
+  *start = s < 0 ? 0 : (s > size ? size : s);
+  *end = e < 0 ? 0 : (e > size ? size : e);
+}
+
+template <typename scalar_t, typename acc_t>
+__global__ void forward_kernel(const scalar_t* __restrict__ input, const acc_t* __restrict__ rois,
+                               scalar_t* __restrict__ out, int64_t* __restrict__ argmax, Shape s,
+                               acc_t scale) {
+  const int64_t bins = s.pooled_h * s.pooled_w;
+  FASTCONV_GRID_STRIDE_LOOP(i, s.K * s.C * bins) {
+    const int64_t pw = i % s.pooled_w;
+    const int64_t ph = (i / s.pooled_w) % s.pooled_h;
+    const int64_t c = (i / bins) % s.C;
+    const int64_t k = i / (bins * s.C);
+    const acc_t* roi = rois + k * 5;
+    bool finite = true;
+    for (int j = 1; j < 5; ++j) finite = finite && isfinite(double(roi[j] * scale));
+    if (!finite) {
+      out[i] = scalar_t(std::numeric_limits<float>::quiet_NaN());
+      argmax[i] = -1;
+      continue;
+    }
+    const int64_t start_w = roi_pool_corner(roi[1], scale), start_h = roi_pool_corner(roi[2], scale);
+    const int64_t end_w = roi_pool_corner(roi[3], scale), end_h = roi_pool_corner(roi[4], scale);
+    const int64_t roi_h = end_h - start_h + 1, roi_w = end_w - start_w + 1;
+    const acc_t bin_h = acc_t(roi_h > 1 ? roi_h : 1) / acc_t(s.pooled_h);
+    const acc_t bin_w = acc_t(roi_w > 1 ? roi_w : 1) / acc_t(s.pooled_w);
+    int64_t h0, h1, w0, w1;
+    pool_bin(ph, start_h, bin_h, s.H, &h0, &h1);
+    pool_bin(pw, start_w, bin_w, s.W, &w0, &w1);
+    const bool empty = h1 <= h0 || w1 <= w0;
+    const scalar_t* plane = input + (int64_t(roi[0]) * s.C + c) * s.H * s.W;
+    acc_t best = empty ? acc_t(0) : acc_t(-FLT_MAX);  // torchvision's starting value
+    int64_t best_index = -1;
+    for (int64_t h = h0; h < h1; ++h) {
+      for (int64_t w = w0; w < w1; ++w) {
+        const acc_t v = acc_t(plane[h * s.W + w]);
+        if (v > best) {
+          best = v;
+          best_index = h * s.W + w;
+        }
+      }
+    }
+    out[i] = scalar_t(best);
+    argmax[i] = best_index;
+  }
+}
+
+template <typename acc_t>
+__global__ void backward_atomic_kernel(const acc_t* __restrict__ grad, const acc_t* __restrict__ rois,
+                                       const int64_t* __restrict__ argmax,
+                                       acc_t* __restrict__ grad_input, Shape s) {
+  const int64_t bins = s.pooled_h * s.pooled_w;
+  FASTCONV_GRID_STRIDE_LOOP(i, s.K * s.C * bins) {
+    const int64_t index = argmax[i];
+    if (index < 0 || index >= s.H * s.W) continue;
+    const int64_t c = (i / bins) % s.C;
+    const int64_t k = i / (bins * s.C);
+    atomicAdd(grad_input + (int64_t(rois[k * 5]) * s.C + c) * s.H * s.W + index, grad[i]);
+  }
+}
+
+template <typename acc_t>
+__global__ void backward_deterministic_kernel(const acc_t* __restrict__ grad,
+                                              const acc_t* __restrict__ rois,
+                                              const int64_t* __restrict__ argmax,
+                                              acc_t* __restrict__ grad_input, int64_t N, Shape s) {
+  const int64_t bins = s.pooled_h * s.pooled_w;
+  FASTCONV_GRID_STRIDE_LOOP(i, N * s.C) {
+    const int64_t c = i % s.C;
+    const int64_t n = i / s.C;
+    acc_t* plane = grad_input + i * s.H * s.W;
+    for (int64_t k = 0; k < s.K; ++k) {
+      if (int64_t(rois[k * 5]) != n) continue;
+      const int64_t offset = (k * s.C + c) * bins;
+      for (int64_t b = 0; b < bins; ++b) {
+        const int64_t index = argmax[offset + b];
+        if (index >= 0 && index < s.H * s.W) plane[index] += grad[offset + b];
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void roi_pool_forward(const at::Tensor& input, const at::Tensor& rois, const RoiArgs& a,
+                      at::Tensor& out, at::Tensor& argmax) {
+  const Shape s{rois.size(0), input.size(1), input.size(2), input.size(3), a.pooled_height, a.pooled_width};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_pool", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    forward_kernel<scalar_t, acc_t><<<blocks_for(out.numel()), kThreads, 0, current_stream()>>>(
+        input.const_data_ptr<scalar_t>(), rois.const_data_ptr<acc_t>(), out.data_ptr<scalar_t>(),
+        argmax.data_ptr<int64_t>(), s, acc_t(a.spatial_scale));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+void roi_pool_backward(const at::Tensor& grad, const at::Tensor& rois, const at::Tensor& argmax,
+                       at::Tensor& grad_input) {
+  const Shape s{rois.size(0), grad_input.size(1), grad_input.size(2), grad_input.size(3),
+                grad.size(2), grad.size(3)};
+  const int64_t N = grad_input.size(0);
+  const bool deterministic = at::globalContext().deterministicAlgorithms();
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "roi_pool_backward", [&] {
+    if (deterministic) {
+      backward_deterministic_kernel<scalar_t><<<blocks_for(N * s.C), kThreads, 0, current_stream()>>>(
+          grad.const_data_ptr<scalar_t>(), rois.const_data_ptr<scalar_t>(),
+          argmax.const_data_ptr<int64_t>(), grad_input.data_ptr<scalar_t>(), N, s);
+    } else {
+      backward_atomic_kernel<scalar_t><<<blocks_for(grad.numel()), kThreads, 0, current_stream()>>>(
+          grad.const_data_ptr<scalar_t>(), rois.const_data_ptr<scalar_t>(),
+          argmax.const_data_ptr<int64_t>(), grad_input.data_ptr<scalar_t>(), s);
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+}  // namespace fastconv::cuda
