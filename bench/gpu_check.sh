@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# The project's whole GPU check, in one run on a machine with an NVIDIA GPU and no network:
+#   1. build for this GPU's architecture with every core;
+#   2. the whole test suite, cuda parametrisation included (unverified kernels allowed);
+#   3. compute-sanitizer: memcheck over a CUDA test subset, racecheck on the kernels that use
+#      shared memory;
+#   4. the benchmark: fastconv-bench on the seed suite if the CLI exists, else a short
+#      timing table of every kernel against torch (cuDNN) and torchvision.
+# Logs and JSON go under OUT_DIR; OUT_DIR/gpu_check.json sums it up. Budget: 8 minutes on
+# an H100. Usage: bash bench/gpu_check.sh OUT_DIR
+set -uo pipefail
+out=$(mkdir -p "${1:?usage: bash bench/gpu_check.sh OUT_DIR}" && cd "$1" && pwd)
+cd "$(dirname "$0")/.."
+: > "$out/steps.jsonl"
+status=0
+
+step() {  # step NAME COMMAND...: runs it, logs to OUT/NAME.log, records rc and seconds
+  local name=$1 t0 rc
+  shift
+  t0=$(date +%s)
+  "$@" > "$out/$name.log" 2>&1
+  rc=$?
+  printf '{"step": "%s", "rc": %d, "seconds": %d}\n' "$name" "$rc" "$(( $(date +%s) - t0 ))" >> "$out/steps.jsonl"
+  echo "$name: rc=$rc in $(( $(date +%s) - t0 ))s"
+  [ "$rc" -eq 0 ] || status=1
+  return "$rc"
+}
+
+export FASTCONV_CUDA=1
+export FASTCONV_ALLOW_UNVERIFIED_KERNELS=1
+export MAX_JOBS=$(nproc)
+TORCH_CUDA_ARCH_LIST=$(python -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())")
+export TORCH_CUDA_ARCH_LIST
+sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
+
+python - > "$out/machine.json" <<'PY'
+import datetime, json, platform, subprocess, torch
+smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                     capture_output=True, text=True).stdout.strip()
+print(json.dumps({
+    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    "gpu": torch.cuda.get_device_name(0), "nvidia_smi": smi,
+    "capability": "%d.%d" % torch.cuda.get_device_capability(),
+    "torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+    "python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
+}, indent=1))
+PY
+
+if step build pip install --no-build-isolation --no-deps -v -e .; then
+  grep -E "ptxas info|spill" "$out/build.log" > "$out/ptxas.log" || true
+  step tests python -m pytest -q -rs --junitxml="$out/pytest.xml"
+  if [ -n "$sanitizer" ]; then
+    # No caching allocator, so an access past a tensor's end is past an allocation's end.
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 step memcheck "$sanitizer" --tool memcheck --error-exitcode 1 \
+      python -m pytest -q -x tests/test_conv.py tests/test_roi.py \
+      -k "cuda and ((forward_matches_torch and float32 and (conv2d-basic or depthwise_multiplier or per_side or fcn32s or conv1d-basic)) or (gradients_match and float32 and (conv2d-groups4 or conv_transpose2d-basic)) or matches_python_reference or no_boxes or huge)"
+    step racecheck "$sanitizer" --tool racecheck --error-exitcode 1 \
+      python -m pytest -q -x tests/test_conv.py -k "cuda and gradients_match and float32 and (conv2d-basic or conv2d-depthwise)"
+  else
+    echo '{"step": "sanitizer", "rc": 1, "seconds": 0, "note": "compute-sanitizer not found"}' >> "$out/steps.jsonl"
+    status=1
+  fi
+  if python -c "import fastconv.bench" 2>/dev/null; then
+    step bench python -m fastconv.bench --device cuda --suite seed --json "$out/bench.json" --csv "$out/bench.csv"
+  else
+    step bench python bench/gpu_timing.py --json "$out/bench.json"
+  fi
+fi
+
+python - "$out" "$status" <<'PY'
+import json, os, sys, xml.etree.ElementTree as ET
+out, status = sys.argv[1], int(sys.argv[2])
+summary = {"machine": json.load(open(os.path.join(out, "machine.json"))),
+           "steps": [json.loads(l) for l in open(os.path.join(out, "steps.jsonl")) if l.strip()],
+           "passed": status == 0}
+junit = os.path.join(out, "pytest.xml")
+if os.path.exists(junit):
+    suite = ET.parse(junit).getroot()
+    suite = suite if suite.tag == "testsuite" else suite[0]
+    summary["tests"] = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+    summary["skipped_tests"] = [f"{c.get('classname')}::{c.get('name')}: {s.get('message')}"
+                                for c in suite.iter("testcase") for s in c.findall("skipped")]
+    summary["failed_tests"] = [f"{c.get('classname')}::{c.get('name')}"
+                               for c in suite.iter("testcase") if c.find("failure") is not None or c.find("error") is not None]
+bench = os.path.join(out, "bench.json")
+if os.path.exists(bench):
+    summary["bench"] = json.load(open(bench))
+json.dump(summary, open(os.path.join(out, "gpu_check.json"), "w"), indent=1)
+print(json.dumps({k: v for k, v in summary.items() if k != "bench"}, indent=1)[:6000])
+PY
+exit $status

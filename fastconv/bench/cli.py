@@ -1,0 +1,240 @@
+"""fastconv-bench: times fastconv's kernels against the baselines a user would otherwise
+pick (torch.nn.functional, i.e. oneDNN on the CPU and cuDNN with benchmark mode on the GPU;
+torchvision.ops for RoIAlign and RoIPool; torch.nn layers for whole networks).
+
+  fastconv-bench [options]              run a suite (the seed suite by default)
+  fastconv-bench compare OLD.json NEW.json   per-row change, regressions beyond noise
+  fastconv-bench plot RESULT.json FILE.png   the speed-up chart of a saved result
+"""
+
+import argparse
+import contextlib
+import datetime
+import statistics
+import sys
+import time
+
+import torch
+
+import fastconv
+
+from . import measure, report, suites
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
+OPS = ("conv2d", "conv_transpose2d", "conv1d", "conv_transpose1d", "roi_align", "roi_pool", "network")
+
+
+def cuda_usable():
+    if not torch.cuda.is_available() or not fastconv.algorithms.names("cuda"):
+        return False
+    try:
+        fastconv.functional.conv2d(torch.ones(1, 1, 1, 1, device="cuda"), torch.ones(1, 1, 1, 1, device="cuda"))
+        return True
+    except NotImplementedError:
+        return False  # compiled but unverified, and not allowed
+
+
+def run_parser():
+    p = argparse.ArgumentParser(
+        prog="fastconv-bench",
+        description="Time fastconv against torch (oneDNN/cuDNN) and torchvision. "
+        "Subcommands: 'compare OLD.json NEW.json', 'plot RESULT.json FILE.png'.",
+    )
+    p.add_argument("--suite", default="seed",
+                   help="'seed' (DESIGN.md's table) or a network whose convolutions are traced (resnet50, vgg16, ...)")
+    p.add_argument("--layer", help="a one-off convolution, e.g. N=8,C=64,H=56,W=56,K=64,R=3,stride=1,pad=1,groups=1")
+    p.add_argument("--network", help="time a whole network (forward; with --direction all, a training step)")
+    p.add_argument("--group", help="only these groups of the suite (comma-separated)")
+    p.add_argument("--op", choices=OPS, help="only rows of this operator")
+    p.add_argument("--direction", choices=suites.DIRECTIONS, default="fprop")
+    p.add_argument("--dtype", choices=list(DTYPES), default="float32")
+    p.add_argument("--layout", choices=["nchw", "nhwc"], default="nchw")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when a GPU and fastconv's CUDA kernels are usable")
+    p.add_argument("--batch", type=int, help="batch size (default: %s)" % suites.DEFAULT_BATCH)
+    p.add_argument("--warmup", type=int, help="untimed runs first (default: 1 on cpu, 5 on cuda)")
+    p.add_argument("--repeats", type=int, help="timed runs, median reported (default: 5 on cpu, 25 on cuda)")
+    p.add_argument("--algo", help=f"force one fastconv algorithm (cpu: {', '.join(fastconv.algorithms.names('cpu'))})")
+    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    p.add_argument("--csv", metavar="FILE", help="write the results as CSV")
+    p.add_argument("--plot", metavar="FILE.png", help="draw the speed-up per layer (needs matplotlib)")
+    p.add_argument("--quiet", action="store_true", help="no table, only the summary")
+    return p
+
+
+def positive(parser, name, value):
+    if value is not None and value <= 0:
+        parser.error(f"--{name} must be positive, got {value}")
+
+
+def settle_args(parser, args):
+    positive(parser, "batch", args.batch)
+    positive(parser, "repeats", args.repeats)
+    if args.warmup is not None and args.warmup < 0:
+        parser.error(f"--warmup must not be negative, got {args.warmup}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no GPU is visible")
+    if args.device is None:
+        args.device = "cuda" if cuda_usable() else "cpu"
+    if args.algo and args.algo not in fastconv.algorithms.names(args.device):
+        parser.error(f"--algo {args.algo}: {args.device} has {fastconv.algorithms.names(args.device)}")
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            parser.error("--plot needs matplotlib: pip install 'fastconv[plot]' (or pip install matplotlib)")
+    args.warmup = args.warmup if args.warmup is not None else (5 if args.device == "cuda" else 1)
+    args.repeats = args.repeats or (25 if args.device == "cuda" else 5)
+    args.batch = args.batch or suites.DEFAULT_BATCH[args.device]
+    return args
+
+
+def select_cases(parser, args):
+    try:
+        if args.layer:
+            cases = [suites.parse_layer(args.layer)]
+        elif args.network:
+            cases = [suites.NetworkCase("network", args.network)]
+            suites.network_model(args.network)  # fail early on an unknown name
+        else:
+            cases = suites.suite(args.suite)
+    except ValueError as e:
+        parser.error(str(e))
+    if args.group:
+        wanted = set(args.group.split(","))
+        unknown = wanted - {c.group for c in cases}
+        if unknown:
+            parser.error(f"--group: no such group(s) {sorted(unknown)} in suite {args.suite}; "
+                         f"groups: {sorted({c.group for c in cases})}")
+        cases = [c for c in cases if c.group in wanted]
+    if args.op:
+        cases = [c for c in cases if getattr(c, "op", "network") == args.op]
+        if not cases:
+            parser.error(f"--op {args.op}: no such rows in this selection")
+    return cases
+
+
+def measure_case(case, args, timer, peaks, dtype):
+    n = case.batch(args.batch)
+    row = {"group": case.group, "name": case.name, "op": getattr(case, "op", "network"),
+           "shape": case.shape_text(n), "direction": args.direction, "dtype": args.dtype,
+           "layout": args.layout, "device": args.device, "batch": n, "count": case.count,
+           "algorithm": args.algo or "auto"}
+    directions = case.directions() if hasattr(case, "directions") else suites.DIRECTIONS
+    if args.direction not in directions:
+        row["error"] = f"no {args.direction} for {row['op']}"
+        return row
+    force = fastconv.algorithms.force(args.algo) if args.algo else contextlib.nullcontext()
+    try:
+        with force:
+            generator = torch.Generator().manual_seed(0)
+            fast, base = case.runners(n, args.device, dtype, args.layout, args.direction, generator)
+            row["rel_error"] = measure.max_rel_error(fast(), base())
+            fast_times, base_times = measure.time_pair(timer, fast, base, args.warmup, args.repeats)
+    except (RuntimeError, NotImplementedError, ValueError, TypeError) as e:
+        row["error"] = str(e).splitlines()[0][:200]
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
+        return row
+    t, tb = statistics.median(fast_times), statistics.median(base_times)
+    flops = case.flops(n, args.direction)
+    nbytes = case.min_bytes(n, args.direction, torch.empty(0, dtype=dtype).element_size())
+    floor = max(flops / (peaks["matmul_tflops"] * 1e12), nbytes / (peaks["copy_gbps"] * 1e9))
+    row.update({
+        "time_ms": 1e3 * t, "baseline_ms": 1e3 * tb, "ratio": tb / t,
+        "tflops": flops / t / 1e12 if flops else None,
+        "gbps": nbytes / t / 1e9 if not flops and nbytes else None,
+        "floor_pct": 100 * floor / t if floor else None,
+        "noise": measure.spread(fast_times), "baseline_noise": measure.spread(base_times),
+        "flops": flops, "min_bytes": nbytes,
+    })
+    return row
+
+
+def run(argv):
+    parser = run_parser()
+    args = settle_args(parser, parser.parse_args(argv))
+    cases = select_cases(parser, args)
+    dtype = DTYPES[args.dtype]
+    if args.device == "cuda":
+        torch.backends.cudnn.benchmark = True
+    started = datetime.datetime.now(datetime.timezone.utc)
+    t0 = time.perf_counter()
+    machine = measure.machine_info(args.device)
+    peaks = measure.measure_peaks(args.device, dtype)
+    where = machine.get("gpu") or f"{machine['cpu']}, {machine['torch_threads']} threads"
+    say = (lambda *a: None) if args.quiet else print
+    say(f"fastconv-bench: {len(cases)} layers, {args.direction}, {args.dtype}, {args.layout}, on {args.device} ({where})")
+    say(f"peaks measured now: {peaks['matmul_tflops']:.3f} TFLOP/s {peaks['matmul_dtype']} matmul, "
+        f"{peaks['copy_gbps']:.1f} GB/s copy; median of {args.repeats} runs after {args.warmup} warm-up, interleaved")
+    say(report.header_line())
+    timer = measure.Timer(args.device)
+    rows = []
+    for i, case in enumerate(cases, 1):
+        row = measure_case(case, args, timer, peaks, dtype)
+        rows.append(row)
+        say(report.row_line(i, len(cases), row))
+        sys.stdout.flush()
+    summary = report.summarize(rows)
+    result = {
+        "schema": report.SCHEMA,
+        "started": started.isoformat(timespec="seconds"),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "machine": machine,
+        "versions": measure.versions(),
+        "settings": {"suite": args.network or ("layer" if args.layer else args.suite), "device": args.device,
+                     "dtype": args.dtype, "layout": args.layout, "direction": args.direction,
+                     "batch": args.batch, "warmup": args.warmup, "repeats": args.repeats,
+                     "algo": args.algo or "auto", "group": args.group, "op": args.op,
+                     "baseline": "torch.nn.functional (cuDNN, benchmark mode)" if args.device == "cuda"
+                     else "torch.nn.functional (oneDNN)", "roi_baseline": "torchvision.ops"},
+        "peaks": peaks,
+        "rows": rows,
+        "summary": summary,
+    }
+    if args.json:
+        report.write_json(args.json, result)
+    if args.csv:
+        report.write_csv(args.csv, result)
+    if args.plot:
+        report.plot(result, args.plot)
+    errors = sum(1 for r in rows if r.get("error"))
+    print(report.summary_line(summary) + (f" ({errors} row(s) failed)" if errors else "") +
+          f" [{result['seconds']:.0f} s]")
+    return 0
+
+
+def compare_main(argv):
+    p = argparse.ArgumentParser(prog="fastconv-bench compare", description="Per-row change from OLD to NEW.")
+    p.add_argument("old")
+    p.add_argument("new")
+    p.add_argument("--threshold", type=float, default=0.05, help="smallest slow-down that counts (default 0.05 = 5%%)")
+    p.add_argument("--strict", action="store_true", help="exit 1 when there are regressions")
+    args = p.parse_args(argv)
+    try:
+        old, new = report.load(args.old), report.load(args.new)
+    except (OSError, ValueError) as e:
+        p.error(str(e))
+    regressions = report.compare(old, new, args.threshold)
+    return 1 if regressions and args.strict else 0
+
+
+def plot_main(argv):
+    p = argparse.ArgumentParser(prog="fastconv-bench plot", description="Draw a saved result's speed-ups.")
+    p.add_argument("result")
+    p.add_argument("out", metavar="FILE.png")
+    args = p.parse_args(argv)
+    try:
+        report.plot(report.load(args.result), args.out)
+    except (OSError, ValueError, RuntimeError) as e:
+        p.error(str(e))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "compare":
+        return compare_main(argv[1:])
+    if argv and argv[0] == "plot":
+        return plot_main(argv[1:])
+    return run(argv)

@@ -1,0 +1,169 @@
+"""How the benchmark measures: the machine and versions, peak rates measured at start-up
+(the roofline is this machine's own), and paired timing of baseline and fastconv."""
+
+import os
+import platform
+import re
+import statistics
+import subprocess
+import time
+from typing import Callable, Dict, List, Tuple
+
+import torch
+
+import fastconv
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_revision() -> str:
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        rev = subprocess.run(["git", "-C", root, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5)
+        if rev.returncode == 0:
+            return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "unknown"
+
+
+def onednn_version() -> str:
+    m = re.search(r"oneDNN v([\d.]+)", torch.__config__.show())
+    return m.group(1) if m else "none"
+
+
+def machine_info(device: str) -> Dict:
+    info = {
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+    }
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        info["gpu"] = props.name
+        info["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
+        info["gpu_capability"] = f"{props.major}.{props.minor}"
+        try:
+            info["driver"] = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True, text=True, timeout=10).stdout.strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.SubprocessError):
+            info["driver"] = "unknown"
+    return info
+
+
+def versions() -> Dict:
+    out = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+        "onednn": onednn_version(),
+        "fastconv": fastconv.__version__,
+        "fastconv_git": git_revision(),
+    }
+    try:
+        import torchvision
+
+        out["torchvision"] = torchvision.__version__
+    except ImportError:
+        out["torchvision"] = None
+    return out
+
+
+class Timer:
+    """Times a zero-argument callable on one device: CUDA events after an L2 flush on the GPU
+    (so small layers do not run from a warm cache), the wall clock on the CPU."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.flush_buffer = None
+        if device == "cuda":
+            l2 = torch.cuda.get_device_properties(0).L2_cache_size or (50 << 20)
+            self.flush_buffer = torch.empty(2 * l2 // 4, dtype=torch.float32, device="cuda")
+
+    def __call__(self, fn: Callable) -> float:
+        """Seconds one call of fn takes."""
+        if self.device == "cuda":
+            self.flush_buffer.zero_()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1e3
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
+
+def time_pair(timer: Timer, fast: Callable, base: Callable, warmup: int, repeats: int) -> Tuple[List[float], List[float]]:
+    """Times both, interleaved (alternating which goes first) so that drift, turbo and the
+    other core's noise hit both alike. Returns the samples of each."""
+    for _ in range(warmup):
+        base()
+        fast()
+    if timer.device == "cuda":
+        torch.cuda.synchronize()
+    fast_times, base_times = [], []
+    for i in range(repeats):
+        if i % 2 == 0:
+            base_times.append(timer(base))
+            fast_times.append(timer(fast))
+        else:
+            fast_times.append(timer(fast))
+            base_times.append(timer(base))
+    return fast_times, base_times
+
+
+def spread(samples: List[float]) -> float:
+    """Relative noise of a set of timings: (75th - 25th percentile) / median."""
+    if len(samples) < 4:
+        return (max(samples) - min(samples)) / statistics.median(samples) if samples else 0.0
+    q = statistics.quantiles(samples, n=4)
+    return (q[2] - q[0]) / q[1] if q[1] > 0 else 0.0
+
+
+def measure_peaks(device: str, dtype: torch.dtype) -> Dict:
+    """The machine's own ceilings: a large matmul in the run's dtype, and a large copy."""
+    timer = Timer(device)
+    n = 4096 if device == "cuda" else 1024
+    if dtype == torch.float64 and device == "cpu":
+        n = 768
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    for _ in range(3):
+        torch.mm(a, b)
+    matmul = min(timer(lambda: torch.mm(a, b)) for _ in range(5 if device == "cpu" else 20))
+    elements = (256 << 20) // 4 if device == "cuda" else (64 << 20) // 4
+    src = torch.randn(elements, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    copy = min(timer(lambda: dst.copy_(src)) for _ in range(5 if device == "cpu" else 20))
+    return {
+        "matmul_dtype": str(dtype).replace("torch.", ""),
+        "matmul_size": n,
+        "matmul_tflops": 2 * n**3 / matmul / 1e12,
+        "copy_gbps": 2 * src.numel() * 4 / copy / 1e9,
+    }
+
+
+def max_rel_error(outputs: List[torch.Tensor], references: List[torch.Tensor]) -> float:
+    worst = 0.0
+    for out, ref in zip(outputs, references):
+        ref64 = ref.detach().double()
+        denom = ref64.norm().item()
+        diff = (out.detach().double() - ref64).norm().item()
+        worst = max(worst, diff / denom if denom > 0 else diff)
+    return worst
