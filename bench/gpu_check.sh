@@ -4,21 +4,20 @@
 #   2. the whole test suite, cuda parametrisation included (unverified kernels allowed);
 #   3. compute-sanitizer: memcheck over a CUDA test subset, racecheck on the kernels that use
 #      shared memory;
-#   4. the benchmark: fastconv-bench on the seed suite if the CLI exists, else a short
-#      timing table of every kernel against torch (cuDNN) and torchvision.
+#   4. the benchmark: fastconv-bench on the seed suite against cuDNN and torchvision.
 # Logs and JSON go under OUT_DIR; OUT_DIR/gpu_check.json sums it up. Budget: 8 minutes on
-# an H100. Usage: bash bench/gpu_check.sh OUT_DIR
+# an H100 (each step has a time limit; they add up to about that). Usage: bash bench/gpu_check.sh OUT_DIR
 set -uo pipefail
 out=$(mkdir -p "${1:?usage: bash bench/gpu_check.sh OUT_DIR}" && cd "$1" && pwd)
 cd "$(dirname "$0")/.."
 : > "$out/steps.jsonl"
 status=0
 
-step() {  # step NAME COMMAND...: runs it, logs to OUT/NAME.log, records rc and seconds
-  local name=$1 t0 rc
-  shift
+step() {  # step NAME SECONDS COMMAND...: runs it (killed after SECONDS), logs to OUT/NAME.log
+  local name=$1 limit=$2 t0 rc
+  shift 2
   t0=$(date +%s)
-  "$@" > "$out/$name.log" 2>&1
+  timeout --kill-after=10 "$limit" "$@" > "$out/$name.log" 2>&1
   rc=$?
   printf '{"step": "%s", "rc": %d, "seconds": %d}\n' "$name" "$rc" "$(( $(date +%s) - t0 ))" >> "$out/steps.jsonl"
   echo "$name: rc=$rc in $(( $(date +%s) - t0 ))s"
@@ -46,25 +45,22 @@ print(json.dumps({
 }, indent=1))
 PY
 
-if step build pip install --no-build-isolation --no-deps -v -e .; then
+if step build 200 pip install --no-build-isolation --no-deps -v -e .; then
   grep -E "ptxas info|spill" "$out/build.log" > "$out/ptxas.log" || true
-  step tests python -m pytest -q -rs --junitxml="$out/pytest.xml"
+  step tests 120 python -m pytest -q -rs --junitxml="$out/pytest.xml"
   if [ -n "$sanitizer" ]; then
     # No caching allocator, so an access past a tensor's end is past an allocation's end.
-    PYTORCH_NO_CUDA_MEMORY_CACHING=1 step memcheck "$sanitizer" --tool memcheck --error-exitcode 1 \
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 step memcheck 60 "$sanitizer" --tool memcheck --error-exitcode 1 \
       python -m pytest -q -x tests/test_conv.py tests/test_roi.py \
       -k "cuda and ((forward_matches_torch and float32 and (conv2d-basic or depthwise_multiplier or per_side or fcn32s or conv1d-basic)) or (gradients_match and float32 and (conv2d-groups4 or conv_transpose2d-basic)) or matches_python_reference or no_boxes or huge)"
-    step racecheck "$sanitizer" --tool racecheck --error-exitcode 1 \
+    step racecheck 40 "$sanitizer" --tool racecheck --error-exitcode 1 \
       python -m pytest -q -x tests/test_conv.py -k "cuda and gradients_match and float32 and (conv2d-basic or conv2d-depthwise)"
   else
     echo '{"step": "sanitizer", "rc": 1, "seconds": 0, "note": "compute-sanitizer not found"}' >> "$out/steps.jsonl"
     status=1
   fi
-  if python -c "import fastconv.bench" 2>/dev/null; then
-    step bench python -m fastconv.bench --device cuda --suite seed --json "$out/bench.json" --csv "$out/bench.csv"
-  else
-    step bench python bench/gpu_timing.py --json "$out/bench.json"
-  fi
+  step bench 80 python -m fastconv.bench --device cuda --suite seed --warmup 1 --repeats 5 \
+    --json "$out/bench.json" --csv "$out/bench.csv"
 fi
 
 python - "$out" "$status" <<'PY'

@@ -138,9 +138,10 @@ def spread(samples: List[float]) -> float:
 def measure_peaks(device: str, dtype: torch.dtype) -> Dict:
     """The machine's own ceilings: a large matmul in the run's dtype, and a large copy."""
     timer = Timer(device)
-    n = 4096 if device == "cuda" else 1024
+    # Large enough to reach the machine's GEMM rate, small enough to measure in a second.
+    n = 8192 if device == "cuda" else 2048
     if dtype == torch.float64 and device == "cpu":
-        n = 768
+        n = 1024
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     for _ in range(3):

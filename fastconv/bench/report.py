@@ -23,13 +23,13 @@ def _fmt(value, spec, width):
 
 
 def header_line():
-    return (f"{'#':>7s} {'group':11s} {'layer':20s} {'dir':5s} {'fastconv ms':>11s} {'rate':>12s} "
+    return (f"{'progress':20s} {'group':11s} {'layer':20s} {'dir':5s} {'fastconv ms':>11s} {'rate':>12s} "
             f"{'floor%':>6s} {'baseline ms':>11s} {'ratio':>6s} {'rel err':>8s}")
 
 
 def row_line(index, total, row):
     done = int(10 * index / total)
-    progress = f"[{'#' * done}{'.' * (10 - done)}] {index}/{total}"
+    progress = f"[{'#' * done}{'.' * (10 - done)}] {index:>3d}/{total:<3d}"
     if row.get("error"):
         return f"{progress} {row['group']:11s} {row['name'][:20]:20s} {row['direction']:5s} error: {row['error']}"
     rate = (f"{row['tflops']:.3f} TFLOP/s" if row.get("tflops") else
@@ -83,9 +83,10 @@ def row_key(row):
     return (row["group"], row["name"], row["direction"], row["dtype"], row["layout"], row["device"], row["batch"])
 
 
-def compare(old: Dict, new: Dict, threshold: float = 0.05, out=sys.stdout) -> List[Dict]:
+def compare(old: Dict, new: Dict, threshold: float = 0.05, out=None) -> List[Dict]:
     """Prints each row's change and returns the regressions: rows where fastconv got slower by
     more than the threshold and more than twice the two runs' measured noise together."""
+    out = out or sys.stdout
     old_rows = {row_key(r): r for r in old["rows"] if r.get("time_ms")}
     regressions = []
     out.write(f"{'group':11s} {'layer':20s} {'dir':5s} {'old ms':>10s} {'new ms':>10s} {'change':>8s}  verdict\n")
