@@ -130,6 +130,9 @@ def measure_case(case, args, timer, peaks, dtype):
             fast, base = case.runners(n, args.device, dtype, args.layout, args.direction, generator)
             row["rel_error"] = measure.max_rel_error(fast(), base())
             fast_times, base_times = measure.time_pair(timer, fast, base, args.warmup, args.repeats)
+    except ImportError as e:
+        row["error"] = f"baseline not installed: {e} (pip install -r requirements-bench.txt)"
+        return row
     except (RuntimeError, NotImplementedError, ValueError, TypeError) as e:
         row["error"] = str(e).splitlines()[0][:200]
         if args.device == "cuda":

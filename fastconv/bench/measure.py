@@ -38,7 +38,7 @@ def git_revision() -> str:
 
 
 def onednn_version() -> str:
-    m = re.search(r"oneDNN v([\d.]+)", torch.__config__.show())
+    m = re.search(r"(?:oneDNN|MKL-DNN) v([\d.]+)", torch.__config__.show())
     return m.group(1) if m else "none"
 
 

@@ -123,11 +123,11 @@ def plot(result: Dict, path: str):
     if not rows:
         raise RuntimeError("no measured rows to plot")
     groups = list(dict.fromkeys(r["group"] for r in rows))
-    colors = plt.get_cmap("tab10")
+    colors = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
     fig, ax = plt.subplots(figsize=(max(8, 0.32 * len(rows) + 2), 5))
     labels = []
     for i, r in enumerate(rows):
-        ax.bar(i, r["ratio"], color=colors(groups.index(r["group"]) % 10))
+        ax.bar(i, r["ratio"], color=colors(groups.index(r["group"]) % colors.N))
         labels.append(f"{r['name']} {r['direction']}" if len({x['direction'] for x in rows}) > 1 else r["name"])
     ax.set_yscale("log")
     ax.axhline(1.0, color="black", linewidth=1)
@@ -137,7 +137,7 @@ def plot(result: Dict, path: str):
     machine = result["machine"].get("gpu") or result["machine"].get("cpu")
     s = result["settings"]
     ax.set_title(f"fastconv vs baseline: {s['suite']} {s['dtype']} {s['layout']} {s['direction']} on {machine}", fontsize=9)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=colors(i % 10)) for i in range(len(groups))]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors(i % colors.N)) for i in range(len(groups))]
     ax.legend(handles, groups, fontsize=7, ncol=min(len(groups), 6), loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
