@@ -129,30 +129,15 @@ def _roi_pool_backward_fake(grad, rois, argmax, spatial_scale, pooled_height, po
 
 # ---------------------------------------------------------------- autograd: convolution
 #
-# conv2d_backward(gO, x, w) = (dgrad(gO, w), wgrad(x, gO), sum(gO)) is bilinear, so its own
-# backward is made of conv2d and conv2d_backward again; likewise for the transposed pair,
-# whose forward is dgrad and whose input gradient is fprop.
-
-
-def _conv2d_setup(ctx, inputs, output):
-    input, weight, bias, stride, padding, dilation, groups = inputs
-    ctx.save_for_backward(input, weight)
-    ctx.args = (stride, padding, dilation, groups)
-    ctx.has_bias = bias is not None
-
-
-def _conv2d_grad(ctx, grad):
-    input, weight = ctx.saved_tensors
-    need = ctx.needs_input_grad
-    mask = [need[0], need[1], ctx.has_bias and need[2]]
-    gi, gw, gb = ops.conv2d_backward(grad, input, weight, *ctx.args, mask)
-    return gi, gw, gb, None, None, None, None
-
-
-def _conv2d_backward_setup(ctx, inputs, output):
-    grad_output, input, weight, stride, padding, dilation, groups, mask = inputs
-    ctx.save_for_backward(grad_output, input, weight)
-    ctx.args = (stride, padding, dilation, groups)
+# Both pairs, conv2d / conv2d_backward and conv_transpose2d / conv_transpose2d_backward, have
+# the same shape: forward(x, w) is bilinear, and backward(gO, x, w) returns its input gradient
+# (linear in gO and w), its weight gradient (linear in x and gO) and the bias gradient
+# sum(gO). (conv2d's backward is dgrad and wgrad; the transposed one's is fprop and wgrad.)
+# Differentiating backward therefore needs only forward and backward again:
+#   d/d gO  = forward(gg_input, w) + forward(x, gg_weight) + gg_bias
+#   d/d x   = backward(gO, x, gg_weight)[input gradient]
+#   d/d w   = backward(gO, gg_input, w)[weight gradient]
+# so gradients of any order stay on fastconv's kernels.
 
 
 def _sum_terms(terms):
@@ -165,87 +150,52 @@ def _sum_terms(terms):
     return total
 
 
-def _bias_term(gg_bias, like):
-    return None if gg_bias is None else gg_bias.view(1, -1, 1, 1).expand_as(like)
+def _register_conv_autograd(forward_name, backward_name):
+    forward, backward = getattr(ops, forward_name), getattr(ops, backward_name)
+
+    def setup(ctx, inputs, output):
+        input, weight, bias, *params = inputs
+        ctx.save_for_backward(input, weight)
+        ctx.params = params
+        ctx.has_bias = bias is not None
+
+    def grad(ctx, grad_output):
+        input, weight = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        mask = [need[0], need[1], ctx.has_bias and need[2]]
+        gi, gw, gb = backward(grad_output, input, weight, *ctx.params, mask)
+        return (gi, gw, gb) + (None,) * len(ctx.params)
+
+    def backward_setup(ctx, inputs, output):
+        grad_output, input, weight, *params, mask = inputs
+        ctx.save_for_backward(grad_output, input, weight)
+        ctx.params = params
+
+    def backward_grad(ctx, gg_input, gg_weight, gg_bias):
+        grad_output, input, weight = ctx.saved_tensors
+        params = ctx.params
+        need = ctx.needs_input_grad
+        g_grad_output = g_input = g_weight = None
+        if need[0]:
+            g_grad_output = _sum_terms([
+                None if gg_input is None else forward(gg_input, weight, None, *params),
+                None if gg_weight is None else forward(input, gg_weight, None, *params),
+                None if gg_bias is None else gg_bias.view(1, -1, 1, 1).expand_as(grad_output),
+            ])
+        if need[1] and gg_weight is not None:
+            g_input = backward(grad_output, input, gg_weight, *params, [True, False, False])[0]
+        if need[2] and gg_input is not None:
+            g_weight = backward(grad_output, gg_input, weight, *params, [False, True, False])[1]
+        return (g_grad_output, g_input, g_weight) + (None,) * (len(params) + 1)
+
+    torch.library.register_autograd(f"fastconv::{forward_name}", grad, setup_context=setup)
+    torch.library.register_autograd(
+        f"fastconv::{backward_name}", backward_grad, setup_context=backward_setup
+    )
 
 
-def _conv2d_backward_grad(ctx, gg_input, gg_weight, gg_bias):
-    grad_output, input, weight = ctx.saved_tensors
-    args = ctx.args
-    need = ctx.needs_input_grad
-    g_grad_output = g_input = g_weight = None
-    if need[0]:
-        g_grad_output = _sum_terms(
-            [
-                None if gg_input is None else ops.conv2d(gg_input, weight, None, *args),
-                None if gg_weight is None else ops.conv2d(input, gg_weight, None, *args),
-                _bias_term(gg_bias, grad_output),
-            ]
-        )
-    if need[1] and gg_weight is not None:
-        g_input = ops.conv2d_backward(grad_output, input, gg_weight, *args, [True, False, False])[0]
-    if need[2] and gg_input is not None:
-        g_weight = ops.conv2d_backward(grad_output, gg_input, weight, *args, [False, True, False])[1]
-    return g_grad_output, g_input, g_weight, None, None, None, None, None
-
-
-def _conv_transpose2d_setup(ctx, inputs, output):
-    input, weight, bias, stride, padding, output_padding, dilation, groups = inputs
-    ctx.save_for_backward(input, weight)
-    ctx.args = (stride, padding, output_padding, dilation, groups)
-    ctx.has_bias = bias is not None
-
-
-def _conv_transpose2d_grad(ctx, grad):
-    input, weight = ctx.saved_tensors
-    need = ctx.needs_input_grad
-    mask = [need[0], need[1], ctx.has_bias and need[2]]
-    gi, gw, gb = ops.conv_transpose2d_backward(grad, input, weight, *ctx.args, mask)
-    return gi, gw, gb, None, None, None, None, None
-
-
-def _conv_transpose2d_backward_setup(ctx, inputs, output):
-    grad_output, input, weight, stride, padding, output_padding, dilation, groups, mask = inputs
-    ctx.save_for_backward(grad_output, input, weight)
-    ctx.args = (stride, padding, output_padding, dilation, groups)
-
-
-def _conv_transpose2d_backward_grad(ctx, gg_input, gg_weight, gg_bias):
-    grad_output, input, weight = ctx.saved_tensors
-    args = ctx.args
-    need = ctx.needs_input_grad
-    g_grad_output = g_input = g_weight = None
-    if need[0]:
-        g_grad_output = _sum_terms(
-            [
-                None if gg_input is None else ops.conv_transpose2d(gg_input, weight, None, *args),
-                None if gg_weight is None else ops.conv_transpose2d(input, gg_weight, None, *args),
-                _bias_term(gg_bias, grad_output),
-            ]
-        )
-    if need[1] and gg_weight is not None:
-        g_input = ops.conv_transpose2d_backward(
-            grad_output, input, gg_weight, *args, [True, False, False]
-        )[0]
-    if need[2] and gg_input is not None:
-        g_weight = ops.conv_transpose2d_backward(
-            grad_output, gg_input, weight, *args, [False, True, False]
-        )[1]
-    return g_grad_output, g_input, g_weight, None, None, None, None, None, None
-
-
-torch.library.register_autograd("fastconv::conv2d", _conv2d_grad, setup_context=_conv2d_setup)
-torch.library.register_autograd(
-    "fastconv::conv2d_backward", _conv2d_backward_grad, setup_context=_conv2d_backward_setup
-)
-torch.library.register_autograd(
-    "fastconv::conv_transpose2d", _conv_transpose2d_grad, setup_context=_conv_transpose2d_setup
-)
-torch.library.register_autograd(
-    "fastconv::conv_transpose2d_backward",
-    _conv_transpose2d_backward_grad,
-    setup_context=_conv_transpose2d_backward_setup,
-)
+_register_conv_autograd("conv2d", "conv2d_backward")
+_register_conv_autograd("conv_transpose2d", "conv_transpose2d_backward")
 
 
 # ---------------------------------------------------------------- autograd: RoI operators

@@ -1,72 +1,48 @@
-// The always-correct CUDA convolution, last in the CUDA list: one thread per output element
-// for fprop and dgrad (dgrad gathers, so no atomics), one block per filter element for wgrad
-// with a fixed-order tree reduction (deterministic). Reads any layout through strides and
-// accumulates half types in float. Simple on purpose: it is the reference for the fast paths.
-#include "common/conv_problem.h"
-#include "common/strided.h"
+// The always-correct CUDA convolution (common/direct_conv.h, element by element), last in the
+// CUDA list. fprop and dgrad run one thread per element of their output, taken in that
+// tensor's memory order, so neighbouring threads write neighbouring addresses in NCHW (along
+// W) and in channels_last (along C) alike; dgrad gathers, so it needs no atomics. wgrad runs
+// one block per filter element and adds the threads' partial sums as a fixed tree
+// (deterministic). Half types accumulate in float.
+#include "common/direct_conv.h"
 #include "cuda/helpers.cuh"
 #include "cuda/kernels.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAGuard.h>
 
 namespace fastconv::cuda {
 
 namespace {
 
-template <typename scalar_t>
+struct Index4 {
+  int64_t n, c, h, w;
+};
+
+// A flat index over [N, C, H, W] split in the tensor's memory order.
+template <bool channels_last>
+__device__ __forceinline__ Index4 split(int64_t i, int64_t C, int64_t H, int64_t W) {
+  if (channels_last) return {i / (W * H * C), i % C, (i / (C * W)) % H, (i / C) % W};
+  return {i / (W * H * C), (i / (W * H)) % C, (i / W) % H, i % W};
+}
+
+template <typename scalar_t, bool channels_last>
 __global__ void fprop_kernel(const ConvProblem p, const Strided4<const scalar_t> x,
                              const Strided4<const scalar_t> w, const Strided4<scalar_t> y) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t Cg = p.C_per_group(), Kg = p.K_per_group();
   FASTCONV_GRID_STRIDE_LOOP(i, p.N * p.K * p.P * p.Q) {
-    const int64_t oq = i % p.Q;
-    const int64_t op = (i / p.Q) % p.P;
-    const int64_t k = (i / (p.Q * p.P)) % p.K;
-    const int64_t n = i / (p.Q * p.P * p.K);
-    const int64_t c0 = (k / Kg) * Cg;
-    acc_t acc = 0;
-    for (int64_t cl = 0; cl < Cg; ++cl) {
-      for (int64_t r = 0; r < p.R; ++r) {
-        const int64_t h = op * p.stride_h - p.pad_top + r * p.dilation_h;
-        if (h < 0 || h >= p.H) continue;
-        for (int64_t s = 0; s < p.S; ++s) {
-          const int64_t wi = oq * p.stride_w - p.pad_left + s * p.dilation_w;
-          if (wi < 0 || wi >= p.W) continue;
-          acc += acc_t(x(n, c0 + cl, h, wi)) * acc_t(w(k, cl, r, s));
-        }
-      }
-    }
-    y(n, k, op, oq) = static_cast<scalar_t>(acc);
+    const Index4 o = split<channels_last>(i, p.K, p.P, p.Q);
+    y(o.n, o.c, o.h, o.w) = static_cast<scalar_t>(direct_fprop_element<acc_t>(p, x, w, o.n, o.c, o.h, o.w));
   }
 }
 
-template <typename scalar_t>
+template <typename scalar_t, bool channels_last>
 __global__ void dgrad_kernel(const ConvProblem p, const Strided4<const scalar_t> dy,
                              const Strided4<const scalar_t> w, const Strided4<scalar_t> dx) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t Cg = p.C_per_group(), Kg = p.K_per_group();
   FASTCONV_GRID_STRIDE_LOOP(i, p.N * p.C * p.H * p.W) {
-    const int64_t wi = i % p.W;
-    const int64_t h = (i / p.W) % p.H;
-    const int64_t c = (i / (p.W * p.H)) % p.C;
-    const int64_t n = i / (p.W * p.H * p.C);
-    const int64_t cl = c % Cg, k0 = (c / Cg) * Kg;
-    acc_t acc = 0;
-    for (int64_t r = 0; r < p.R; ++r) {
-      const int64_t ph = h + p.pad_top - r * p.dilation_h;
-      if (ph < 0 || ph % p.stride_h != 0 || ph / p.stride_h >= p.P) continue;
-      for (int64_t s = 0; s < p.S; ++s) {
-        const int64_t qw = wi + p.pad_left - s * p.dilation_w;
-        if (qw < 0 || qw % p.stride_w != 0 || qw / p.stride_w >= p.Q) continue;
-        for (int64_t kl = 0; kl < Kg; ++kl) {
-          acc += acc_t(dy(n, k0 + kl, ph / p.stride_h, qw / p.stride_w)) *
-                 acc_t(w(k0 + kl, cl, r, s));
-        }
-      }
-    }
-    dx(n, c, h, wi) = static_cast<scalar_t>(acc);
+    const Index4 o = split<channels_last>(i, p.C, p.H, p.W);
+    dx(o.n, o.c, o.h, o.w) = static_cast<scalar_t>(direct_dgrad_element<acc_t>(p, dy, w, o.n, o.c, o.h, o.w));
   }
 }
 
@@ -75,7 +51,7 @@ __global__ void wgrad_kernel(const ConvProblem p, const Strided4<const scalar_t>
                              const Strided4<const scalar_t> dy, const Strided4<scalar_t> dw) {
   using acc_t = at::opmath_type<scalar_t>;
   __shared__ acc_t partial[kThreads];
-  const int64_t Cg = p.C_per_group(), Kg = p.K_per_group();
+  const int64_t Cg = p.C_per_group();
   const int64_t elements = p.K * Cg * p.R * p.S;
   const int64_t terms = p.N * p.P * p.Q;
   for (int64_t e = blockIdx.x; e < elements; e += gridDim.x) {
@@ -83,17 +59,9 @@ __global__ void wgrad_kernel(const ConvProblem p, const Strided4<const scalar_t>
     const int64_t r = (e / p.S) % p.R;
     const int64_t cl = (e / (p.S * p.R)) % Cg;
     const int64_t k = e / (p.S * p.R * Cg);
-    const int64_t c = (k / Kg) * Cg + cl;
     acc_t acc = 0;
-    for (int64_t j = threadIdx.x; j < terms; j += blockDim.x) {
-      const int64_t oq = j % p.Q;
-      const int64_t op = (j / p.Q) % p.P;
-      const int64_t n = j / (p.Q * p.P);
-      const int64_t h = op * p.stride_h - p.pad_top + r * p.dilation_h;
-      const int64_t wi = oq * p.stride_w - p.pad_left + s * p.dilation_w;
-      if (h >= 0 && h < p.H && wi >= 0 && wi < p.W)
-        acc += acc_t(x(n, c, h, wi)) * acc_t(dy(n, k, op, oq));
-    }
+    for (int64_t j = threadIdx.x; j < terms; j += blockDim.x)
+      acc += direct_wgrad_term<acc_t>(p, x, dy, k, cl, r, s, j);
     partial[threadIdx.x] = acc;
     __syncthreads();
     for (int half = blockDim.x / 2; half > 0; half /= 2) {
@@ -105,18 +73,34 @@ __global__ void wgrad_kernel(const ConvProblem p, const Strided4<const scalar_t>
   }
 }
 
+bool is_channels_last(const at::Tensor& t) {
+  return t.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+}
+
 void fprop(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w, at::Tensor& y) {
+  const auto blocks = blocks_for(p.N * p.K * p.P * p.Q);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "direct_fprop", [&] {
-    fprop_kernel<scalar_t><<<blocks_for(p.N * p.K * p.P * p.Q), kThreads, 0, current_stream()>>>(
-        p, Strided4<const scalar_t>(x), Strided4<const scalar_t>(w), Strided4<scalar_t>(y));
+    const Strided4<const scalar_t> xs(x), ws(w);
+    const Strided4<scalar_t> ys(y);
+    if (is_channels_last(y)) {
+      fprop_kernel<scalar_t, true><<<blocks, kThreads, 0, current_stream()>>>(p, xs, ws, ys);
+    } else {
+      fprop_kernel<scalar_t, false><<<blocks, kThreads, 0, current_stream()>>>(p, xs, ws, ys);
+    }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
 
 void dgrad(const ConvProblem& p, const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx) {
+  const auto blocks = blocks_for(p.N * p.C * p.H * p.W);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), "direct_dgrad", [&] {
-    dgrad_kernel<scalar_t><<<blocks_for(p.N * p.C * p.H * p.W), kThreads, 0, current_stream()>>>(
-        p, Strided4<const scalar_t>(dy), Strided4<const scalar_t>(w), Strided4<scalar_t>(dx));
+    const Strided4<const scalar_t> dys(dy), ws(w);
+    const Strided4<scalar_t> dxs(dx);
+    if (is_channels_last(dx)) {
+      dgrad_kernel<scalar_t, true><<<blocks, kThreads, 0, current_stream()>>>(p, dys, ws, dxs);
+    } else {
+      dgrad_kernel<scalar_t, false><<<blocks, kThreads, 0, current_stream()>>>(p, dys, ws, dxs);
+    }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }

@@ -7,8 +7,7 @@
 
 namespace fastconv::cuda {
 
-ConvAlgorithm depthwise_algorithm();  // groups == C, in the tensors' own memory order
-ConvAlgorithm direct_algorithm();     // one thread per output element: always correct, slow
+ConvAlgorithm direct_algorithm();  // one thread per output element: always correct, slow
 
 void roi_align_forward(const at::Tensor& input, const at::Tensor& rois, const RoiArgs& args,
                        at::Tensor& out);

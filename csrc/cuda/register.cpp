@@ -13,8 +13,7 @@
 
 TORCH_LIBRARY_IMPL(fastconv, CUDA, m) {
   using namespace fastconv;
-  register_conv_algorithms(c10::DeviceType::CUDA,
-                           {cuda::depthwise_algorithm(), cuda::direct_algorithm()});
+  register_conv_algorithms(c10::DeviceType::CUDA, {cuda::direct_algorithm()});
   register_roi_kernels(c10::DeviceType::CUDA,
                        {&cuda::roi_align_forward, &cuda::roi_align_backward,
                         &cuda::roi_pool_forward, &cuda::roi_pool_backward, /*verified=*/false});
