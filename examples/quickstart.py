@@ -11,7 +11,7 @@ import fastconv.functional as F
 
 def main():
     torch.manual_seed(0)
-    device = "cuda" if torch.cuda.is_available() and fastconv.algorithms.names("cuda") else "cpu"
+    device = "cuda" if fastconv.algorithms.usable("cuda") else "cpu"
     print(f"fastconv {fastconv.__version__}, torch {torch.__version__}, device {device}, "
           f"{torch.get_num_threads()} CPU threads")
     print(f"CPU algorithms, tried in order: {fastconv.algorithms.names('cpu')}")

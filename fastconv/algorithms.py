@@ -22,7 +22,7 @@ _lib.fastconv_algorithm_names.restype = ctypes.c_size_t
 
 _DEVICES = {"cpu": 0, "cuda": 1}
 
-__all__ = ["names", "forced", "set_forced", "force"]
+__all__ = ["names", "forced", "set_forced", "force", "usable"]
 
 
 def _read(call, *args):
@@ -61,3 +61,32 @@ def force(name):
         yield
     finally:
         set_forced(previous)
+
+
+_usable: dict = {}
+
+
+def usable(device="cpu"):
+    """Whether fastconv can run convolutions on `device` ("cpu" or "cuda") in this process.
+
+    The CPU always can. CUDA needs a GPU, a build with the CUDA kernels, and those kernels
+    switched on (kernels not yet verified on a GPU are off unless
+    FASTCONV_ALLOW_UNVERIFIED_KERNELS=1). Examples use it to pick their device.
+    """
+    if device not in _DEVICES:
+        raise ValueError(f"fastconv.algorithms.usable: device must be 'cpu' or 'cuda', got {device!r}")
+    if device == "cpu":
+        return True
+    if device not in _usable:
+        import torch
+
+        ok = torch.cuda.is_available() and bool(names("cuda"))
+        if ok:
+            # The verified gate lives in C++; one tiny convolution asks it.
+            try:
+                x = torch.zeros(1, 1, 1, 1, device="cuda")
+                torch.ops.fastconv.conv2d(x, x, None, [1, 1], [0, 0, 0, 0], [1, 1], 1)
+            except (NotImplementedError, RuntimeError):
+                ok = False
+        _usable[device] = ok
+    return _usable[device]

@@ -34,6 +34,18 @@ def test_unverified_kernels_need_the_switch():
         F.conv2d(torch.randn(1, 1, 3, 3, device="cuda"), torch.randn(1, 1, 3, 3, device="cuda"))
 
 
+def test_usable_says_where_convolutions_can_run():
+    assert fastconv.algorithms.usable("cpu")
+    with pytest.raises(ValueError, match="device"):
+        fastconv.algorithms.usable("tpu")
+    expected = (
+        torch.cuda.is_available()
+        and CUDA_BUILD
+        and os.environ.get("FASTCONV_ALLOW_UNVERIFIED_KERNELS") == "1"  # until the GPU check passes
+    )
+    assert fastconv.algorithms.usable("cuda") == expected
+
+
 @needs_gpu
 def test_deterministic_roi_backward_matches_atomic():
     x = torch.randn(2, 8, 30, 30, device="cuda", dtype=torch.float64, requires_grad=True)
