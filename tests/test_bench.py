@@ -102,6 +102,7 @@ def test_json_and_csv_schema(capsys, tmp_path):
 
 
 def test_roi_rows(capsys):
+    pytest.importorskip("torchvision")  # the rows' baseline
     args = cli.settle_args(cli.run_parser(), cli.run_parser().parse_args(FAST))
     timer = cli.measure.Timer("cpu")
     peaks = {"matmul_tflops": 0.1, "copy_gbps": 10.0}
