@@ -9,6 +9,7 @@ roi_align and roi_pool follow torchvision.ops: boxes are a Tensor[K, 5] of (batc
 y1, x2, y2) or a list of Tensor[L, 4], one per image.
 """
 
+import numbers
 import operator
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -27,15 +28,38 @@ def _check_tensor(fn, name, value):
         raise TypeError(f"{fn}: argument '{name}' must be a Tensor, got {type(value).__name__}")
 
 
+def _check_bias(fn, bias):
+    if bias is not None and not isinstance(bias, Tensor):
+        raise TypeError(f"{fn}: argument 'bias' must be a Tensor or None, got {type(bias).__name__}")
+
+
 def _int(fn, name, value):
     if isinstance(value, bool):
         raise TypeError(f"{fn}: argument '{name}' must be an int, got bool")
     try:
-        return operator.index(value)
+        value = operator.index(value)
     except TypeError:
         raise TypeError(
             f"{fn}: argument '{name}' must be an int or a tuple of ints, got {value!r}"
         ) from None
+    # The operators take int64; beyond it the dispatcher would fail with its own words.
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"{fn}: argument '{name}' is out of the int64 range, got {value}")
+    return value
+
+
+def _float(fn, name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) and not (
+        isinstance(value, Tensor) and value.dim() == 0 and value.is_floating_point()
+    ):
+        raise TypeError(f"{fn}: argument '{name}' must be a float, got {type(value).__name__}")
+    return float(value)
+
+
+def _bool(fn, name, value):
+    if not isinstance(value, bool):
+        raise TypeError(f"{fn}: argument '{name}' must be a bool, got {value!r}")
+    return value
 
 
 def _ints(fn, name, value, n):
@@ -108,6 +132,7 @@ def conv2d(
     fn = "fastconv.functional.conv2d"
     _check_tensor(fn, "input", input)
     _check_tensor(fn, "weight", weight)
+    _check_bias(fn, bias)
     batched = _batched(fn, input, 4)
     _check_weight_dim(fn, weight, 4)
     stride = _ints(fn, "stride", stride, 2)
@@ -130,6 +155,7 @@ def conv1d(
     fn = "fastconv.functional.conv1d"
     _check_tensor(fn, "input", input)
     _check_tensor(fn, "weight", weight)
+    _check_bias(fn, bias)
     batched = _batched(fn, input, 3)
     _check_weight_dim(fn, weight, 3)
     stride = _ints(fn, "stride", stride, 1)
@@ -162,6 +188,7 @@ def conv_transpose2d(
     fn = "fastconv.functional.conv_transpose2d"
     _check_tensor(fn, "input", input)
     _check_tensor(fn, "weight", weight)
+    _check_bias(fn, bias)
     batched = _batched(fn, input, 4)
     _check_weight_dim(fn, weight, 4)
     if isinstance(padding, str):
@@ -193,6 +220,7 @@ def conv_transpose1d(
     fn = "fastconv.functional.conv_transpose1d"
     _check_tensor(fn, "input", input)
     _check_tensor(fn, "weight", weight)
+    _check_bias(fn, bias)
     batched = _batched(fn, input, 3)
     _check_weight_dim(fn, weight, 3)
     if isinstance(padding, str):
@@ -218,6 +246,7 @@ def _rois(fn, boxes):
             raise ValueError(
                 f"{fn}: argument 'boxes' as a Tensor must have shape [K, 5], got {tuple(boxes.shape)}"
             )
+        _check_box_dtype(fn, boxes)
         return boxes
     if isinstance(boxes, (list, tuple)):
         for i, b in enumerate(boxes):
@@ -229,6 +258,8 @@ def _rois(fn, boxes):
                 )
         if not boxes:
             raise ValueError(f"{fn}: argument 'boxes' is an empty list; give one Tensor[L, 4] per image")
+        for b in boxes:
+            _check_box_dtype(fn, b)
         concat = torch.cat(list(boxes), dim=0)
         ids = torch.cat(
             [torch.full_like(b[:, :1], i) for i, b in enumerate(boxes)], dim=0
@@ -238,6 +269,11 @@ def _rois(fn, boxes):
         f"{fn}: argument 'boxes' must be a Tensor[K, 5] or a list of Tensor[L, 4], got "
         f"{type(boxes).__name__}"
     )
+
+
+def _check_box_dtype(fn, boxes):
+    if not boxes.is_floating_point():
+        raise TypeError(f"{fn}: argument 'boxes' must be a floating-point tensor, got {boxes.dtype}")
 
 
 def _output_size(fn, output_size):
@@ -261,7 +297,8 @@ def roi_align(
     rois = _rois(fn, boxes)
     ph, pw = _output_size(fn, output_size)
     return ops.roi_align(
-        input, rois, float(spatial_scale), ph, pw, _int(fn, "sampling_ratio", sampling_ratio), bool(aligned)
+        input, rois, _float(fn, "spatial_scale", spatial_scale), ph, pw,
+        _int(fn, "sampling_ratio", sampling_ratio), _bool(fn, "aligned", aligned),
     )
 
 
@@ -276,4 +313,4 @@ def roi_pool(
     _check_tensor(fn, "input", input)
     rois = _rois(fn, boxes)
     ph, pw = _output_size(fn, output_size)
-    return ops.roi_pool(input, rois, float(spatial_scale), ph, pw)[0]
+    return ops.roi_pool(input, rois, _float(fn, "spatial_scale", spatial_scale), ph, pw)[0]

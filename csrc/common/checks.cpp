@@ -44,7 +44,7 @@ void check_sizes(const char* op, const at::Tensor& t, const char* name,
 }
 
 void check_conv_tensors(const char* op, const at::Tensor& input, const at::Tensor& weight,
-                        const std::optional<at::Tensor>& bias, int64_t bias_size) {
+                        const std::optional<at::Tensor>& bias) {
   check_floating(op, input, "input");
   check_floating(op, weight, "weight");
   check_same_dtype(op, input, "input", weight, "weight");
@@ -55,10 +55,15 @@ void check_conv_tensors(const char* op, const at::Tensor& input, const at::Tenso
     check_floating(op, *bias, "bias");
     check_same_dtype(op, input, "input", *bias, "bias");
     check_same_device(op, input, "input", *bias, "bias");
-    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == bias_size, op,
-                      ": argument 'bias' must have shape [", bias_size,
-                      "] (one value per output channel), got ", bias->sizes());
   }
+}
+
+void check_bias_size(const char* op, const std::optional<at::Tensor>& bias,
+                     int64_t out_channels) {
+  if (bias.has_value() && bias->defined())
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == out_channels, op,
+                      ": argument 'bias' must have shape [", out_channels,
+                      "] (one value per output channel), got ", bias->sizes());
 }
 
 void check_roi_arguments(const char* op, const at::Tensor& features, const char* features_name,

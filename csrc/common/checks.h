@@ -20,9 +20,14 @@ void check_dim(const char* op, const at::Tensor& t, const char* name, int64_t di
 void check_sizes(const char* op, const at::Tensor& t, const char* name,
                  c10::IntArrayRef expected);
 
-// input, weight and bias of a convolution operator: dtypes, devices, ranks and bias size.
+// input, weight and bias of a convolution operator: dtypes, devices and ranks.
 void check_conv_tensors(const char* op, const at::Tensor& input, const at::Tensor& weight,
-                        const std::optional<at::Tensor>& bias, int64_t bias_size);
+                        const std::optional<at::Tensor>& bias);
+
+// The bias size, checked after the problem's shapes so that a channel/group mismatch is
+// reported as itself rather than as the bias size it implies.
+void check_bias_size(const char* op, const std::optional<at::Tensor>& bias,
+                     int64_t out_channels);
 
 // The arguments of the RoI operators: features (the input, or the output gradient of a
 // backward operator) and rois [K, 5] on one device; input_sizes [N, C, H, W] with H, W > 0;

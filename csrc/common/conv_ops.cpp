@@ -90,8 +90,9 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const Optio
                   int64_t groups) {
   constexpr const char* op = "fastconv::conv2d";
   const ConvParams params = make_conv_params(op, stride, padding, dilation, groups);
-  check_conv_tensors(op, input, weight, bias, weight.dim() == 4 ? weight.size(0) : -1);
+  check_conv_tensors(op, input, weight, bias);
   const ConvProblem p = make_conv_problem(op, input.sizes(), weight.sizes(), params);
+  check_bias_size(op, bias, p.K);
   c10::OptionalDeviceGuard guard(input.device());
   at::Tensor y = empty_like_format({p.N, p.K, p.P, p.Q}, input,
                                    conv_output_memory_format(input, weight));
@@ -106,7 +107,7 @@ GradTriple conv2d_backward(const at::Tensor& grad_output, const at::Tensor& inpu
                            std::array<bool, 3> output_mask) {
   constexpr const char* op = "fastconv::conv2d_backward";
   const ConvParams params = make_conv_params(op, stride, padding, dilation, groups);
-  check_conv_tensors(op, input, weight, std::nullopt, 0);
+  check_conv_tensors(op, input, weight, std::nullopt);
   const ConvProblem p = make_conv_problem(op, input.sizes(), weight.sizes(), params);
   check_grad_output(op, grad_output, input, {p.N, p.K, p.P, p.Q});
   c10::OptionalDeviceGuard guard(input.device());
@@ -132,10 +133,10 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight,
                             c10::IntArrayRef dilation, int64_t groups) {
   constexpr const char* op = "fastconv::conv_transpose2d";
   const ConvParams params = make_conv_params(op, stride, padding, dilation, groups);
-  check_conv_tensors(op, input, weight, bias,
-                     weight.dim() == 4 ? weight.size(1) * params.groups : -1);
+  check_conv_tensors(op, input, weight, bias);
   const ConvProblem p =
       make_transposed_problem(op, input.sizes(), weight.sizes(), params, output_padding);
+  check_bias_size(op, bias, p.C);
   c10::OptionalDeviceGuard guard(input.device());
   at::Tensor out = empty_like_format({p.N, p.C, p.H, p.W}, input,
                                      conv_output_memory_format(input, weight));
@@ -151,7 +152,7 @@ GradTriple conv_transpose2d_backward(const at::Tensor& grad_output, const at::Te
                                      std::array<bool, 3> output_mask) {
   constexpr const char* op = "fastconv::conv_transpose2d_backward";
   const ConvParams params = make_conv_params(op, stride, padding, dilation, groups);
-  check_conv_tensors(op, input, weight, std::nullopt, 0);
+  check_conv_tensors(op, input, weight, std::nullopt);
   const ConvProblem p =
       make_transposed_problem(op, input.sizes(), weight.sizes(), params, output_padding);
   check_grad_output(op, grad_output, input, {p.N, p.C, p.H, p.W});
