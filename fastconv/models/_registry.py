@@ -36,6 +36,19 @@ def get_model(name: str, **kwargs) -> torch.nn.Module:
     return builder(**kwargs)
 
 
+def state_dict_from(weights):
+    """The state_dict that `weights` names: a mapping is returned as it is; a path (str or
+    PathLike) is read with torch.load(weights_only=True) onto the CPU."""
+    if isinstance(weights, (str, bytes)) or hasattr(weights, "__fspath__"):
+        return torch.load(weights, map_location="cpu", weights_only=True)
+    if hasattr(weights, "keys") and hasattr(weights, "__getitem__"):
+        return weights
+    raise TypeError(
+        "weights must be None, a state_dict or the path of a saved state_dict, "
+        f"got {type(weights).__name__}"
+    )
+
+
 def load_weights(model: torch.nn.Module, weights) -> torch.nn.Module:
     """Load `weights` into `model` with strict=True and return the model.
 
@@ -43,16 +56,6 @@ def load_weights(model: torch.nn.Module, weights) -> torch.nn.Module:
     model's), or the path of a file that torch.save wrote such a state_dict to. Pretrained
     weights are never downloaded: bring the file.
     """
-    if weights is None:
-        return model
-    if isinstance(weights, (str, bytes)) or hasattr(weights, "__fspath__"):
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    elif hasattr(weights, "keys") and hasattr(weights, "__getitem__"):
-        state = weights
-    else:
-        raise TypeError(
-            "weights must be None, a state_dict or the path of a saved state_dict, "
-            f"got {type(weights).__name__}"
-        )
-    model.load_state_dict(state, strict=True)
+    if weights is not None:
+        model.load_state_dict(state_dict_from(weights), strict=True)
     return model

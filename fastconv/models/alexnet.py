@@ -15,7 +15,7 @@ from torch import nn
 
 from .. import nn as fnn
 from ._registry import load_weights, register_model
-from .vgg import _positive_int, _probability
+from ._checks import positive_int as _positive_int, probability as _probability
 
 __all__ = ["AlexNet", "alexnet"]
 

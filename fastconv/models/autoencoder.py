@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import nn as fnn
+from ._checks import positive_int as _positive_int
 from ._registry import load_weights, register_model
 
 __all__ = [
@@ -37,15 +38,6 @@ __all__ = [
 ]
 
 _OUTPUT_ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "none": nn.Identity}
-
-
-def _positive_int(name: str, value) -> int:
-    # bool is an int subclass; latent_channels=True is a mistake, not one channel.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return value
 
 
 def _channel_list(name: str, value) -> Tuple[int, ...]:

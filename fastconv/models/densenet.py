@@ -29,18 +29,10 @@ import torch.utils.checkpoint
 from torch import nn
 
 from .. import nn as fnn
+from ._checks import positive_int as _positive_int
 from ._registry import load_weights, register_model
 
 __all__ = ["DenseNet", "densenet121", "densenet161", "densenet169", "densenet201"]
-
-
-def _positive_int(name: str, value) -> int:
-    # bool is an int subclass; growth_rate=True is a mistake, not a growth of one.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return value
 
 
 class _DenseLayer(nn.Module):

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from .. import functional as FC
 from .. import nn as fnn
+from ._checks import positive_int as _positive_int
 from ._registry import load_weights, register_model
 
 __all__ = [
@@ -66,15 +67,6 @@ _POOLINGS = ("align", "pool")
 
 
 # --------------------------------------------------------------------------- argument checks
-
-def _positive_int(name: str, value) -> int:
-    # bool is an int subclass; num_classes=True is a mistake, not one class.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return value
-
 
 def _non_negative_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int):

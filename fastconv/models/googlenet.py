@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import nn as fnn
-from ._registry import load_weights, register_model
-from .vgg import _positive_int, _probability
+from ._registry import load_weights, register_model, state_dict_from
+from ._checks import positive_int as _positive_int, probability as _probability
 
 __all__ = ["GoogLeNet", "GoogLeNetOutputs", "googlenet"]
 
@@ -180,12 +180,6 @@ class GoogLeNet(nn.Module):
         return x
 
 
-def _resolve_state_dict(weights):
-    if isinstance(weights, (str, bytes)) or hasattr(weights, "__fspath__"):
-        return torch.load(weights, map_location="cpu", weights_only=True)
-    return weights
-
-
 @register_model
 def googlenet(*, weights=None, num_classes: int = 1000, aux_logits: bool = True,
               transform_input: bool = False, init_weights: bool = True, dropout: float = 0.2,
@@ -202,7 +196,7 @@ def googlenet(*, weights=None, num_classes: int = 1000, aux_logits: bool = True,
                       init_weights=init_weights and weights is None, dropout=dropout,
                       dropout_aux=dropout_aux)
     if weights is not None and not model.aux_logits:
-        state = _resolve_state_dict(weights)
+        state = state_dict_from(weights)
         if isinstance(state, Mapping):
             weights = {k: v for k, v in state.items() if not k.startswith(("aux1.", "aux2."))}
     return load_weights(model, weights)

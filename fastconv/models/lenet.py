@@ -17,7 +17,7 @@ from torch import nn
 
 from .. import nn as fnn
 from ._registry import load_weights, register_model
-from .vgg import _positive_int
+from ._checks import positive_int as _positive_int
 
 __all__ = ["LeNet5", "lenet5"]
 

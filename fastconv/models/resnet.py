@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .. import nn as fnn
+from ._checks import positive_int as _positive_int
 from ._registry import load_weights, register_model
 
 __all__ = [
@@ -33,15 +34,6 @@ __all__ = [
     "resnext50_32x4d",
     "resnext101_32x8d",
 ]
-
-
-def _positive_int(name: str, value) -> int:
-    # bool is an int subclass; num_classes=True is a mistake, not one class.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return value
 
 
 def _conv3x3(in_channels: int, out_channels: int, stride: int = 1, groups: int = 1,

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import nn as fnn
+from ._checks import positive_int as _positive_int, probability as _probability
 from ._registry import load_weights, register_model
 
 __all__ = [
@@ -38,29 +39,12 @@ __all__ = [
 ]
 
 
-def _positive_int(name: str, value) -> int:
-    # bool is an int subclass; num_classes=True is a mistake, not one class.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return value
-
-
 def _int_list(name: str, value) -> Tuple[int, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise TypeError(f"{name} must be a sequence of ints, got {type(value).__name__}")
     if len(value) == 0:
         raise ValueError(f"{name} must not be empty")
     return tuple(_positive_int(f"{name}[{i}]", v) for i, v in enumerate(value))
-
-
-def _probability(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {value}")
-    return float(value)
 
 
 def _compiling() -> bool:

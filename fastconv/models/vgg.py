@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .. import nn as fnn
+from ._checks import positive_int as _positive_int, probability as _probability
 from ._registry import load_weights, register_model
 
 __all__ = [
@@ -42,23 +43,6 @@ _CONFIGS: dict[str, list[Union[int, str]]] = {
     "E": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
           512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
 }
-
-
-def _positive_int(name: str, value) -> int:
-    # bool is an int subclass; num_classes=True is a mistake, not one class.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return value
-
-
-def _probability(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {value}")
-    return float(value)
 
 
 def _make_features(config: Sequence[Union[int, str]], batch_norm: bool) -> nn.Sequential:
