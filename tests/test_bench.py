@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from fastconv.bench import cli, report, suites
+from fastconv.bench import cli, measure, report, suites
 
 TINY = "N=1,C=4,H=6,W=7,K=6,R=3,pad=1,groups=2"
 FAST = ["--repeats", "2", "--warmup", "0", "--device", "cpu"]
@@ -73,6 +73,9 @@ def test_tiny_layer_every_direction(op, direction, capsys, tmp_path):
     assert row["direction"] == direction and row["op"] == op
     assert row["rel_error"] < 1e-5
     assert row["time_ms"] > 0 and row["baseline_ms"] > 0 and row["tflops"] > 0
+    if measure.PeakMemory("cpu").available:
+        # tiny layers allocate below the measurement's 128 KiB resolution: zero is allowed
+        assert row["peak_mib"] >= 0 and row["baseline_peak_mib"] >= 0
     assert "geometric-mean speed-up" in io.out
 
 
@@ -191,3 +194,18 @@ def test_plot_without_matplotlib_says_so(tmp_path, monkeypatch, capsys):
 def test_console_script_and_module_entry_points():
     out = subprocess.run([sys.executable, "-m", "fastconv.bench", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--suite" in out.stdout
+
+
+def test_peak_memory_follows_allocations():
+    memory = measure.PeakMemory("cpu")
+    if not memory.available:
+        pytest.skip("needs Linux's /proc/self/clear_refs and glibc")
+
+    def two_blocks_then_a_small_one():
+        a = torch.ones(10 * 2**20 // 4)
+        b = torch.ones(30 * 2**20 // 4)  # both alive: 40 MiB at the peak
+        del a, b
+        return torch.ones(2**20 // 4)
+
+    assert abs(memory.bytes(lambda: torch.ones(25 * 2**20 // 4)) - 25 * 2**20) < 2**20
+    assert abs(memory.bytes(two_blocks_then_a_small_one) - 40 * 2**20) < 2**20

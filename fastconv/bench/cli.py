@@ -130,6 +130,11 @@ def measure_case(case, args, timer, peaks, dtype):
             fast, base = case.runners(n, args.device, dtype, args.layout, args.direction, generator)
             row["rel_error"] = measure.max_rel_error(fast(), base())
             fast_times, base_times = measure.time_pair(timer, fast, base, args.warmup, args.repeats)
+            memory = measure.PeakMemory(args.device)
+            if memory.available:
+                peak, base_peak = memory.bytes(fast), memory.bytes(base)
+                row.update({"peak_mib": peak / 2**20, "baseline_peak_mib": base_peak / 2**20,
+                            "memory_ratio": peak / base_peak if base_peak else None})
     except ImportError as e:
         row["error"] = f"baseline not installed: {e} (pip install -r requirements-bench.txt)"
         return row

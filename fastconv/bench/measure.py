@@ -168,3 +168,71 @@ def max_rel_error(outputs: List[torch.Tensor], references: List[torch.Tensor]) -
         diff = (out.detach().double() - ref64).norm().item()
         worst = max(worst, diff / denom if denom > 0 else diff)
     return worst
+
+
+class PeakMemory:
+    """Peak memory one call allocates beyond what exists when it starts.
+
+    CUDA: the caching allocator's own peak counter. CPU: torch has no allocator statistics,
+    so the process's resident high-water mark (VmHWM, reset through /proc/self/clear_refs)
+    is read around the call. For that to follow allocations, glibc must hand every large
+    block back to the kernel on free: during the measurement the mmap threshold is pinned
+    at 128 KiB and free heap memory is trimmed before the call, then the threshold is set to 32 MiB (where glibc's own adaptive threshold ends up once
+    large tensors have come and gone, so timings run under their usual conditions).
+    Blocks under 128 KiB come from memory already resident and do not show, so on the CPU the
+    figure is for layers with larger buffers (the ones where memory matters). Unavailable
+    (None) where neither works, e.g. on a CPU other than Linux's.
+    """
+
+    _M_MMAP_THRESHOLD = -3
+
+    def __init__(self, device: str):
+        self.device = device
+        self._libc = None
+        if device == "cpu" and os.path.exists("/proc/self/clear_refs"):
+            try:
+                import ctypes
+
+                self._libc = ctypes.CDLL("libc.so.6")
+            except OSError:
+                self._libc = None
+
+    @property
+    def available(self) -> bool:
+        return self.device == "cuda" or self._libc is not None
+
+    @staticmethod
+    def _status(key: str) -> int:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+        raise OSError(f"/proc/self/status has no {key}")
+
+    def bytes(self, fn: Callable) -> "int | None":
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            before = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            out = fn()
+            torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated() - before
+            del out
+            return peak
+        if self._libc is None:
+            return None
+        self._libc.mallopt(self._M_MMAP_THRESHOLD, 128 * 1024)
+        try:
+            fn()  # once, so that this threshold's steady state is what the peak is read from
+            # Free heap memory stays resident, and a new block carved from it would not show:
+            # hand it back first.
+            self._libc.malloc_trim(0)
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # resets VmHWM to the current resident size
+            before = self._status("VmRSS")
+            out = fn()
+            peak = self._status("VmHWM") - before
+            del out
+            return max(peak, 0)
+        finally:
+            self._libc.mallopt(self._M_MMAP_THRESHOLD, 32 * 1024 * 1024)

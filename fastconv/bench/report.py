@@ -13,7 +13,7 @@ from .suites import geometric_mean
 SCHEMA = "fastconv-bench/1"
 COLUMNS = ["group", "name", "op", "shape", "direction", "dtype", "layout", "device", "batch",
            "time_ms", "tflops", "gbps", "floor_pct", "baseline_ms", "ratio", "rel_error",
-           "noise", "baseline_noise", "algorithm", "error"]
+           "peak_mib", "baseline_peak_mib", "memory_ratio", "noise", "baseline_noise", "algorithm", "error"]
 
 
 def _fmt(value, spec, width):
@@ -24,7 +24,7 @@ def _fmt(value, spec, width):
 
 def header_line():
     return (f"{'progress':20s} {'group':11s} {'layer':20s} {'dir':5s} {'fastconv ms':>11s} {'rate':>12s} "
-            f"{'floor%':>6s} {'baseline ms':>11s} {'ratio':>6s} {'rel err':>8s}")
+            f"{'floor%':>6s} {'baseline ms':>11s} {'ratio':>6s} {'rel err':>8s} {'peak MiB':>9s} {'mem':>5s}")
 
 
 def row_line(index, total, row):
@@ -36,7 +36,8 @@ def row_line(index, total, row):
             f"{row['gbps']:.1f} GB/s" if row.get("gbps") else "")
     return (f"{progress} {row['group']:11s} {row['name'][:20]:20s} {row['direction']:5s} "
             f"{_fmt(row['time_ms'], '.3f', 11)} {rate:>12s} {_fmt(row.get('floor_pct'), '.1f', 6)} "
-            f"{_fmt(row['baseline_ms'], '.3f', 11)} {_fmt(row['ratio'], '.2f', 6)} {_fmt(row['rel_error'], '.1e', 8)}")
+            f"{_fmt(row['baseline_ms'], '.3f', 11)} {_fmt(row['ratio'], '.2f', 6)} {_fmt(row['rel_error'], '.1e', 8)} "
+            f"{_fmt(row.get('peak_mib'), '.1f', 9)} {_fmt(row.get('memory_ratio'), '.2f', 5)}")
 
 
 def summarize(rows: List[Dict]) -> Dict:
