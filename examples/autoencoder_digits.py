@@ -115,7 +115,7 @@ def main():
 
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
-    device = "cuda" if torch.cuda.is_available() and fastconv.algorithms.names("cuda") else "cpu"
+    device = "cuda" if fastconv.algorithms.usable("cuda") else "cpu"
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     train, test = load_data(args.size, device)
     print(f"digits: {len(train)} training and {len(test)} test images of {args.size}x{args.size}")

@@ -314,7 +314,7 @@ def main():
         parser.error("--image-size must be a multiple of --stride")
 
     torch.manual_seed(args.seed)
-    device = "cuda" if torch.cuda.is_available() and fastconv.algorithms.names("cuda") else "cpu"
+    device = "cuda" if fastconv.algorithms.usable("cuda") else "cpu"
     print(f"fastconv {fastconv.__version__}, torch {torch.__version__}, device {device}, "
           f"{torch.get_num_threads()} CPU threads")
     out = pathlib.Path(args.out)

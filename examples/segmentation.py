@@ -165,7 +165,7 @@ def main():
     started = time.perf_counter()
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
-    device = "cuda" if torch.cuda.is_available() and fastconv.algorithms.names("cuda") else "cpu"
+    device = "cuda" if fastconv.algorithms.usable("cuda") else "cpu"
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
 
     generator = torch.Generator().manual_seed(args.seed)

@@ -130,7 +130,7 @@ def main():
     args = parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    device = "cuda" if torch.cuda.is_available() and fastconv.algorithms.names("cuda") else "cpu"
+    device = "cuda" if fastconv.algorithms.usable("cuda") else "cpu"
     x_train, y_train, x_test, y_test = load_data(device)
     print(f"device {device}; {len(x_train)} training and {len(x_test)} test images of "
           f"{tuple(x_train.shape[1:])}")

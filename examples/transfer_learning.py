@@ -266,7 +266,7 @@ def main(argv=None):
     started = time.perf_counter()
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
-    device = "cuda" if torch.cuda.is_available() and fastconv.algorithms.names("cuda") else "cpu"
+    device = "cuda" if fastconv.algorithms.usable("cuda") else "cpu"
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
