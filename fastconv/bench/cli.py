@@ -24,16 +24,6 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.f
 OPS = ("conv2d", "conv_transpose2d", "conv1d", "conv_transpose1d", "roi_align", "roi_pool", "network")
 
 
-def cuda_usable():
-    if not torch.cuda.is_available() or not fastconv.algorithms.names("cuda"):
-        return False
-    try:
-        fastconv.functional.conv2d(torch.ones(1, 1, 1, 1, device="cuda"), torch.ones(1, 1, 1, 1, device="cuda"))
-        return True
-    except NotImplementedError:
-        return False  # compiled but unverified, and not allowed
-
-
 def run_parser():
     p = argparse.ArgumentParser(
         prog="fastconv-bench",
@@ -74,7 +64,7 @@ def settle_args(parser, args):
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no GPU is visible")
     if args.device is None:
-        args.device = "cuda" if cuda_usable() else "cpu"
+        args.device = "cuda" if fastconv.algorithms.usable("cuda") else "cpu"
     if args.algo and args.algo not in fastconv.algorithms.names(args.device):
         parser.error(f"--algo {args.algo}: {args.device} has {fastconv.algorithms.names(args.device)}")
     if args.plot:
