@@ -3,6 +3,7 @@ tensors past 2^31 elements on the CPU.
 
 FASTCONV_SLOW_TESTS=1 adds the slow variants (every algorithm on the 2^31 case: minutes)."""
 
+import contextlib
 import os
 import threading
 
@@ -16,17 +17,23 @@ ops = torch.ops.fastconv
 SLOW = os.environ.get("FASTCONV_SLOW_TESTS") == "1"
 
 
-def _operator_calls():
+needs_gpu = pytest.mark.skipif(
+    not fastconv.algorithms.usable("cuda"),
+    reason="needs a GPU on which fastconv's CUDA kernels are switched on",
+)
+
+
+def _operator_calls(device="cpu"):
     """One small call of every operator, by name: small tensors, so that leaking even one
     output per call shows in the resident memory after 10,000 calls."""
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 4, 10, 10, generator=g)
-    w = torch.randn(6, 2, 3, 3, generator=g)
-    b = torch.randn(6, generator=g)
+    x = torch.randn(2, 4, 10, 10, generator=g).to(device)
+    w = torch.randn(6, 2, 3, 3, generator=g).to(device)
+    b = torch.randn(6, generator=g).to(device)
     y = ops.conv2d(x, w, b, [1, 1], [1, 1, 1, 1], [1, 1], 2)
-    wt = torch.randn(4, 3, 3, 3, generator=g)
+    wt = torch.randn(4, 3, 3, 3, generator=g).to(device)
     yt = ops.conv_transpose2d(x, wt, b, [2, 2], [1, 1, 1, 1], [0, 0], [1, 1], 2)
-    rois = torch.tensor([[0, 1.0, 1.5, 7.0, 8.0], [1, 0.0, 0.0, 9.0, 9.0], [0, 2.5, 3.0, 4.0, 6.5]])
+    rois = torch.tensor([[0, 1.0, 1.5, 7.0, 8.0], [1, 0.0, 0.0, 9.0, 9.0], [0, 2.5, 3.0, 4.0, 6.5]], device=device)
     ra = ops.roi_align(x, rois, 1.0, 3, 3, 2, True)
     rp, argmax = ops.roi_pool(x, rois, 1.0, 3, 3)
     mask = [True, True, True]
@@ -74,6 +81,22 @@ def test_ten_thousand_calls_leave_resident_memory_steady(name, one_thread):
     assert after - before < 2 * 2**20, f"{name}: resident memory grew {(after - before) / 2**20:.2f} MiB"
 
 
+@needs_gpu
+@pytest.mark.parametrize("name", list(_operator_calls()))
+def test_ten_thousand_calls_leave_cuda_memory_steady(name):
+    call = _operator_calls("cuda")[name]
+    for _ in range(100):
+        call()
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    for _ in range(10_000):
+        call()
+    torch.cuda.synchronize()
+    after = torch.cuda.memory_allocated()
+    print(f"{name}: cuda memory_allocated {before} -> {after} bytes over 10,000 calls")
+    assert after == before, f"{name}: allocated CUDA memory grew by {after - before} bytes"
+
+
 def test_four_threads_give_the_results_of_one():
     g = torch.Generator().manual_seed(1)
     jobs = []
@@ -84,25 +107,55 @@ def test_four_threads_give_the_results_of_one():
         rois = torch.tensor([[0, 1.0, 1.0, 9.0, 8.0], [1, 2.0, 0.5, 6.0, 11.0]], dtype=torch.float64)
         jobs.append((x, w, groups, rois))
 
-    def work(job):
-        x, w, groups, rois = job
-        x = x.clone().requires_grad_()
-        w = w.clone().requires_grad_()
-        y = F.conv2d(x, w, stride=1, padding=1, groups=groups)
-        t = F.conv_transpose2d(y, w, stride=2, padding=1, groups=groups)
-        r = F.roi_align(t, rois, 4, 0.5, 2, True).sum() + F.roi_pool(y, rois, 3, 1.0).sum()
-        gx, gw = torch.autograd.grad(r + y.square().sum(), [x, w])
-        return [y.detach(), t.detach(), r.detach(), gx, gw]
+    assert _same_from_four_threads(jobs, _work, lambda: None)
 
+
+@needs_gpu
+def test_four_threads_on_their_own_cuda_streams_give_the_results_of_one():
+    g = torch.Generator().manual_seed(1)
+    jobs = [
+        (torch.randn(2, 8, 40, 40, generator=g, dtype=torch.float64).cuda(),
+         torch.randn(8, 4, 3, 3, generator=g, dtype=torch.float64).cuda(), 2,
+         torch.tensor([[0, 1.0, 1.0, 9.0, 8.0], [1, 2.0, 0.5, 6.0, 11.0]], dtype=torch.float64).cuda())
+        for _ in range(8)
+    ]
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)  # so that RoI backward is bitwise reproducible
+    try:
+        assert _same_from_four_threads(jobs, _work, lambda: torch.cuda.Stream())
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def _work(job):
+    """Forward and backward through every operator kind."""
+    x, w, groups, rois = job
+    x = x.clone().requires_grad_()
+    w = w.clone().requires_grad_()
+    y = F.conv2d(x, w, stride=1, padding=1, groups=groups)
+    t = F.conv_transpose2d(y, w, stride=2, padding=1, groups=groups)
+    r = F.roi_align(t, rois, 4, 0.5, 2, True).sum() + F.roi_pool(y, rois, 3, 1.0).sum()
+    gx, gw = torch.autograd.grad(r + y.square().sum(), [x, w])
+    return [y.detach(), t.detach(), r.detach(), gx, gw]
+
+
+def _same_from_four_threads(jobs, work, make_stream) -> bool:
+    """Runs the jobs one by one, then from 4 threads at once (each on the stream
+    make_stream() gives it, if any), and compares bitwise."""
     expected = [work(job) for job in jobs]
     results = [None] * len(jobs)
     errors = []
 
     def thread_main(k):
         try:
-            for i in range(k, len(jobs), 4):
-                for _ in range(3):  # repeat so the threads really overlap
-                    results[i] = work(jobs[i])
+            stream = make_stream()
+            context = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
+            with context:
+                for i in range(k, len(jobs), 4):
+                    for _ in range(3):  # repeat so the threads really overlap
+                        results[i] = work(jobs[i])
+                if stream is not None:
+                    stream.synchronize()
         except Exception as e:  # pragma: no cover - reported below
             errors.append(e)
 
@@ -115,6 +168,7 @@ def test_four_threads_give_the_results_of_one():
     for i, (got, want) in enumerate(zip(results, expected)):
         for a, b in zip(got, want):
             assert torch.equal(a, b), f"job {i} differs when run from 4 threads"
+    return True
 
 
 # 46341^2 = 2,147,488,281 > 2^31: every flat index past 2^31 lands in the last rows.
