@@ -134,6 +134,10 @@ def main(argv=None):
             print("check: " + ("equal" if status == 0 else "DIFFERENT"), flush=True)
     outcome = torch.tensor([status], dtype=torch.int64, device=device)
     dist.broadcast(outcome, src=0)
+    # DDP's reducer holds the process group: release it, and let every rank get here, before
+    # the group goes (gloo aborts a process whose group dies under live work).
+    del model
+    dist.barrier()
     dist.destroy_process_group()
     return int(outcome.item())
 
