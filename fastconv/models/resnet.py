@@ -269,92 +269,57 @@ def _fixed_by_name(builder: str, name: str, value, fixed) -> None:
         )
 
 
+# The builders take torchvision's keyword arguments (num_classes, zero_init_residual, groups,
+# width_per_group, replace_stride_with_dilation, norm_layer) and hand them to ResNet, which
+# checks them; an unknown one is a TypeError naming it.
+
+
 @register_model
-def resnet18(*, weights=None, num_classes: int = 1000, zero_init_residual: bool = False,
-             groups: int = 1, width_per_group: int = 64,
-             replace_stride_with_dilation: Optional[Sequence[bool]] = None,
-             norm_layer: Optional[Callable[[int], nn.Module]] = None) -> ResNet:
+def resnet18(*, weights=None, **kwargs) -> ResNet:
     """ResNet-18: BasicBlocks [2, 2, 2, 2], 11,689,512 parameters for 1000 classes."""
-    return _resnet(BasicBlock, [2, 2, 2, 2], weights, num_classes=num_classes,
-                   zero_init_residual=zero_init_residual, groups=groups,
-                   width_per_group=width_per_group,
-                   replace_stride_with_dilation=replace_stride_with_dilation, norm_layer=norm_layer)
+    return _resnet(BasicBlock, [2, 2, 2, 2], weights, **kwargs)
 
 
 @register_model
-def resnet34(*, weights=None, num_classes: int = 1000, zero_init_residual: bool = False,
-             groups: int = 1, width_per_group: int = 64,
-             replace_stride_with_dilation: Optional[Sequence[bool]] = None,
-             norm_layer: Optional[Callable[[int], nn.Module]] = None) -> ResNet:
+def resnet34(*, weights=None, **kwargs) -> ResNet:
     """ResNet-34: BasicBlocks [3, 4, 6, 3], 21,797,672 parameters for 1000 classes."""
-    return _resnet(BasicBlock, [3, 4, 6, 3], weights, num_classes=num_classes,
-                   zero_init_residual=zero_init_residual, groups=groups,
-                   width_per_group=width_per_group,
-                   replace_stride_with_dilation=replace_stride_with_dilation, norm_layer=norm_layer)
+    return _resnet(BasicBlock, [3, 4, 6, 3], weights, **kwargs)
 
 
 @register_model
-def resnet50(*, weights=None, num_classes: int = 1000, zero_init_residual: bool = False,
-             groups: int = 1, width_per_group: int = 64,
-             replace_stride_with_dilation: Optional[Sequence[bool]] = None,
-             norm_layer: Optional[Callable[[int], nn.Module]] = None) -> ResNet:
+def resnet50(*, weights=None, **kwargs) -> ResNet:
     """ResNet-50: Bottlenecks [3, 4, 6, 3], 25,557,032 parameters for 1000 classes."""
-    return _resnet(Bottleneck, [3, 4, 6, 3], weights, num_classes=num_classes,
-                   zero_init_residual=zero_init_residual, groups=groups,
-                   width_per_group=width_per_group,
-                   replace_stride_with_dilation=replace_stride_with_dilation, norm_layer=norm_layer)
+    return _resnet(Bottleneck, [3, 4, 6, 3], weights, **kwargs)
 
 
 @register_model
-def resnet101(*, weights=None, num_classes: int = 1000, zero_init_residual: bool = False,
-              groups: int = 1, width_per_group: int = 64,
-              replace_stride_with_dilation: Optional[Sequence[bool]] = None,
-              norm_layer: Optional[Callable[[int], nn.Module]] = None) -> ResNet:
+def resnet101(*, weights=None, **kwargs) -> ResNet:
     """ResNet-101: Bottlenecks [3, 4, 23, 3], 44,549,160 parameters for 1000 classes."""
-    return _resnet(Bottleneck, [3, 4, 23, 3], weights, num_classes=num_classes,
-                   zero_init_residual=zero_init_residual, groups=groups,
-                   width_per_group=width_per_group,
-                   replace_stride_with_dilation=replace_stride_with_dilation, norm_layer=norm_layer)
+    return _resnet(Bottleneck, [3, 4, 23, 3], weights, **kwargs)
 
 
 @register_model
-def resnet152(*, weights=None, num_classes: int = 1000, zero_init_residual: bool = False,
-              groups: int = 1, width_per_group: int = 64,
-              replace_stride_with_dilation: Optional[Sequence[bool]] = None,
-              norm_layer: Optional[Callable[[int], nn.Module]] = None) -> ResNet:
+def resnet152(*, weights=None, **kwargs) -> ResNet:
     """ResNet-152, the lecture's ILSVRC 2015 winner: Bottlenecks [3, 8, 36, 3], 60,192,808
     parameters for 1000 classes."""
-    return _resnet(Bottleneck, [3, 8, 36, 3], weights, num_classes=num_classes,
-                   zero_init_residual=zero_init_residual, groups=groups,
-                   width_per_group=width_per_group,
-                   replace_stride_with_dilation=replace_stride_with_dilation, norm_layer=norm_layer)
+    return _resnet(Bottleneck, [3, 8, 36, 3], weights, **kwargs)
 
 
 @register_model
-def resnext50_32x4d(*, weights=None, num_classes: int = 1000, zero_init_residual: bool = False,
-                    groups: int = 32, width_per_group: int = 4,
-                    replace_stride_with_dilation: Optional[Sequence[bool]] = None,
-                    norm_layer: Optional[Callable[[int], nn.Module]] = None) -> ResNet:
+def resnext50_32x4d(*, weights=None, **kwargs) -> ResNet:
     """ResNeXt-50 32×4d: ResNet-50's layout with 32 groups of width 4 in the 3×3
     convolutions, 25,028,904 parameters for 1000 classes."""
-    _fixed_by_name("resnext50_32x4d", "groups", groups, 32)
-    _fixed_by_name("resnext50_32x4d", "width_per_group", width_per_group, 4)
-    return _resnet(Bottleneck, [3, 4, 6, 3], weights, num_classes=num_classes,
-                   zero_init_residual=zero_init_residual, groups=groups,
-                   width_per_group=width_per_group,
-                   replace_stride_with_dilation=replace_stride_with_dilation, norm_layer=norm_layer)
+    return _resnext("resnext50_32x4d", [3, 4, 6, 3], 32, 4, weights, kwargs)
 
 
 @register_model
-def resnext101_32x8d(*, weights=None, num_classes: int = 1000, zero_init_residual: bool = False,
-                     groups: int = 32, width_per_group: int = 8,
-                     replace_stride_with_dilation: Optional[Sequence[bool]] = None,
-                     norm_layer: Optional[Callable[[int], nn.Module]] = None) -> ResNet:
+def resnext101_32x8d(*, weights=None, **kwargs) -> ResNet:
     """ResNeXt-101 32×8d: ResNet-101's layout with 32 groups of width 8 in the 3×3
     convolutions, 88,791,336 parameters for 1000 classes."""
-    _fixed_by_name("resnext101_32x8d", "groups", groups, 32)
-    _fixed_by_name("resnext101_32x8d", "width_per_group", width_per_group, 8)
-    return _resnet(Bottleneck, [3, 4, 23, 3], weights, num_classes=num_classes,
-                   zero_init_residual=zero_init_residual, groups=groups,
-                   width_per_group=width_per_group,
-                   replace_stride_with_dilation=replace_stride_with_dilation, norm_layer=norm_layer)
+    return _resnext("resnext101_32x8d", [3, 4, 23, 3], 32, 8, weights, kwargs)
+
+
+def _resnext(builder: str, layers, groups: int, width: int, weights, kwargs) -> ResNet:
+    _fixed_by_name(builder, "groups", kwargs.setdefault("groups", groups), groups)
+    _fixed_by_name(builder, "width_per_group", kwargs.setdefault("width_per_group", width), width)
+    return _resnet(Bottleneck, layers, weights, **kwargs)
