@@ -5,8 +5,10 @@
 #   3. compute-sanitizer: memcheck over a CUDA test subset, racecheck on the kernels that use
 #      shared memory;
 #   4. the benchmark: fastconv-bench on the seed suite against cuDNN and torchvision.
-# Logs and JSON go under OUT_DIR; OUT_DIR/gpu_check.json sums it up. Budget: 8 minutes on
-# an H100 (each step has a time limit; they add up to about that). Usage: bash bench/gpu_check.sh OUT_DIR
+# Logs and JSON go under OUT_DIR; OUT_DIR/gpu_check.json sums it up. Budget: under 10 minutes on
+# an H100 (each step has a time limit; they add up to 580 s, inside one 600 s device call; the
+# whole suite runs, so it also tests torch 2.11, the low end of the supported range).
+# Usage: bash bench/gpu_check.sh OUT_DIR
 set -uo pipefail
 out=$(mkdir -p "${1:?usage: bash bench/gpu_check.sh OUT_DIR}" && cd "$1" && pwd)
 cd "$(dirname "$0")/.."
@@ -47,7 +49,7 @@ PY
 
 if step build 200 pip install --no-build-isolation --no-deps -v -e .; then
   grep -E "ptxas info|spill" "$out/build.log" > "$out/ptxas.log" || true
-  step tests 120 python -m pytest -q -rs --junitxml="$out/pytest.xml"
+  step tests 200 python -m pytest -q -rs --junitxml="$out/pytest.xml"
   if [ -n "$sanitizer" ]; then
     # No caching allocator, so an access past a tensor's end is past an allocation's end.
     PYTORCH_NO_CUDA_MEMORY_CACHING=1 step memcheck 60 "$sanitizer" --tool memcheck --error-exitcode 1 \
