@@ -25,6 +25,9 @@ CONV2D_CASES = [
     ("single_channel", (3, 1, 9, 9), (2, 1, 5, 5), {}),
     ("pointwise", (2, 16, 5, 4), (8, 16, 1, 1), {}),
     ("pointwise_strided", (2, 8, 7, 7), (12, 8, 1, 1), {"stride": 2}),
+    ("pointwise_grouped_dilated", (3, 6, 4, 5), (9, 2, 1, 1), {"groups": 3, "dilation": 2}),
+    ("pointwise_same", (1, 5, 3, 6), (4, 5, 1, 1), {"padding": "same"}),
+    ("pointwise_padded", (2, 4, 3, 3), (4, 4, 1, 1), {"padding": (1, 0)}),
     ("kernel_equals_input", (2, 3, 5, 4), (2, 3, 5, 4), {}),
     ("alexnet_conv1_like", (1, 3, 35, 35), (4, 3, 11, 11), {"stride": 4}),
     ("googlenet_7x7_s2", (1, 3, 20, 20), (4, 3, 7, 7), {"stride": 2, "padding": 3}),
@@ -45,6 +48,7 @@ CONV1D_CASES = [
     ("valid_no_bias", (1, 3, 10), (4, 3, 5), {"padding": "valid", "bias": False}),
     ("depthwise", (2, 4, 10), (8, 1, 3), {"groups": 4, "padding": 1}),
     ("kim_text_cnn", (2, 30, 16), (10, 30, 4), {}),
+    ("pointwise", (2, 12, 7), (5, 12, 1), {}),
     ("unbatched", (3, 8), (2, 3, 3), {}),
     ("batch_zero", (0, 3, 8), (2, 3, 3), {}),
 ]
@@ -63,6 +67,9 @@ CONV_TRANSPOSE2D_CASES = [
     ("per_side_padding", (2, 2, 5, 5), (2, 3, 3, 3), {"stride": 2, "padding": (1, 2, 0, 2)}),
     ("batch_zero", (0, 3, 4, 4), (3, 2, 3, 3), {}),
     ("unbatched", (3, 4, 5), (3, 2, 3, 3), {"stride": 2}),
+    ("pointwise", (2, 6, 4, 3), (6, 4, 1, 1), {}),
+    ("pointwise_grouped", (2, 6, 4, 3), (6, 1, 1, 1), {"groups": 2}),
+    ("pointwise_outpad_below_dilation", (1, 3, 3, 4), (3, 2, 1, 1), {"dilation": 2, "output_padding": 1}),
 ]
 
 CONV_TRANSPOSE1D_CASES = [

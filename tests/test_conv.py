@@ -7,7 +7,7 @@ import torch.nn.functional as TF
 
 import fastconv
 import fastconv.functional as F
-from conftest import TOLERANCE, algorithms, claims, rel_err
+from conftest import TOLERANCE, algorithms, claims_call, rel_err
 from conv_cases import (
     CONV1D_CASES,
     CONV2D_CASES,
@@ -28,14 +28,6 @@ DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 
 def is_transposed(kind):
     return kind.startswith("conv_transpose")
-
-
-def groups_and_channels(kind, w_shape, kw):
-    """(groups, input channels of the underlying convolution) for claims()."""
-    groups = kw.get("groups", 1)
-    if is_transposed(kind):
-        return groups, w_shape[1] * groups  # the convolution's activation is the output
-    return groups, w_shape[1] * groups
 
 
 def make(kind, x_shape, w_shape, kw, dtype, device, seed=0):
@@ -76,8 +68,7 @@ def torch_call(kind, x, w, b, kw):
 
 
 def algorithm_params(kind, w_shape, kw, device):
-    groups, channels = groups_and_channels(kind, w_shape, kw)
-    return [a for a in [None] + algorithms(device) if a is None or claims(a, groups, channels)]
+    return [a for a in [None] + algorithms(device) if a is None or claims_call(a, w_shape, kw)]
 
 
 @pytest.mark.parametrize("kind,case", ALL_CASES, ids=ALL_IDS)

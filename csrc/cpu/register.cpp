@@ -10,6 +10,7 @@
 TORCH_LIBRARY_IMPL(fastconv, CPU, m) {
   using namespace fastconv;
   register_conv_algorithms(c10::DeviceType::CPU, {cpu::depthwise_algorithm(),
+                                                  cpu::gemm_1x1_algorithm(),
                                                   cpu::im2col_gemm_algorithm(),
                                                   cpu::direct_algorithm()});
   m.impl("conv2d", &conv2d);
@@ -18,7 +19,8 @@ TORCH_LIBRARY_IMPL(fastconv, CPU, m) {
   m.impl("conv_transpose2d_backward", &conv_transpose2d_backward);
   register_roi_kernels(c10::DeviceType::CPU,
                        {&cpu::roi_align_forward, &cpu::roi_align_backward,
-                        &cpu::roi_pool_forward, &cpu::roi_pool_backward, /*verified=*/true});
+                        &cpu::roi_pool_forward, &cpu::roi_pool_backward, /*verified=*/true,
+                        /*align_takes_channels_last=*/true});
   m.impl("roi_align", &roi_align);
   m.impl("roi_align_backward", &roi_align_backward);
   m.impl("roi_pool", &roi_pool);

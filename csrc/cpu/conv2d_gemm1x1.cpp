@@ -1,0 +1,140 @@
+// A 1×1 convolution at stride 1 with no padding is a plain matrix product: its column matrix
+// would be x itself, so im2col's copy (and its buffer) buys nothing. Per group g, with
+// Kg = K/G and Cg = C/G:
+//   NCHW, image n:  y[n][Kg, H*W]  = w[Kg, Cg] @ x[n][Cg, H*W]
+//   NHWC, batch:    y[N*H*W, Kg]   = x[N*H*W, Cg] @ w[Kg, Cg]^T   (one GEMM for the batch)
+// dgrad swaps in w^T and wgrad sums dy @ x^T. The products run in the tensor's own dtype:
+// ATen's CPU GEMM accumulates half types in float and rounds once, which is the library's
+// accumulation rule; only wgrad's sum over images, which ATen would round per image, is
+// carried in float by hand.
+#include "cpu/kernels.h"
+#include "cpu/strided.h"
+
+#include <ATen/ATen.h>
+
+namespace fastconv::cpu {
+
+namespace {
+
+// The layout the products run in: NHWC when the operator allocated its output channels_last
+// (PyTorch's rule picks that when x or w is channels_last), NCHW otherwise.
+bool runs_nhwc(const at::Tensor& out) {
+  return !out.is_contiguous() && out.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+// [N*H*W, C] rows of an activation, copied only when it is not already channels_last.
+at::Tensor nhwc_rows(const at::Tensor& t) {
+  const auto sizes = t.sizes();
+  return t.contiguous(at::MemoryFormat::ChannelsLast)
+      .permute({0, 2, 3, 1})
+      .view({sizes[0] * sizes[2] * sizes[3], sizes[1]});
+}
+
+// [N, C, H*W] planes of an activation, copied only when it is not already contiguous.
+at::Tensor nchw_planes(const at::Tensor& t) {
+  const auto sizes = t.sizes();
+  return t.contiguous().view({sizes[0], sizes[1], sizes[2] * sizes[3]});
+}
+
+// A destination the products can write straight into, or a contiguous stand-in that
+// finish() copies back.
+struct Output {
+  at::Tensor target, buffer;
+  Output(at::Tensor& out, bool nhwc) : target(out) {
+    const auto format = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+    buffer = out.is_contiguous(format) ? out : at::empty(out.sizes(), out.options().memory_format(format));
+  }
+  void finish() {
+    if (!buffer.is_same(target)) target.copy_(buffer);
+  }
+};
+
+void fprop(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w, at::Tensor& y) {
+  const int64_t G = p.groups, Kg = p.K_per_group(), Cg = p.C_per_group();
+  const at::Tensor w_mat = w.reshape({p.K, Cg});
+  const bool nhwc = runs_nhwc(y);
+  Output out(y, nhwc);
+  if (nhwc) {
+    const at::Tensor X = nhwc_rows(x);
+    at::Tensor Y = out.buffer.permute({0, 2, 3, 1}).view({p.N * p.P * p.Q, p.K});
+    for (int64_t g = 0; g < G; ++g) {
+      at::Tensor Yg = Y.narrow(1, g * Kg, Kg);
+      at::mm_out(Yg, X.narrow(1, g * Cg, Cg), w_mat.narrow(0, g * Kg, Kg).t());
+    }
+  } else {
+    const at::Tensor X = nchw_planes(x);
+    at::Tensor Y = out.buffer.view({p.N, p.K, p.P * p.Q});
+    for (int64_t n = 0; n < p.N; ++n)
+      for (int64_t g = 0; g < G; ++g) {
+        at::Tensor Yg = Y[n].narrow(0, g * Kg, Kg);
+        at::mm_out(Yg, w_mat.narrow(0, g * Kg, Kg), X[n].narrow(0, g * Cg, Cg));
+      }
+  }
+  out.finish();
+}
+
+void dgrad(const ConvProblem& p, const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx) {
+  const int64_t G = p.groups, Kg = p.K_per_group(), Cg = p.C_per_group();
+  const at::Tensor w_mat = w.reshape({p.K, Cg});
+  const bool nhwc = runs_nhwc(dx);
+  Output out(dx, nhwc);
+  if (nhwc) {
+    const at::Tensor DY = nhwc_rows(dy);
+    at::Tensor DX = out.buffer.permute({0, 2, 3, 1}).view({p.N * p.H * p.W, p.C});
+    for (int64_t g = 0; g < G; ++g) {
+      at::Tensor DXg = DX.narrow(1, g * Cg, Cg);
+      at::mm_out(DXg, DY.narrow(1, g * Kg, Kg), w_mat.narrow(0, g * Kg, Kg));
+    }
+  } else {
+    const at::Tensor DY = nchw_planes(dy);
+    at::Tensor DX = out.buffer.view({p.N, p.C, p.H * p.W});
+    for (int64_t n = 0; n < p.N; ++n)
+      for (int64_t g = 0; g < G; ++g) {
+        at::Tensor DXg = DX[n].narrow(0, g * Cg, Cg);
+        at::mm_out(DXg, w_mat.narrow(0, g * Kg, Kg).t(), DY[n].narrow(0, g * Kg, Kg));
+      }
+  }
+  out.finish();
+}
+
+void wgrad(const ConvProblem& p, const at::Tensor& x, const at::Tensor& dy, at::Tensor& dw) {
+  const int64_t G = p.groups, Kg = p.K_per_group(), Cg = p.C_per_group();
+  const bool nhwc = x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous();
+  at::Tensor dw_mat;
+  if (nhwc) {
+    // One GEMM over the whole batch: the reduction over images happens inside it.
+    const at::Tensor X = nhwc_rows(x), DY = nhwc_rows(dy);
+    dw_mat = at::empty({p.K, Cg}, dy.options());
+    for (int64_t g = 0; g < G; ++g) {
+      at::Tensor dWg = dw_mat.narrow(0, g * Kg, Kg);
+      at::mm_out(dWg, DY.narrow(1, g * Kg, Kg).t(), X.narrow(1, g * Cg, Cg));
+    }
+  } else {
+    const at::ScalarType acc = acc_dtype(x.scalar_type());
+    const at::Tensor X = nchw_planes(x), DY = nchw_planes(dy);
+    dw_mat = at::zeros({p.K, Cg}, dy.options().dtype(acc));
+    for (int64_t n = 0; n < p.N; ++n) {
+      const at::Tensor Xn = X[n].to(acc), DYn = DY[n].to(acc);
+      for (int64_t g = 0; g < G; ++g) {
+        at::Tensor dWg = dw_mat.narrow(0, g * Kg, Kg);
+        dWg.addmm_(DYn.narrow(0, g * Kg, Kg), Xn.narrow(0, g * Cg, Cg).t());
+      }
+    }
+  }
+  dw.copy_(dw_mat.view({p.K, Cg, 1, 1}));
+}
+
+// P == H and Q == W rule out a transposed convolution's output_padding, whose extra rows
+// and columns no output reads.
+bool can_implement(const ConvProblem& p, Direction, at::ScalarType) {
+  return p.P == p.H && p.Q == p.W && p.R == 1 && p.S == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_top == 0 &&
+         p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0;
+}
+
+}  // namespace
+
+ConvAlgorithm gemm_1x1_algorithm() {
+  return {"gemm_1x1", &can_implement, &fprop, &dgrad, &wgrad};
+}
+
+}  // namespace fastconv::cpu
