@@ -7,7 +7,7 @@ import torch
 
 import fastconv
 import fastconv.functional as F
-from conftest import algorithms
+from conftest import algorithms, claims_call
 
 
 @pytest.fixture
@@ -35,18 +35,23 @@ def grads(out_fn, leaves):
 
 def test_convolutions(deterministic, device):
     x = torch.randn(4, 8, 16, 16, device=device)
-    w = torch.randn(8, 4, 3, 3, device=device)
-    wd = torch.randn(16, 1, 3, 3, device=device)
-    wt = torch.randn(8, 2, 4, 4, device=device)
+    calls = [  # (operator, weight, arguments)
+        ("conv2d", torch.randn(8, 4, 3, 3, device=device), dict(stride=2, padding=1, groups=2)),
+        ("conv_transpose2d", torch.randn(8, 2, 4, 4, device=device), dict(stride=2, padding=1, groups=4)),
+        ("conv2d", torch.randn(16, 1, 3, 3, device=device), dict(padding=1, groups=8)),
+        ("conv2d", torch.randn(12, 4, 1, 1, device=device), dict(groups=2)),
+    ]
     for algorithm in [None] + algorithms(device):
-        with fastconv.algorithms.force(algorithm):
-            if algorithm != "depthwise":
-                run_twice(grads(lambda x, w: F.conv2d(x, w, stride=2, padding=1, groups=2), [x, w]))
-                run_twice(grads(lambda x, w: F.conv_transpose2d(x, w, stride=2, padding=1, groups=4), [x, wt]))
-            run_twice(grads(lambda x, w: F.conv2d(x, w, padding=1, groups=8), [x, wd]))
+        for op, w, kw in calls:
+            if algorithm is not None and not claims_call(algorithm, w.shape, kw):
+                continue
+            with fastconv.algorithms.force(algorithm):
+                run_twice(grads(lambda x, w: getattr(F, op)(x, w, **kw), [x, w]))
 
 
-def test_roi_ops(deterministic, device):
+@pytest.mark.parametrize("roi_layout", ["nchw", "nhwc"])
+def test_roi_ops(deterministic, device, roi_layout, monkeypatch):
+    monkeypatch.setenv("FASTCONV_ROI_LAYOUT", roi_layout)  # each CPU RoIAlign kernel
     x = torch.randn(2, 16, 20, 20, device=device)
     # Many overlapping boxes: the case where atomics would reorder the additions.
     boxes = torch.rand(64, 2, device=device) * 10

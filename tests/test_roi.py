@@ -43,6 +43,17 @@ def special_rois(device):
     )
 
 
+@pytest.fixture(params=["nchw", "nhwc", "channels_last_input"])
+def roi_kernel(request, monkeypatch):
+    """Runs a RoIAlign test on each CPU kernel layout, forced through FASTCONV_ROI_LAYOUT:
+    planes, channels last (an NCHW input transposed first), and a channels_last input read as
+    it is. Returns how to arrange the input for it."""
+    monkeypatch.setenv("FASTCONV_ROI_LAYOUT", "nchw" if request.param == "nchw" else "nhwc")
+    if request.param == "channels_last_input":
+        return lambda t: t.contiguous(memory_format=torch.channels_last)
+    return lambda t: t
+
+
 ALIGN_SETTINGS = [
     (output_size, scale, sampling_ratio, aligned)
     for output_size in [(2, 3), (7, 7)]
@@ -53,10 +64,10 @@ ALIGN_SETTINGS = [
 
 
 @pytest.mark.parametrize("output_size,scale,sampling_ratio,aligned", ALIGN_SETTINGS)
-def test_roi_align_matches_torchvision(output_size, scale, sampling_ratio, aligned, device):
+def test_roi_align_matches_torchvision(output_size, scale, sampling_ratio, aligned, device, roi_kernel):
     x = torch.randn(2, 3, 11, 13, dtype=torch.float64, device=device)
     rois = torch.cat([make_rois(2, 12, 11 / scale, 13 / scale, seed=sampling_ratio + 7), special_rois("cpu")]).to(device)
-    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    xa, xb = roi_kernel(x.clone()).requires_grad_(), x.clone().requires_grad_()
     out = F.roi_align(xa, rois, output_size, scale, sampling_ratio, aligned)
     ref = torchvision_ops.roi_align(xb.cpu(), rois.cpu(), output_size, scale, sampling_ratio, aligned)
     assert rel_err(out, ref) <= 1e-9
@@ -68,18 +79,41 @@ def test_roi_align_matches_torchvision(output_size, scale, sampling_ratio, align
 
 @pytest.mark.parametrize("aligned", [False, True])
 @pytest.mark.parametrize("sampling_ratio", [-1, 2])
-def test_roi_align_matches_python_reference(aligned, sampling_ratio, device):
+def test_roi_align_matches_python_reference(aligned, sampling_ratio, device, roi_kernel):
     x = torch.randn(2, 4, 9, 10, dtype=torch.float64)
     rois = torch.cat([make_rois(2, 6, 9, 10, seed=3), special_rois("cpu")])
     # Inverted boxes (x2 < x1) too: torchvision's CPU kernel cannot take these when aligned.
     rois = torch.cat([rois, torch.tensor([[1, 7.0, 6.0, 2.0, 1.5]], dtype=torch.float64)])
     xr = x.clone().requires_grad_()
     ref = roi_reference.roi_align(xr, rois, (3, 2), 0.5, sampling_ratio, aligned)
-    xf = x.clone().to(device).requires_grad_()
+    xf = roi_kernel(x.clone().to(device)).requires_grad_()
     out = F.roi_align(xf, rois.to(device), (3, 2), 0.5, sampling_ratio, aligned)
     assert rel_err(out, ref) <= 1e-12
     grad = torch.randn_like(ref)
     assert rel_err(torch.autograd.grad(out, xf, grad.to(device))[0], torch.autograd.grad(ref, xr, grad)[0]) <= 1e-12
+
+
+@pytest.mark.parametrize("channels", [16, 40])
+def test_roi_align_channel_runs(channels, roi_kernel):
+    """Enough channels for the channels-last backward to split them into runs (a last one
+    partial at 40), and more boxes than pixels, so that unforced NCHW inputs of 40 channels go
+    channels last."""
+    x = torch.randn(2, channels, 6, 7, dtype=torch.float64)
+    rois = torch.cat([make_rois(2, 30, 6, 7, seed=11), special_rois("cpu")])
+    xa, xb = roi_kernel(x.clone()).requires_grad_(), x.clone().requires_grad_()
+    out = F.roi_align(xa, rois, (3, 4), 1.0, -1, True)
+    ref = torchvision_ops.roi_align(xb, rois, (3, 4), 1.0, -1, True)
+    assert rel_err(out, ref) <= 1e-12
+    grad = torch.randn_like(ref)
+    (ga,) = torch.autograd.grad(out, xa, grad)
+    (gb,) = torch.autograd.grad(ref, xb, grad)
+    assert ga.shape == gb.shape and rel_err(ga, gb) <= 1e-12
+
+
+def test_roi_layout_setting_is_checked(monkeypatch):
+    monkeypatch.setenv("FASTCONV_ROI_LAYOUT", "nhcw")
+    with pytest.raises(ValueError, match="FASTCONV_ROI_LAYOUT"):
+        F.roi_align(torch.randn(1, 2, 5, 5), torch.tensor([[0, 0.0, 0.0, 3.0, 3.0]]), 2)
 
 
 @pytest.mark.parametrize("output_size,scale", [((2, 3), 1.0), ((7, 7), 0.5), ((4, 4), 0.25)])
@@ -118,11 +152,11 @@ def test_no_boxes(device):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_types_compute_in_float(dtype, device):
+def test_half_types_compute_in_float(dtype, device, roi_kernel):
     """torchvision's CPU kernel has no half types; fastconv's accumulates them in float."""
     x = torch.randn(2, 8, 16, 16, dtype=torch.float64)
     rois = make_rois(2, 10, 16, 16, seed=1)
-    x_half = x.to(dtype)
+    x_half = roi_kernel(x.to(dtype))
     ref = torchvision_ops.roi_align(x_half.double(), rois, (5, 5), 1.0, 2, True)
     out = F.roi_align(x_half.to(device), rois.to(device, dtype), (5, 5), 1.0, 2, True)
     assert out.dtype == dtype
@@ -140,10 +174,10 @@ def test_half_types_compute_in_float(dtype, device):
 
 
 @pytest.mark.parametrize("aligned", [False, True])
-def test_huge_boxes_are_fast_and_defined(aligned, device):
+def test_huge_boxes_are_fast_and_defined(aligned, device, roi_kernel):
     """torchvision's CPU roi_align segfaults on one box 1e7 pixels wide with adaptive
     sampling; fastconv only visits the samples that can land on the image."""
-    x = torch.randn(1, 4, 32, 40, device=device, requires_grad=True)
+    x = roi_kernel(torch.randn(1, 4, 32, 40, device=device)).requires_grad_()
     rois = torch.tensor([[0, 0.0, 0.0, 1e7, 10.0], [0, -1e30, -1e30, 1e30, 1e30]], device=device)
     # A box whose width overflows float32 is not a box: NaN, like a non-finite coordinate.
     overflow = torch.tensor([[0, -3e38, 0, 3e38, 5]], device=device)
@@ -163,8 +197,8 @@ def test_huge_boxes_are_fast_and_defined(aligned, device):
     )
 
 
-def test_non_finite_boxes_give_nan_and_no_gradient(device):
-    x = torch.randn(2, 3, 8, 8, device=device, requires_grad=True)
+def test_non_finite_boxes_give_nan_and_no_gradient(device, roi_kernel):
+    x = roi_kernel(torch.randn(2, 3, 8, 8, device=device)).requires_grad_()
     rois = torch.tensor(
         [[0, float("nan"), 0, 4, 4], [1, 0, 0, float("inf"), 4], [0, 1.0, 1.0, 5.0, 5.0]], device=device
     )

@@ -60,8 +60,13 @@ at::Tensor roi_align(const at::Tensor& input, const at::Tensor& rois, double spa
                              input.options().memory_format(at::MemoryFormat::Contiguous));
   if (out.numel() == 0) return out;
   const RoiArgs args{spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned};
-  kernels_for(input, op).align_forward(input.contiguous(), acc_rois(rois, input.scalar_type()),
-                                       args, out);
+  const RoiKernels kernels = kernels_for(input, op);
+  // A channels_last input stays as it is where the kernel can read it: no copy to NCHW.
+  const bool channels_last = kernels.align_takes_channels_last &&
+                             input.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+  kernels.align_forward(
+      input.contiguous(channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous),
+      acc_rois(rois, input.scalar_type()), args, out);
   return out;
 }
 

@@ -17,7 +17,8 @@ struct RoiArgs {
   bool aligned;            // RoIAlign only
 };
 
-// Kernel contracts. input: contiguous NCHW in its dtype. rois: contiguous [K, 5] in the
+// Kernel contracts. input: contiguous NCHW in its dtype (or contiguous channels_last, for
+// RoIAlign forward on a device whose kernels take it and when the caller's input is). rois: contiguous [K, 5] in the
 // accumulation dtype (float, or double for double inputs), batch indices already checked.
 // Forward outputs are contiguous and every element is written. Backward kernels add into
 // grad_input, contiguous and zeroed, in the accumulation dtype; grad is contiguous in it too.
@@ -31,6 +32,7 @@ struct RoiKernels {
   void (*pool_backward)(const at::Tensor& grad, const at::Tensor& rois,
                         const at::Tensor& argmax, at::Tensor& grad_input);
   bool verified;  // see ConvAlgorithm::verified
+  bool align_takes_channels_last = false;
 };
 
 void register_roi_kernels(c10::DeviceType device, RoiKernels kernels);
