@@ -1,12 +1,11 @@
 // Dense convolution on the CPU as GEMM. The activation is unrolled tile by tile into a column
-// matrix col [C*R*S, tile columns] in acc_type, so the buffer is bounded (kCacheTile for
-// fprop, kColumnBudget for dgrad and wgrad) whatever the batch. Per tile, with G groups,
-// Kg = K/G and CgRS = C/G*R*S:
+// matrix col [C*R*S, tile columns] in acc_type, so the buffer is bounded (kColumnBudget)
+// whatever the batch. Per tile, with G groups, Kg = K/G and CgRS = C/G*R*S:
 //   fprop  y_tile  [G, Kg, cols]  = w [G, Kg, CgRS] @ col [G, CgRS, cols]
 //   dgrad  col     [G, CgRS, cols] = w^T @ dy_tile [G, Kg, cols], then col2im adds into dx
 //   wgrad  dw      [G, Kg, CgRS] += dy_tile @ col^T
-// A dgrad/wgrad tile is a run of whole images, or a run of output rows of one image when a
-// single image's columns would not fit; an fprop tile is always rows of one image.
+// A tile is a run of whole images, or a run of output rows of one image when a single
+// image's columns would not fit.
 #include "cpu/kernels.h"
 #include "cpu/strided.h"
 
@@ -15,16 +14,18 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 namespace fastconv::cpu {
 
 namespace {
 
-// Elements of the dgrad and wgrad column buffers (4 MiB in float). Measured on VGG-16 and
-// ResNet-50 forward+backward (2-core EPYC): 8M elements and 1M run alike (within the noise),
-// and 1M brings VGG-16's peak memory from 1.3-3.2x oneDNN's down to 0.8-1.3x.
-constexpr int64_t kColumnBudget = int64_t(1) << 20;
+// Elements of a column buffer (8 MiB in float), for every direction. Measured on the 2-core
+// EPYC against 1 MiB (fprop) / 4 MiB (dgrad, wgrad) and 32 MiB: geometric mean over the
+// seed suite's dense rows 0.67x oneDNN, against 0.62x and 0.59x; transposed rows 0.98x,
+// against 0.77x and 0.86x. The same budget bounds peak memory whatever the batch.
+constexpr int64_t kColumnBudget = int64_t(2) << 20;
 
 struct Tile {
   int64_t n0, nb;  // images [n0, n0 + nb)
@@ -142,54 +143,42 @@ at::Tensor weight_matrix(const ConvProblem& p, const at::Tensor& w) {
       {p.groups, p.K_per_group(), p.C_per_group() * p.R * p.S});
 }
 
-// fprop tiles are runs of output rows of one image, small enough (kCacheTile elements of
-// columns) that a tile is unrolled and multiplied while it is still in cache. Measured on
-// the 2-core EPYC: the 64x576x6272 product of ResNet's 56x56 3x3 layer takes 4.8 ms as one
-// GEMM and 3.2 ms as eight GEMMs of 784 columns. (Handing whole tiles to threads, each GEMM
-// on one thread, measured no better than running tiles in turn on all threads; DenseNet's
-// thin layers ran slower.)
-constexpr int64_t kCacheTile = int64_t(256) << 10;  // elements (1 MiB of float)
-
-std::vector<Tile> image_row_tiles(const ConvProblem& p) {
-  const int64_t rows = p.C * p.R * p.S;
-  // Grouped problems multiply G small matrices per tile; longer tiles amortise the calls
-  // (ResNeXt's 32 groups ran 2-3x slower in 1 MiB tiles).
-  const int64_t budget = kCacheTile * std::min<int64_t>(p.groups, 32);
-  const int64_t np = std::clamp<int64_t>(budget / std::max<int64_t>(rows * p.Q, 1), 1, p.P);
-  std::vector<Tile> tiles;
-  for (int64_t n = 0; n < p.N; ++n)
-    for (int64_t p0 = 0; p0 < p.P; p0 += np) tiles.push_back({n, 1, p0, std::min(np, p.P - p0)});
-  return tiles;
-}
+// bfloat16 unrolls and multiplies in bfloat16: ATen's GEMM (oneDNN's, with the AVX-512 BF16
+// dot products where the CPU has them) accumulates in float and rounds once, so the result
+// obeys the float-accumulation rule at half the column traffic. Other types unroll into their
+// accumulation type.
+template <typename scalar_t>
+using column_type = std::conditional_t<std::is_same_v<scalar_t, at::BFloat16>, at::BFloat16,
+                                       acc_type<scalar_t>>;
 
 template <typename scalar_t>
 void fprop_impl(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w, at::Tensor& y) {
-  using acc_t = acc_type<scalar_t>;
-  const auto tiles = image_row_tiles(p);
+  using col_t = column_type<scalar_t>;
+  const auto tiles = make_tiles(p);
   const int64_t CRS = p.C * p.R * p.S, CgRS = p.C_per_group() * p.R * p.S;
-  const at::Tensor w_mat = weight_matrix(p, w);
+  const at::Tensor w_mat = w.to(c10::CppTypeToScalarType<col_t>::value)
+                               .contiguous()
+                               .view({p.groups, p.K_per_group(), CgRS});
   // The GEMM writes a tile's [K, rows*Q] block of y in place (row stride P*Q) when it can.
-  const bool in_place =
+  const bool y_in_place =
       p.groups == 1 && y.is_contiguous() && y.scalar_type() == w_mat.scalar_type();
-  const int64_t most = max_cols(p, tiles);
+  const at::Tensor col_buffer = at::empty({CRS * max_cols(p, tiles)}, w_mat.options());
   const Strided4<const scalar_t> X(x);
-
-  auto run_tile = [&](const Tile& t, at::Tensor& col_buffer) {  // im2col and GEMM share the threads
+  for (const auto& t : tiles) {
     const int64_t cols = t.cols(p);
     at::Tensor col = col_buffer.narrow(0, 0, CRS * cols).view({p.groups, CgRS, cols});
-    im2col<scalar_t, acc_t>(p, X, t, col.data_ptr<acc_t>());
-    at::Tensor y_image = y[t.n0];  // [K, P, Q]
-    if (in_place) {
-      at::Tensor y_rows = y_image.view({p.K, p.P * p.Q}).narrow(1, t.p0 * p.Q, cols);
+    im2col<scalar_t, col_t>(p, X, t, col.data_ptr<col_t>());
+    if (y_in_place && t.nb == 1) {
+      at::Tensor y_rows = y[t.n0].view({p.K, p.P * p.Q}).narrow(1, t.p0 * p.Q, cols);
       at::mm_out(y_rows, w_mat[0], col[0]);
     } else {
-      y_image.narrow(1, t.p0, t.np).copy_(at::bmm(w_mat, col).view({p.K, t.np, p.Q}));
+      y.narrow(0, t.n0, t.nb)
+          .narrow(2, t.p0, t.np)
+          .copy_(at::bmm(w_mat, col).view({p.K, t.nb, t.np, p.Q}).permute({1, 0, 2, 3}));
     }
-  };
-
-  at::Tensor col_buffer = at::empty({CRS * most}, w_mat.options());
-  for (const auto& t : tiles) run_tile(t, col_buffer);
+  }
 }
+
 
 template <typename scalar_t>
 void dgrad_impl(const ConvProblem& p, const at::Tensor& dy, const at::Tensor& w,
