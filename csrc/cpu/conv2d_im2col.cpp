@@ -151,8 +151,77 @@ template <typename scalar_t>
 using column_type = std::conditional_t<std::is_same_v<scalar_t, at::BFloat16>, at::BFloat16,
                                        acc_type<scalar_t>>;
 
+// ------------------------------------------------------------------------- channels last
+//
+// With y channels_last, the transposed product is the natural one: y[N*P*Q, K] = col[N*P*Q,
+// R*S*Cg] @ w[K, R*S*Cg]^T per group, where a column row is the output pixel's R*S runs of
+// Cg contiguous input channels (copies of whole runs, no strided gathers) and the GEMM writes
+// straight into y's memory. A tile is a run of output pixels.
+
+// col[m - m0, (r, s, c)] = x[n, g*Cg + c, h, w] for the output pixels m of [m0, m0 + count);
+// x is contiguous channels_last.
+template <typename scalar_t, typename col_t>
+void im2col_pixels(const ConvProblem& p, const scalar_t* x, int64_t g, int64_t m0,
+                   int64_t count, col_t* col) {
+  const int64_t Cg = p.C_per_group(), RSCg = p.R * p.S * Cg, PQ = p.P * p.Q;
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(RSCg, 1));
+  at::parallel_for(0, count, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t m = m0 + i, n = m / PQ, op = (m % PQ) / p.Q, q = m % p.Q;
+      col_t* dst = col + i * RSCg;
+      for (int64_t r = 0; r < p.R; ++r) {
+        const int64_t h = op * p.stride_h - p.pad_top + r * p.dilation_h;
+        for (int64_t s = 0; s < p.S; ++s, dst += Cg) {
+          const int64_t w = q * p.stride_w - p.pad_left + s * p.dilation_w;
+          if (h < 0 || h >= p.H || w < 0 || w >= p.W) {
+            std::fill(dst, dst + Cg, col_t(0));
+            continue;
+          }
+          const scalar_t* src = x + ((n * p.H + h) * p.W + w) * p.C + g * Cg;
+          for (int64_t c = 0; c < Cg; ++c) dst[c] = col_t(src[c]);
+        }
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void fprop_channels_last(const ConvProblem& p, const at::Tensor& x_in, const at::Tensor& w,
+                         at::Tensor& y) {
+  using col_t = column_type<scalar_t>;
+  const at::ScalarType col_dtype = c10::CppTypeToScalarType<col_t>::value;
+  const int64_t G = p.groups, Kg = p.K_per_group(), RSCg = p.R * p.S * p.C_per_group();
+  const int64_t pixels = p.N * p.P * p.Q;
+  const at::Tensor x = x_in.contiguous(at::MemoryFormat::ChannelsLast);
+  // [K, R, S, Cg] rows, matching a column row's order.
+  const at::Tensor w_rows = w.permute({0, 2, 3, 1}).to(col_dtype).contiguous().view({p.K, RSCg});
+  // y's memory as [N*P*Q, K]; a stand-in of the column type when y's dtype differs.
+  at::Tensor y_cols =
+      y.scalar_type() == col_dtype
+          ? y
+          : at::empty(y.sizes(), y.options().dtype(col_dtype).memory_format(at::MemoryFormat::ChannelsLast));
+  at::Tensor Y = y_cols.permute({0, 2, 3, 1}).view({pixels, p.K});
+  const int64_t tile = std::clamp<int64_t>(kColumnBudget / std::max<int64_t>(RSCg, 1), 1, pixels);
+  const at::Tensor col_buffer = at::empty({tile * RSCg}, w_rows.options());
+  const scalar_t* xd = x.const_data_ptr<scalar_t>();
+  for (int64_t m0 = 0; m0 < pixels; m0 += tile) {
+    const int64_t count = std::min(tile, pixels - m0);
+    at::Tensor col = col_buffer.narrow(0, 0, count * RSCg).view({count, RSCg});
+    for (int64_t g = 0; g < G; ++g) {
+      im2col_pixels<scalar_t, col_t>(p, xd, g, m0, count, col.data_ptr<col_t>());
+      at::Tensor out = Y.narrow(0, m0, count).narrow(1, g * Kg, Kg);
+      at::mm_out(out, col, w_rows.narrow(0, g * Kg, Kg).t());
+    }
+  }
+  if (!y_cols.is_same(y)) y.copy_(y_cols);
+}
+
 template <typename scalar_t>
 void fprop_impl(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w, at::Tensor& y) {
+  if (!y.is_contiguous() && y.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+    fprop_channels_last<scalar_t>(p, x, w, y);
+    return;
+  }
   using col_t = column_type<scalar_t>;
   const auto tiles = make_tiles(p);
   const int64_t CRS = p.C * p.R * p.S, CgRS = p.C_per_group() * p.R * p.S;
