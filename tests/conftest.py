@@ -52,6 +52,8 @@ def claims(algorithm, groups, in_channels, kernel, stride, padding, output_paddi
     output_padding is a transposed convolution's."""
     if algorithm == "depthwise":
         return groups == in_channels
+    if algorithm == "grouped_planes":
+        return groups > 1 and in_channels // groups <= 8 and tuple(stride) == (1, 1)
     if algorithm == "gemm_1x1":
         return (tuple(kernel) == (1, 1) and tuple(stride) == (1, 1) and not any(padding)
                 and not any(output_padding))

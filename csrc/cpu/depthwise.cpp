@@ -2,10 +2,11 @@
 // C * multiplier). Works on contiguous NCHW planes: for each output row and tap, the range of
 // output columns whose input column lies inside the image is computed once, so the inner loop
 // has no bounds test. At stride 1 every direction works on zero-padded planes instead, one
-// long loop per tap (see fprop_plane_stride1). A channels_last fprop
+// long loop per tap (cpu/padded_planes.h). A channels_last fprop
 // with multiplier 1 runs channels last instead, vectorised across channels, with no copy of
 // x or y to planes and back.
 #include "cpu/kernels.h"
+#include "cpu/padded_planes.h"
 #include "cpu/strided.h"
 
 #include <ATen/ATen.h>
@@ -76,89 +77,6 @@ FASTCONV_VECTOR_CLONES void fprop_plane(const ConvProblem& p, const scalar_t* __
   }
 }
 
-// The zero-padded copy of one input plane, [Hp, Wp] in acc_t, Hp = H + pad_top + pad_bottom.
-template <typename scalar_t, typename acc_t>
-void pad_plane(const ConvProblem& p, const scalar_t* plane, acc_t* padded) {
-  const int64_t Wp = p.W + p.pad_left + p.pad_right, Hp = p.H + p.pad_top + p.pad_bottom;
-  std::fill(padded, padded + Hp * Wp, acc_t(0));
-  for (int64_t h = 0; h < p.H; ++h) {
-    acc_t* dst = padded + (h + p.pad_top) * Wp + p.pad_left;
-    for (int64_t w = 0; w < p.W; ++w) dst[w] = acc_t(plane[h * p.W + w]);
-  }
-}
-
-// Stride 1: on the padded plane, tap (r, s) adds t * padded[i + r*dh*Wp + s*dw] to output i,
-// counted along padded rows (i = op*Wp + q; the columns q >= Q are computed and dropped). So
-// each tap is one long unit-step loop over the whole plane instead of P short ones, which on
-// 14x14 planes spent most of their time in loop remainders.
-template <typename scalar_t, typename acc_t>
-FASTCONV_VECTOR_CLONES void fprop_plane_stride1(const ConvProblem& p,
-                                                const acc_t* __restrict padded,
-                                                const scalar_t* __restrict filter,
-                                                scalar_t* __restrict out,
-                                                acc_t* __restrict sums) {
-  const int64_t Wp = p.W + p.pad_left + p.pad_right;
-  const int64_t length = (p.P - 1) * Wp + p.Q;
-  for (int64_t i = 0; i < length; ++i) sums[i] = acc_t(0);
-  for (int64_t r = 0; r < p.R; ++r)
-    for (int64_t s = 0; s < p.S; ++s) {
-      const acc_t tap = acc_t(filter[r * p.S + s]);
-      const acc_t* src = padded + r * p.dilation_h * Wp + s * p.dilation_w;
-      for (int64_t i = 0; i < length; ++i) sums[i] += tap * src[i];
-    }
-  for (int64_t op = 0; op < p.P; ++op)
-    for (int64_t q = 0; q < p.Q; ++q) out[op * p.Q + q] = scalar_t(sums[op * Wp + q]);
-}
-
-// dgrad at stride 1, the transpose of fprop_plane_stride1: grads holds one dy plane along
-// padded rows (zero in the dropped columns), and each tap adds t * grads[i] into
-// dx_padded[i + offset].
-template <typename acc_t>
-FASTCONV_VECTOR_CLONES void dgrad_taps_stride1(const ConvProblem& p, const acc_t* __restrict grads,
-                                               const acc_t* __restrict taps,
-                                               acc_t* __restrict dx_padded) {
-  const int64_t Wp = p.W + p.pad_left + p.pad_right;
-  const int64_t length = (p.P - 1) * Wp + p.Q;
-  for (int64_t r = 0; r < p.R; ++r)
-    for (int64_t s = 0; s < p.S; ++s) {
-      const acc_t tap = taps[r * p.S + s];
-      acc_t* dst = dx_padded + r * p.dilation_h * Wp + s * p.dilation_w;
-      for (int64_t i = 0; i < length; ++i) dst[i] += tap * grads[i];
-    }
-}
-
-// wgrad at stride 1: tap (r, s) gains the dot product of grads (as in dgrad_taps_stride1)
-// with the padded plane shifted by its offset. Sixteen partial sums per dot product, so that
-// the reduction vectorises without reassociating a single sum.
-template <typename acc_t>
-FASTCONV_VECTOR_CLONES void wgrad_taps_stride1(const ConvProblem& p, const acc_t* __restrict grads,
-                                               const acc_t* __restrict padded,
-                                               acc_t* __restrict taps) {
-  constexpr int64_t kLanes = 16;
-  const int64_t Wp = p.W + p.pad_left + p.pad_right;
-  const int64_t length = (p.P - 1) * Wp + p.Q, body = length / kLanes * kLanes;
-  for (int64_t r = 0; r < p.R; ++r)
-    for (int64_t s = 0; s < p.S; ++s) {
-      const acc_t* src = padded + r * p.dilation_h * Wp + s * p.dilation_w;
-      acc_t partial[kLanes] = {};
-      for (int64_t i = 0; i < body; i += kLanes)
-        for (int64_t l = 0; l < kLanes; ++l) partial[l] += grads[i + l] * src[i + l];
-      acc_t sum = 0;
-      for (int64_t l = 0; l < kLanes; ++l) sum += partial[l];
-      for (int64_t i = body; i < length; ++i) sum += grads[i] * src[i];
-      taps[r * p.S + s] += sum;
-    }
-}
-
-// dy plane [P, Q] -> grads along padded rows of width Wp (the dropped columns are left as
-// they are: zero from the buffer's first fill).
-template <typename scalar_t, typename acc_t>
-void spread_rows(const ConvProblem& p, const scalar_t* grad, acc_t* grads) {
-  const int64_t Wp = p.W + p.pad_left + p.pad_right;
-  for (int64_t op = 0; op < p.P; ++op)
-    for (int64_t q = 0; q < p.Q; ++q) grads[op * Wp + q] = acc_t(grad[op * p.Q + q]);
-}
-
 // One output row (n, op) channels last, multiplier 1: each output pixel is a vector of C
 // sums of R*S taps read from contiguous channel runs of x. taps: [R*S, C] in acc_t.
 template <typename scalar_t, typename acc_t>
@@ -222,10 +140,10 @@ void fprop_impl(const ConvProblem& p, const at::Tensor& x_in, const at::Tensor& 
   scalar_t* yd = y.data_ptr<scalar_t>();
   const int64_t multiplier = p.K / p.C;
   const bool stride1 = p.stride_h == 1 && p.stride_w == 1;
-  const int64_t Wp = p.W + p.pad_left + p.pad_right, Hp = p.H + p.pad_top + p.pad_bottom;
+  const int64_t plane_size = padded_height(p) * padded_width(p);
   at::parallel_for(0, p.N * p.K, plane_grain(p), [&](int64_t begin, int64_t end) {
     if (stride1) {
-      std::vector<acc_t> padded(Hp * Wp), sums(Hp * Wp);
+      std::vector<acc_t> padded(plane_size), sums(plane_size), taps(p.R * p.S);
       int64_t padded_plane = -1;  // the (n, c) plane in `padded`: a multiplier reuses it
       for (int64_t nk = begin; nk < end; ++nk) {
         const int64_t n = nk / p.K, k = nk % p.K, c = k / multiplier;
@@ -233,8 +151,10 @@ void fprop_impl(const ConvProblem& p, const at::Tensor& x_in, const at::Tensor& 
           padded_plane = n * p.C + c;
           pad_plane(p, xd + padded_plane * p.H * p.W, padded.data());
         }
-        fprop_plane_stride1<scalar_t, acc_t>(p, padded.data(), wd + k * p.R * p.S,
-                                             yd + nk * p.P * p.Q, sums.data());
+        for (int64_t i = 0; i < p.R * p.S; ++i) taps[i] = acc_t(wd[k * p.R * p.S + i]);
+        std::fill(sums.begin(), sums.end(), acc_t(0));
+        fprop_taps_stride1<acc_t>(p, padded.data(), taps.data(), sums.data());
+        gather_outputs(p, sums.data(), yd + nk * p.P * p.Q);
       }
       return;
     }
@@ -261,22 +181,19 @@ void dgrad_impl(const ConvProblem& p, const at::Tensor& dy_in, const at::Tensor&
   scalar_t* dxd = dx.data_ptr<scalar_t>();
   const int64_t multiplier = p.K / p.C;
   if (p.stride_h == 1 && p.stride_w == 1) {
-    const int64_t Wp = p.W + p.pad_left + p.pad_right, Hp = p.H + p.pad_top + p.pad_bottom;
+    const int64_t plane_size = padded_height(p) * padded_width(p);
     at::parallel_for(0, p.N * p.C, plane_grain(p), [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> dx_padded(Hp * Wp), grads(Hp * Wp, acc_t(0)), taps(p.R * p.S);
+      std::vector<acc_t> dx_padded(plane_size), grads(plane_size, acc_t(0)), taps(p.R * p.S);
       for (int64_t nc = begin; nc < end; ++nc) {
         const int64_t n = nc / p.C, c = nc % p.C;
         std::fill(dx_padded.begin(), dx_padded.end(), acc_t(0));
         for (int64_t j = 0; j < multiplier; ++j) {
           const int64_t k = c * multiplier + j;
-          spread_rows(p, dyd + (n * p.K + k) * p.P * p.Q, grads.data());
+          spread_outputs(p, dyd + (n * p.K + k) * p.P * p.Q, grads.data());
           for (int64_t i = 0; i < p.R * p.S; ++i) taps[i] = acc_t(wd[k * p.R * p.S + i]);
           dgrad_taps_stride1<acc_t>(p, grads.data(), taps.data(), dx_padded.data());
         }
-        scalar_t* dst = dxd + nc * p.H * p.W;
-        for (int64_t h = 0; h < p.H; ++h)
-          for (int64_t w = 0; w < p.W; ++w)
-            dst[h * p.W + w] = scalar_t(dx_padded[(h + p.pad_top) * Wp + w + p.pad_left]);
+        unpad_plane(p, dx_padded.data(), dxd + nc * p.H * p.W);
       }
     });
     finish_output(dx_out, dx);
@@ -326,15 +243,15 @@ void wgrad_impl(const ConvProblem& p, const at::Tensor& x_in, const at::Tensor& 
   const int64_t multiplier = p.K / p.C;
   const int64_t grain = std::max<int64_t>(1, plane_grain(p) / p.N);
   if (p.stride_h == 1 && p.stride_w == 1) {
-    const int64_t Wp = p.W + p.pad_left + p.pad_right, Hp = p.H + p.pad_top + p.pad_bottom;
+    const int64_t plane_size = padded_height(p) * padded_width(p);
     at::parallel_for(0, p.K, grain, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> padded(Hp * Wp), grads(Hp * Wp, acc_t(0)), taps(p.R * p.S);
+      std::vector<acc_t> padded(plane_size), grads(plane_size, acc_t(0)), taps(p.R * p.S);
       for (int64_t k = begin; k < end; ++k) {
         const int64_t c = k / multiplier;
         std::fill(taps.begin(), taps.end(), acc_t(0));
         for (int64_t n = 0; n < p.N; ++n) {
           pad_plane(p, xd + (n * p.C + c) * p.H * p.W, padded.data());
-          spread_rows(p, dyd + (n * p.K + k) * p.P * p.Q, grads.data());
+          spread_outputs(p, dyd + (n * p.K + k) * p.P * p.Q, grads.data());
           wgrad_taps_stride1<acc_t>(p, grads.data(), padded.data(), taps.data());
         }
         for (int64_t i = 0; i < p.R * p.S; ++i) dwd[k * p.R * p.S + i] = scalar_t(taps[i]);

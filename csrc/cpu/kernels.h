@@ -12,6 +12,7 @@ namespace fastconv::cpu {
 // Convolution algorithms, in the order the CPU list tries them.
 ConvAlgorithm depthwise_algorithm();    // groups == C: direct loops over contiguous planes
 ConvAlgorithm gemm_1x1_algorithm();      // 1x1, stride 1, no padding: GEMM straight on x
+ConvAlgorithm grouped_planes_algorithm(); // groups of <= 8 channels, stride 1: padded planes
 ConvAlgorithm im2col_gemm_algorithm();  // tiled im2col / col2im around a batched GEMM
 ConvAlgorithm direct_algorithm();       // loops over every tap: always correct, slow
 
