@@ -145,8 +145,7 @@ void wgrad(const ConvProblem& p, const at::Tensor& x, const at::Tensor& dy, at::
 }
 
 bool can_implement(const ConvProblem& p, Direction, at::ScalarType) {
-  return p.groups > 1 && p.C_per_group() <= kMostChannelsPerGroup && p.stride_h == 1 &&
-         p.stride_w == 1;
+  return p.groups > 1 && p.C_per_group() <= kMostChannelsPerGroup && padded_planes_apply(p);
 }
 
 }  // namespace

@@ -139,7 +139,7 @@ void fprop_impl(const ConvProblem& p, const at::Tensor& x_in, const at::Tensor& 
   const scalar_t* wd = w.const_data_ptr<scalar_t>();
   scalar_t* yd = y.data_ptr<scalar_t>();
   const int64_t multiplier = p.K / p.C;
-  const bool stride1 = p.stride_h == 1 && p.stride_w == 1;
+  const bool stride1 = padded_planes_apply(p);
   const int64_t plane_size = padded_height(p) * padded_width(p);
   at::parallel_for(0, p.N * p.K, plane_grain(p), [&](int64_t begin, int64_t end) {
     if (stride1) {
@@ -180,7 +180,7 @@ void dgrad_impl(const ConvProblem& p, const at::Tensor& dy_in, const at::Tensor&
   const scalar_t* wd = w.const_data_ptr<scalar_t>();
   scalar_t* dxd = dx.data_ptr<scalar_t>();
   const int64_t multiplier = p.K / p.C;
-  if (p.stride_h == 1 && p.stride_w == 1) {
+  if (padded_planes_apply(p)) {
     const int64_t plane_size = padded_height(p) * padded_width(p);
     at::parallel_for(0, p.N * p.C, plane_grain(p), [&](int64_t begin, int64_t end) {
       std::vector<acc_t> dx_padded(plane_size), grads(plane_size, acc_t(0)), taps(p.R * p.S);
@@ -242,7 +242,7 @@ void wgrad_impl(const ConvProblem& p, const at::Tensor& x_in, const at::Tensor& 
   scalar_t* dwd = dw.data_ptr<scalar_t>();
   const int64_t multiplier = p.K / p.C;
   const int64_t grain = std::max<int64_t>(1, plane_grain(p) / p.N);
-  if (p.stride_h == 1 && p.stride_w == 1) {
+  if (padded_planes_apply(p)) {
     const int64_t plane_size = padded_height(p) * padded_width(p);
     at::parallel_for(0, p.K, grain, [&](int64_t begin, int64_t end) {
       std::vector<acc_t> padded(plane_size), grads(plane_size, acc_t(0)), taps(p.R * p.S);

@@ -14,8 +14,19 @@
 
 namespace fastconv::cpu {
 
+// Elements of the largest padded plane worked on whole (1 MiB of float; 224x224 and far more
+// fit). Each task holds a few such buffers, so larger planes take the callers' other paths:
+// a 46341x46341 plane would otherwise ask for gigabytes per thread.
+constexpr int64_t kMostPaddedPlane = int64_t(1) << 18;
+
 inline int64_t padded_width(const ConvProblem& p) { return p.W + p.pad_left + p.pad_right; }
 inline int64_t padded_height(const ConvProblem& p) { return p.H + p.pad_top + p.pad_bottom; }
+// Whether the padded-plane loops apply: stride 1, and a plane small enough to hold whole.
+inline bool padded_planes_apply(const ConvProblem& p) {
+  return p.stride_h == 1 && p.stride_w == 1 &&
+         (p.H + p.pad_top + p.pad_bottom) * (p.W + p.pad_left + p.pad_right) <= kMostPaddedPlane;
+}
+
 // The outputs' span along padded rows: the last row needs only Q entries.
 inline int64_t padded_span(const ConvProblem& p) { return (p.P - 1) * padded_width(p) + p.Q; }
 
