@@ -26,14 +26,6 @@ namespace {
 // so 16 stays with im2col.
 constexpr int64_t kMostChannelsPerGroup = 8;
 
-at::Tensor contiguous_output(at::Tensor& out) {
-  return out.is_contiguous() ? out : at::empty(out.sizes(), out.options());
-}
-
-void finish_output(at::Tensor& out, const at::Tensor& buffer) {
-  if (!buffer.is_same(out)) out.copy_(buffer);
-}
-
 // w [K, Cg, R, S] in acc_t, contiguous.
 at::Tensor acc_weights(const at::Tensor& w) {
   return w.to(acc_dtype(w.scalar_type())).contiguous();

@@ -39,15 +39,6 @@ int64_t plane_grain(const ConvProblem& p) {
   return std::max<int64_t>(1, 16384 / std::max<int64_t>(p.P * p.Q * p.R * p.S, 1));
 }
 
-// The planes of a tensor as contiguous NCHW memory, and where to write results back.
-at::Tensor contiguous_output(at::Tensor& out) {
-  return out.is_contiguous() ? out : at::empty(out.sizes(), out.options());
-}
-
-void finish_output(at::Tensor& out, const at::Tensor& buffer) {
-  if (!buffer.is_same(out)) out.copy_(buffer);
-}
-
 // One output plane (n, k) from its input plane and filter: for each output row, the taps
 // are added over the row's valid columns into a row of sums. Cloned per instruction set, as
 // a whole, so that the short inner loops inline and run wide.

@@ -3,6 +3,7 @@
 
 #include "common/strided.h"
 
+#include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 
 // The build carries no -march flag (a wheel must run on any x86-64), so the few loops that
@@ -24,6 +25,16 @@ using acc_type = at::opmath_type<scalar_t>;
 
 inline at::ScalarType acc_dtype(at::ScalarType t) {
   return t == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// For kernels that write contiguous NCHW planes: the output itself when it is contiguous,
+// otherwise a contiguous stand-in that finish_output copies back.
+inline at::Tensor contiguous_output(at::Tensor& out) {
+  return out.is_contiguous() ? out : at::empty(out.sizes(), out.options());
+}
+
+inline void finish_output(at::Tensor& out, const at::Tensor& buffer) {
+  if (!buffer.is_same(out)) out.copy_(buffer);
 }
 
 }  // namespace fastconv::cpu
