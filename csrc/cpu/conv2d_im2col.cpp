@@ -22,9 +22,9 @@ namespace fastconv::cpu {
 namespace {
 
 // Elements of a column buffer (8 MiB in float), for every direction. Measured on the 2-core
-// EPYC against 1 MiB (fprop) / 4 MiB (dgrad, wgrad) and 32 MiB: geometric mean over the
-// seed suite's dense rows 0.67x oneDNN, against 0.62x and 0.59x; transposed rows 0.98x,
-// against 0.77x and 0.86x. The same budget bounds peak memory whatever the batch.
+// EPYC (two runs each) against 1 MiB (fprop) / 4 MiB (dgrad, wgrad) and 32 MiB: geometric
+// mean over 30 dense rows of the seed suite 0.67x oneDNN, against 0.62x and 0.60x; over 4
+// transposed rows 0.98x, against 0.77x and 0.86x. It bounds peak memory whatever the batch.
 constexpr int64_t kColumnBudget = int64_t(2) << 20;
 
 struct Tile {
