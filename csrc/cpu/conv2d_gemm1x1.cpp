@@ -36,65 +36,56 @@ at::Tensor nchw_planes(const at::Tensor& t) {
   return t.contiguous().view({sizes[0], sizes[1], sizes[2] * sizes[3]});
 }
 
-// A destination the products can write straight into, or a contiguous stand-in that
-// finish() copies back.
-struct Output {
-  at::Tensor target, buffer;
-  Output(at::Tensor& out, bool nhwc) : target(out) {
-    const auto format = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-    buffer = out.is_contiguous(format) ? out : at::empty(out.sizes(), out.options().memory_format(format));
-  }
-  void finish() {
-    if (!buffer.is_same(target)) target.copy_(buffer);
-  }
-};
+at::MemoryFormat format_of(bool nhwc) {
+  return nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
 
 void fprop(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w, at::Tensor& y) {
   const int64_t G = p.groups, Kg = p.K_per_group(), Cg = p.C_per_group();
   const at::Tensor w_mat = w.reshape({p.K, Cg});
   const bool nhwc = runs_nhwc(y);
-  Output out(y, nhwc);
+  at::Tensor out = contiguous_output(y, format_of(nhwc));
   if (nhwc) {
     const at::Tensor X = nhwc_rows(x);
-    at::Tensor Y = out.buffer.permute({0, 2, 3, 1}).view({p.N * p.P * p.Q, p.K});
+    at::Tensor Y = out.permute({0, 2, 3, 1}).view({p.N * p.P * p.Q, p.K});
     for (int64_t g = 0; g < G; ++g) {
       at::Tensor Yg = Y.narrow(1, g * Kg, Kg);
       at::mm_out(Yg, X.narrow(1, g * Cg, Cg), w_mat.narrow(0, g * Kg, Kg).t());
     }
   } else {
     const at::Tensor X = nchw_planes(x);
-    at::Tensor Y = out.buffer.view({p.N, p.K, p.P * p.Q});
+    at::Tensor Y = out.view({p.N, p.K, p.P * p.Q});
     for (int64_t n = 0; n < p.N; ++n)
       for (int64_t g = 0; g < G; ++g) {
         at::Tensor Yg = Y[n].narrow(0, g * Kg, Kg);
         at::mm_out(Yg, w_mat.narrow(0, g * Kg, Kg), X[n].narrow(0, g * Cg, Cg));
       }
   }
-  out.finish();
+  finish_output(y, out);
 }
 
 void dgrad(const ConvProblem& p, const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx) {
   const int64_t G = p.groups, Kg = p.K_per_group(), Cg = p.C_per_group();
   const at::Tensor w_mat = w.reshape({p.K, Cg});
   const bool nhwc = runs_nhwc(dx);
-  Output out(dx, nhwc);
+  at::Tensor out = contiguous_output(dx, format_of(nhwc));
   if (nhwc) {
     const at::Tensor DY = nhwc_rows(dy);
-    at::Tensor DX = out.buffer.permute({0, 2, 3, 1}).view({p.N * p.H * p.W, p.C});
+    at::Tensor DX = out.permute({0, 2, 3, 1}).view({p.N * p.H * p.W, p.C});
     for (int64_t g = 0; g < G; ++g) {
       at::Tensor DXg = DX.narrow(1, g * Cg, Cg);
       at::mm_out(DXg, DY.narrow(1, g * Kg, Kg), w_mat.narrow(0, g * Kg, Kg));
     }
   } else {
     const at::Tensor DY = nchw_planes(dy);
-    at::Tensor DX = out.buffer.view({p.N, p.C, p.H * p.W});
+    at::Tensor DX = out.view({p.N, p.C, p.H * p.W});
     for (int64_t n = 0; n < p.N; ++n)
       for (int64_t g = 0; g < G; ++g) {
         at::Tensor DXg = DX[n].narrow(0, g * Cg, Cg);
         at::mm_out(DXg, w_mat.narrow(0, g * Kg, Kg).t(), DY[n].narrow(0, g * Kg, Kg));
       }
   }
-  out.finish();
+  finish_output(dx, out);
 }
 
 void wgrad(const ConvProblem& p, const at::Tensor& x, const at::Tensor& dy, at::Tensor& dw) {

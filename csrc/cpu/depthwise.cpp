@@ -123,6 +123,10 @@ void fprop_impl(const ConvProblem& p, const at::Tensor& x_in, const at::Tensor& 
     fprop_channels_last<scalar_t>(p, x_in, w_in, y_out);
     return;
   }
+  if (padded_planes_apply(p)) {  // groups of one channel
+    padded_planes_fprop<scalar_t>(p, x_in, w_in, y_out);
+    return;
+  }
   using acc_t = acc_type<scalar_t>;
   const at::Tensor x = x_in.contiguous(), w = w_in.contiguous();
   at::Tensor y = contiguous_output(y_out);
@@ -130,25 +134,7 @@ void fprop_impl(const ConvProblem& p, const at::Tensor& x_in, const at::Tensor& 
   const scalar_t* wd = w.const_data_ptr<scalar_t>();
   scalar_t* yd = y.data_ptr<scalar_t>();
   const int64_t multiplier = p.K / p.C;
-  const bool stride1 = padded_planes_apply(p);
-  const int64_t plane_size = padded_height(p) * padded_width(p);
   at::parallel_for(0, p.N * p.K, plane_grain(p), [&](int64_t begin, int64_t end) {
-    if (stride1) {
-      std::vector<acc_t> padded(plane_size), sums(plane_size), taps(p.R * p.S);
-      int64_t padded_plane = -1;  // the (n, c) plane in `padded`: a multiplier reuses it
-      for (int64_t nk = begin; nk < end; ++nk) {
-        const int64_t n = nk / p.K, k = nk % p.K, c = k / multiplier;
-        if (n * p.C + c != padded_plane) {
-          padded_plane = n * p.C + c;
-          pad_plane(p, xd + padded_plane * p.H * p.W, padded.data());
-        }
-        for (int64_t i = 0; i < p.R * p.S; ++i) taps[i] = acc_t(wd[k * p.R * p.S + i]);
-        std::fill(sums.begin(), sums.end(), acc_t(0));
-        fprop_taps_stride1<acc_t>(p, padded.data(), taps.data(), sums.data());
-        gather_outputs(p, sums.data(), yd + nk * p.P * p.Q);
-      }
-      return;
-    }
     std::vector<acc_t> row(p.Q);
     for (int64_t nk = begin; nk < end; ++nk) {
       const int64_t n = nk / p.K, k = nk % p.K, c = k / multiplier;
@@ -164,6 +150,10 @@ void fprop_impl(const ConvProblem& p, const at::Tensor& x_in, const at::Tensor& 
 template <typename scalar_t>
 void dgrad_impl(const ConvProblem& p, const at::Tensor& dy_in, const at::Tensor& w_in,
                 at::Tensor& dx_out) {
+  if (padded_planes_apply(p)) {  // groups of one channel
+    padded_planes_dgrad<scalar_t>(p, dy_in, w_in, dx_out);
+    return;
+  }
   using acc_t = acc_type<scalar_t>;
   const at::Tensor dy = dy_in.contiguous(), w = w_in.contiguous();
   at::Tensor dx = contiguous_output(dx_out);
@@ -171,25 +161,6 @@ void dgrad_impl(const ConvProblem& p, const at::Tensor& dy_in, const at::Tensor&
   const scalar_t* wd = w.const_data_ptr<scalar_t>();
   scalar_t* dxd = dx.data_ptr<scalar_t>();
   const int64_t multiplier = p.K / p.C;
-  if (padded_planes_apply(p)) {
-    const int64_t plane_size = padded_height(p) * padded_width(p);
-    at::parallel_for(0, p.N * p.C, plane_grain(p), [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> dx_padded(plane_size), grads(plane_size, acc_t(0)), taps(p.R * p.S);
-      for (int64_t nc = begin; nc < end; ++nc) {
-        const int64_t n = nc / p.C, c = nc % p.C;
-        std::fill(dx_padded.begin(), dx_padded.end(), acc_t(0));
-        for (int64_t j = 0; j < multiplier; ++j) {
-          const int64_t k = c * multiplier + j;
-          spread_outputs(p, dyd + (n * p.K + k) * p.P * p.Q, grads.data());
-          for (int64_t i = 0; i < p.R * p.S; ++i) taps[i] = acc_t(wd[k * p.R * p.S + i]);
-          dgrad_taps_stride1<acc_t>(p, grads.data(), taps.data(), dx_padded.data());
-        }
-        unpad_plane(p, dx_padded.data(), dxd + nc * p.H * p.W);
-      }
-    });
-    finish_output(dx_out, dx);
-    return;
-  }
   at::parallel_for(0, p.N * p.C, plane_grain(p), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> plane(p.H * p.W);
     for (int64_t nc = begin; nc < end; ++nc) {
@@ -225,6 +196,10 @@ void dgrad_impl(const ConvProblem& p, const at::Tensor& dy_in, const at::Tensor&
 template <typename scalar_t>
 void wgrad_impl(const ConvProblem& p, const at::Tensor& x_in, const at::Tensor& dy_in,
                 at::Tensor& dw_out) {
+  if (padded_planes_apply(p)) {  // groups of one channel
+    padded_planes_wgrad<scalar_t>(p, x_in, dy_in, dw_out);
+    return;
+  }
   using acc_t = acc_type<scalar_t>;
   const at::Tensor x = x_in.contiguous(), dy = dy_in.contiguous();
   at::Tensor dw = contiguous_output(dw_out);
@@ -233,24 +208,6 @@ void wgrad_impl(const ConvProblem& p, const at::Tensor& x_in, const at::Tensor& 
   scalar_t* dwd = dw.data_ptr<scalar_t>();
   const int64_t multiplier = p.K / p.C;
   const int64_t grain = std::max<int64_t>(1, plane_grain(p) / p.N);
-  if (padded_planes_apply(p)) {
-    const int64_t plane_size = padded_height(p) * padded_width(p);
-    at::parallel_for(0, p.K, grain, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> padded(plane_size), grads(plane_size, acc_t(0)), taps(p.R * p.S);
-      for (int64_t k = begin; k < end; ++k) {
-        const int64_t c = k / multiplier;
-        std::fill(taps.begin(), taps.end(), acc_t(0));
-        for (int64_t n = 0; n < p.N; ++n) {
-          pad_plane(p, xd + (n * p.C + c) * p.H * p.W, padded.data());
-          spread_outputs(p, dyd + (n * p.K + k) * p.P * p.Q, grads.data());
-          wgrad_taps_stride1<acc_t>(p, grads.data(), padded.data(), taps.data());
-        }
-        for (int64_t i = 0; i < p.R * p.S; ++i) dwd[k * p.R * p.S + i] = scalar_t(taps[i]);
-      }
-    });
-    finish_output(dw_out, dw);
-    return;
-  }
   at::parallel_for(0, p.K, grain, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> taps(p.R * p.S);
     for (int64_t k = begin; k < end; ++k) {

@@ -27,10 +27,12 @@ inline at::ScalarType acc_dtype(at::ScalarType t) {
   return t == at::kDouble ? at::kDouble : at::kFloat;
 }
 
-// For kernels that write contiguous NCHW planes: the output itself when it is contiguous,
-// otherwise a contiguous stand-in that finish_output copies back.
-inline at::Tensor contiguous_output(at::Tensor& out) {
-  return out.is_contiguous() ? out : at::empty(out.sizes(), out.options());
+// For kernels that write contiguous memory of one format: the output itself when it is
+// contiguous in that format, otherwise a stand-in that finish_output copies back.
+inline at::Tensor contiguous_output(at::Tensor& out,
+                                    at::MemoryFormat format = at::MemoryFormat::Contiguous) {
+  return out.is_contiguous(format) ? out
+                                   : at::empty(out.sizes(), out.options().memory_format(format));
 }
 
 inline void finish_output(at::Tensor& out, const at::Tensor& buffer) {
