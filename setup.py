@@ -74,10 +74,18 @@ def sources(pattern):
     return sorted(glob.glob(os.path.join("csrc", pattern), recursive=True))
 
 
+def openmp_flags():
+    """at::parallel_for is a header template: with ATen's OpenMP backend its `omp parallel`
+    is compiled into this library, and without -fopenmp it silently runs on one thread."""
+    uses_openmp = "parallel backend: OpenMP" in torch.__config__.parallel_info()
+    return ["-fopenmp"] if uses_openmp and sys.platform.startswith("linux") else []
+
+
 def extension():
     use_cuda, reason = cuda_decision()
     cpu_sources = sources("*.cpp") + sources("common/*.cpp") + sources("cpu/*.cpp")
-    cxx_flags = ["-O3", "-fvisibility=hidden"]
+    cxx_flags = ["-O3", "-fvisibility=hidden"] + openmp_flags()
+    link_flags = openmp_flags()
     include_dirs = [os.path.join(ROOT, "csrc")]
     if not use_cuda:
         print(f"fastconv: building CPU kernels only ({reason})")
@@ -86,6 +94,7 @@ def extension():
             cpu_sources,
             include_dirs=include_dirs,
             extra_compile_args={"cxx": cxx_flags},
+            extra_link_args=link_flags,
         )
     if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
         os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0"
@@ -103,6 +112,7 @@ def extension():
             "cxx": cxx_flags,
             "nvcc": ["-O3", "--expt-relaxed-constexpr", "-lineinfo", "-Xptxas=-v"],
         },
+        extra_link_args=link_flags,
     )
 
 

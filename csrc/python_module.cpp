@@ -5,8 +5,14 @@
 
 #include "common/algorithms.h"
 
+#include <ATen/Parallel.h>
+
 #include <cstring>
+#include <chrono>
+#include <mutex>
+#include <set>
 #include <string>
+#include <thread>
 
 extern "C" {
 
@@ -48,6 +54,20 @@ __attribute__((visibility("default"))) size_t fastconv_algorithm_names(int devic
     out[n] = '\0';
   }
   return names.size();
+}
+
+// How many threads an at::parallel_for compiled into this library runs on: the build must
+// give ATen's header-only OpenMP loop its -fopenmp, or every kernel silently runs serially.
+__attribute__((visibility("default"))) int fastconv_parallel_threads(void) {
+  std::mutex mutex;
+  std::set<std::thread::id> seen;
+  at::parallel_for(0, 1 << 12, 1, [&](int64_t, int64_t) {
+    // Long enough that no thread finishes the whole range before the others start.
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::lock_guard<std::mutex> lock(mutex);
+    seen.insert(std::this_thread::get_id());
+  });
+  return static_cast<int>(seen.size());
 }
 
 }  // extern "C"

@@ -97,6 +97,22 @@ def test_ten_thousand_calls_leave_cuda_memory_steady(name):
     assert after == before, f"{name}: allocated CUDA memory grew by {after - before} bytes"
 
 
+def test_kernel_loops_run_on_every_torch_thread():
+    """The CPU kernels' own loops are at::parallel_for, compiled into fastconv's library: a
+    build without the OpenMP flag torch was built with runs every one of them on one thread."""
+    import ctypes
+
+    probe = ctypes.CDLL(fastconv._C.__file__).fastconv_parallel_threads
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert probe() == 2
+        torch.set_num_threads(1)
+        assert probe() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_four_threads_give_the_results_of_one():
     g = torch.Generator().manual_seed(1)
     jobs = []
