@@ -45,16 +45,19 @@ TOLERANCE = {
 }
 
 
-def claims(algorithm, groups, in_channels, kernel, stride, padding, output_padding=(0, 0)):
+def claims(algorithm, groups, in_channels, kernel, stride, padding, output_padding=(0, 0),
+           dilation=(1, 1)):
     """What each algorithm says it implements (mirrors its can_implement), so tests force
-    each one on exactly the cases it claims, and check it refuses the others. kernel and
-    stride are (h, w) pairs of the underlying convolution, padding its four sides;
+    each one on exactly the cases it claims, and check it refuses the others. kernel, stride
+    and dilation are (h, w) pairs of the underlying convolution, padding its four sides;
     output_padding is a transposed convolution's."""
     if algorithm == "depthwise":
         return groups == in_channels
     if algorithm == "grouped_planes":
         # It also refuses padded planes over 2**18 elements, far beyond every test shape here.
         return groups > 1 and in_channels // groups <= 8 and tuple(stride) == (1, 1)
+    if algorithm in ("winograd_2x2", "winograd_4x4"):
+        return tuple(kernel) == (3, 3) and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1)
     if algorithm == "gemm_1x1":
         return (tuple(kernel) == (1, 1) and tuple(stride) == (1, 1) and not any(padding)
                 and not any(output_padding))
@@ -63,21 +66,23 @@ def claims(algorithm, groups, in_channels, kernel, stride, padding, output_paddi
 
 def claims_call(algorithm, w_shape, kw):
     """claims() for a functional call (conv or transposed, 1-D or 2-D) with weight shape
-    w_shape and keyword arguments kw: the underlying convolution has the same kernel, stride
-    and padding, and w_shape[1] * groups input channels in both cases."""
+    w_shape and keyword arguments kw: the underlying convolution has the same kernel, stride,
+    dilation and padding, and w_shape[1] * groups input channels in both cases."""
     groups = kw.get("groups", 1)
     kernel = tuple(w_shape[2:])
     stride = kw.get("stride", 1)
     stride = (stride,) * len(kernel) if isinstance(stride, int) else tuple(stride)
+    dilation = kw.get("dilation", 1)
+    dilation = (dilation,) * len(kernel) if isinstance(dilation, int) else tuple(dilation)
     if len(kernel) == 1:
-        kernel, stride = (1, *kernel), (1, *stride)
+        kernel, stride, dilation = (1, *kernel), (1, *stride), (1, *dilation)
     padding = kw.get("padding", 0)
     if isinstance(padding, str):  # 'valid' is none; 'same' is none exactly when the kernel is 1x1
         padding = (0,) if padding == "valid" or kernel == (1, 1) else (1,)
     padding = (padding,) if isinstance(padding, int) else tuple(padding)
     output_padding = kw.get("output_padding", 0)
     output_padding = (output_padding,) if isinstance(output_padding, int) else tuple(output_padding)
-    return claims(algorithm, groups, w_shape[1] * groups, kernel, stride, padding, output_padding)
+    return claims(algorithm, groups, w_shape[1] * groups, kernel, stride, padding, output_padding, dilation)
 
 
 def algorithms(device):

@@ -36,6 +36,10 @@ CONV2D_CASES = [
     ("non_square_everything", (2, 6, 9, 13), (4, 3, 2, 4),
      {"stride": (1, 3), "padding": (1, 2), "dilation": (2, 1), "groups": 2}),
     ("width_one", (2, 3, 7, 1), (2, 3, 3, 1), {"padding": (1, 0)}),
+    # Winograd: partial tiles at the bottom and right, and a tile row longer than one run of
+    # 32 tiles; padding past the kernel, which makes dgrad's offset negative.
+    ("tile_rows_and_runs", (2, 5, 11, 75), (6, 5, 3, 3), {"padding": 1}),
+    ("padding_beyond_kernel", (1, 3, 5, 6), (4, 3, 3, 3), {"padding": (3, 0, 1, 4)}),
     ("batch_zero", (0, 3, 5, 5), (2, 3, 3, 3), {"padding": 1}),
     ("unbatched", (3, 4, 5), (2, 3, 3, 3), {"padding": 1}),
     ("unbatched_depthwise", (4, 6, 6), (8, 1, 3, 3), {"groups": 4}),

@@ -224,3 +224,80 @@ def test_large_kernel_tiles_bound_the_column_buffer():
     ri, rw = torch.autograd.grad(TF.conv2d(xr, wr, padding=4), (xr, wr), torch.ones_like(ref))
     assert rel_err(out, ref) <= 1e-12
     assert rel_err(gi, ri) <= 1e-12 and rel_err(gw, rw) <= 1e-12
+
+
+WINOGRAD = ["winograd_2x2", "winograd_4x4"]
+
+
+@pytest.mark.parametrize("algorithm", WINOGRAD)
+def test_winograd_chunks_bound_the_tile_buffers(algorithm):
+    """A problem whose transformed tiles exceed the Winograd budget runs in several chunks of
+    tile rows; dgrad too (through the transposed convolution as well)."""
+    x = torch.randn(3, 96, 40, 44, dtype=torch.float64)
+    w = torch.randn(80, 96, 3, 3, dtype=torch.float64)
+    xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+    ref = TF.conv2d(xr, wr, padding=1)
+    grad = torch.randn_like(ref)
+    ri, = torch.autograd.grad(ref, xr, grad)
+    with fastconv.algorithms.force(algorithm):
+        xg = x.clone().requires_grad_()
+        out = F.conv2d(xg, w, padding=1)
+        gi, = torch.autograd.grad(out, xg, grad)
+        up = F.conv_transpose2d(ref.detach(), w, padding=1)
+    assert rel_err(out, ref) <= 1e-12
+    assert rel_err(gi, ri) <= 1e-12
+    assert rel_err(up, TF.conv_transpose2d(ref.detach(), w, padding=1)) <= 1e-12
+
+
+@pytest.mark.parametrize("algorithm", WINOGRAD)
+@pytest.mark.parametrize("where", ["input", "weight", "grad_output"])
+def test_winograd_hands_non_finite_values_to_im2col(algorithm, where):
+    """A tile transform would spread an inf or NaN over its whole tile; such inputs take
+    im2col's kernels, bit for bit, so an input's inf reaches exactly the outputs torch's does."""
+    x = torch.randn(2, 16, 12, 12)
+    w = torch.randn(16, 16, 3, 3)
+    grad = torch.randn(2, 16, 12, 12)
+    if where == "input":
+        x[0, 3, 5, 6] = float("inf")
+        x[1, 0, 0, 0] = float("nan")
+    elif where == "weight":
+        w[2, 1, 0, 0] = float("inf")
+    else:
+        grad[1, 4, 7, 2] = float("-inf")
+
+    def run(name):
+        xg = x.clone().requires_grad_()
+        with fastconv.algorithms.force(name):
+            out = F.conv2d(xg, w, padding=1)
+            gi, = torch.autograd.grad(out, xg, grad)
+        return out.detach(), gi
+
+    # The forward reads x and w, the input gradient dy and w.
+    handed = {"input": [0], "weight": [0, 1], "grad_output": [1]}[where]
+    for i in handed:
+        torch.testing.assert_close(run(algorithm)[i], run("im2col_gemm")[i], rtol=0, atol=0, equal_nan=True)
+    if where == "input":
+        assert torch.equal(torch.isfinite(run(algorithm)[0]), torch.isfinite(TF.conv2d(x, w, padding=1)))
+
+
+@pytest.mark.parametrize(
+    "shape,want",
+    [
+        ((2, 64, 64, 64), "winograd_4x4"),  # 512 tiles of 4x4
+        ((2, 64, 16, 16), "winograd_2x2"),  # 32 tiles of 4x4, 128 of 2x2
+        ((2, 8, 64, 64), "im2col_gemm"),  # too few channels for the per-point GEMMs
+    ],
+)
+def test_automatic_choice_of_winograd(shape, want):
+    """float32 3x3 stride-1 layers go to Winograd when their tiles repay the filter transform:
+    the automatic result is bitwise the forced algorithm's."""
+    x = torch.randn(shape)
+    w = torch.randn(shape[1], shape[1], 3, 3)
+    auto = F.conv2d(x, w, padding=1)
+    with fastconv.algorithms.force(want):
+        forced = F.conv2d(x, w, padding=1)
+    assert torch.equal(auto, forced)
+    others = [a for a in WINOGRAD + ["im2col_gemm"] if a != want]
+    for other in others:
+        with fastconv.algorithms.force(other):
+            assert not torch.equal(auto, F.conv2d(x, w, padding=1)), other

@@ -259,7 +259,7 @@ def claimed_by(p):
     """(algorithms that claim the problem, those that do not). The underlying convolution's
     input channels are the transposed convolution's output channels."""
     channels = p.k if p.transposed else p.c
-    yes = [a for a in CPU_ALGORITHMS if claims(a, p.groups, channels, p.kernel, p.stride, sides(p.padding), p.output_padding)]
+    yes = [a for a in CPU_ALGORITHMS if claims(a, p.groups, channels, p.kernel, p.stride, sides(p.padding), p.output_padding, p.dilation)]
     return yes, [a for a in CPU_ALGORITHMS if a not in yes]
 
 

@@ -113,6 +113,7 @@ const ConvAlgorithm& choose_conv_algorithm(c10::DeviceType device, Direction dir
   const ConvAlgorithm* unverified = nullptr;
   for (const auto& a : list) {
     if (!implements(a, direction, problem, dtype)) continue;
+    if (a.preferred != nullptr && !a.preferred(problem, direction, dtype)) continue;
     if (a.verified || unverified_kernels_allowed()) return a;
     if (!unverified) unverified = &a;
   }

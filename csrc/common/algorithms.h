@@ -37,6 +37,10 @@ struct ConvAlgorithm {
   // Whether the kernels have run, and passed the test suite, on real hardware of their
   // device. Unverified kernels (compiled, never run) stay off unless the user allows them.
   bool verified = true;
+  // For the automatic choice only: whether this algorithm should take a problem it can
+  // implement (a speed rule, where can_implement is a capability). A forced algorithm runs
+  // whatever this says. nullptr: every problem it can implement.
+  bool (*preferred)(const ConvProblem&, Direction, at::ScalarType) = nullptr;
 };
 
 // Installs a device's list, fastest first. Called once by each device's registration.

@@ -1,0 +1,430 @@
+// Winograd minimal filtering F(m×m, 3×3) for 3×3 stride-1 convolutions on the CPU, for
+// m = 2 (winograd_2x2) and m = 4 (winograd_4x4). With alpha = m + 2, each m×m output tile is
+//   A^T [ (G g G^T) ⊙ (B^T d B) ] A
+// for the alpha×alpha input tile d and the 3×3 filter g. Summed over input channels, the
+// elementwise products become alpha² independent GEMMs, one per tile coordinate xi:
+//   M[xi][K, tiles] = U[xi][K, C] @ V[xi][C, tiles]
+// with U the transformed filters and V the transformed input tiles, so the GEMM stage does
+// alpha² / (9 m²) of the direct multiply-adds: 0.44 for m = 2, 0.25 for m = 4. Tiles go in
+// chunks, so V and M stay within kTileBudget whatever the batch. Groups are G blocks of each
+// GEMM: U and V are laid out so that [alpha², C, tiles] is also [alpha² G, C/G, tiles].
+//
+// dgrad of a stride-1 convolution is itself a 3×3 stride-1 convolution of dy, with the filter
+// flipped and its channel axes swapped, at padding 2 - pad; the same code runs it. wgrad is
+// im2col's. Half types are transformed and multiplied in float and rounded once at the end.
+//
+// The transforms mix every element of an input tile into every output of the tile, so an inf
+// or NaN would spread to outputs whose 3×3 window does not hold it. Inputs and filters with
+// a non-finite value therefore take im2col's kernels, whose results keep torch's meaning.
+#include "cpu/kernels.h"
+#include "cpu/strided.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace fastconv::cpu {
+
+namespace {
+
+// Tiles transformed together: the vector dimension of the transforms.
+constexpr int64_t kLanes = 32;
+
+// Elements of V and M together for one chunk of tiles (8 MiB in float).
+constexpr int64_t kTileBudget = int64_t(2) << 20;
+
+// The 1-D transforms of F(m, 3) on values (one lane): B^T d, G g and A^T v. The 2-D ones
+// apply them along each axis in turn. Coefficients from Lavin & Gray, points 0, ±1 (m = 2)
+// and 0, ±1, ±2 (m = 4).
+template <int m, typename T>
+inline void input_1d(const T* d, T* o) {
+  if constexpr (m == 2) {
+    o[0] = d[0] - d[2];
+    o[1] = d[1] + d[2];
+    o[2] = d[2] - d[1];
+    o[3] = d[1] - d[3];
+  } else {
+    o[0] = T(4) * d[0] - T(5) * d[2] + d[4];
+    o[1] = -T(4) * (d[1] + d[2]) + d[3] + d[4];
+    o[2] = T(4) * (d[1] - d[2]) - d[3] + d[4];
+    o[3] = T(2) * (d[3] - d[1]) - d[2] + d[4];
+    o[4] = T(2) * (d[1] - d[3]) - d[2] + d[4];
+    o[5] = T(4) * d[1] - T(5) * d[3] + d[5];
+  }
+}
+
+template <int m, typename T>
+inline void filter_1d(const T* g, T* o) {
+  if constexpr (m == 2) {
+    o[0] = g[0];
+    o[1] = (g[0] + g[1] + g[2]) * T(0.5);
+    o[2] = (g[0] - g[1] + g[2]) * T(0.5);
+    o[3] = g[2];
+  } else {
+    // Products with rounded reciprocals, not divisions: the rounding is far below any
+    // tolerance, and divisions would dominate the filter transform.
+    const T sixth = T(1) / T(6), twelfth = T(1) / T(12), twenty_fourth = T(1) / T(24);
+    o[0] = g[0] * T(0.25);
+    o[1] = -(g[0] + g[1] + g[2]) * sixth;
+    o[2] = -(g[0] - g[1] + g[2]) * sixth;
+    o[3] = g[0] * twenty_fourth + g[1] * twelfth + g[2] * sixth;
+    o[4] = g[0] * twenty_fourth - g[1] * twelfth + g[2] * sixth;
+    o[5] = g[2];
+  }
+}
+
+template <int m, typename T>
+inline void output_1d(const T* v, T* o) {
+  if constexpr (m == 2) {
+    o[0] = v[0] + v[1] + v[2];
+    o[1] = v[1] - v[2] - v[3];
+  } else {
+    o[0] = v[0] + v[1] + v[2] + v[3] + v[4];
+    o[1] = v[1] - v[2] + T(2) * (v[3] - v[4]);
+    o[2] = v[1] + v[2] + T(4) * (v[3] + v[4]);
+    o[3] = v[1] - v[2] + T(8) * (v[3] - v[4]) + v[5];
+  }
+}
+
+// B^T d B for up to kLanes tiles at once. d and t: [alpha][alpha][kLanes] scratch; the first `count` lanes
+// are used, and the result goes to v[xi * v_stride + lane].
+template <int m, typename T>
+FASTCONV_VECTOR_CLONES void transform_input(T* __restrict d, T* __restrict t,
+                                            T* __restrict v, int64_t v_stride, int64_t count) {
+  constexpr int a = m + 2;
+  for (int j = 0; j < a; ++j)
+    for (int64_t l = 0; l < count; ++l) {
+      T in[a], out[a];
+      for (int i = 0; i < a; ++i) in[i] = d[(i * a + j) * kLanes + l];
+      input_1d<m>(in, out);
+      for (int i = 0; i < a; ++i) t[(i * a + j) * kLanes + l] = out[i];
+    }
+  // The second pass lands in d (free by now) and is copied out row by row: stores to rows
+  // of v a runtime stride apart would keep the loop scalar.
+  T* __restrict r = d;
+  for (int i = 0; i < a; ++i)
+    for (int64_t l = 0; l < count; ++l) {
+      T in[a], out[a];
+      for (int j = 0; j < a; ++j) in[j] = t[(i * a + j) * kLanes + l];
+      input_1d<m>(in, out);
+      for (int j = 0; j < a; ++j) r[(i * a + j) * kLanes + l] = out[j];
+    }
+  for (int xi = 0; xi < a * a; ++xi)
+    std::copy(r + xi * kLanes, r + xi * kLanes + count, v + xi * v_stride);
+}
+
+// A^T M A for `count` tiles: mv[xi * m_stride + lane] in, o: [m][m][kLanes] out; s is
+// [m][alpha][kLanes] scratch.
+template <int m, typename T>
+FASTCONV_VECTOR_CLONES void transform_output(const T* __restrict mv, int64_t m_stride,
+                                             int64_t count, T* __restrict s, T* __restrict o) {
+  constexpr int a = m + 2;
+  for (int j = 0; j < a; ++j)
+    for (int64_t l = 0; l < count; ++l) {
+      T in[a], out[m];
+      for (int i = 0; i < a; ++i) in[i] = mv[(i * a + j) * m_stride + l];
+      output_1d<m>(in, out);
+      for (int i = 0; i < m; ++i) s[(i * a + j) * kLanes + l] = out[i];
+    }
+  for (int i = 0; i < m; ++i)
+    for (int64_t l = 0; l < count; ++l) {
+      T in[a], out[m];
+      for (int j = 0; j < a; ++j) in[j] = s[(i * a + j) * kLanes + l];
+      output_1d<m>(in, out);
+      for (int j = 0; j < m; ++j) o[(i * m + j) * kLanes + l] = out[j];
+    }
+}
+
+// One 3×3 stride-1 convolution as this file runs it: output (p, q) of channel k sums the
+// taps x[c][p - top + r][q - left + s] (zero outside the input) times filter (k, c, r, s).
+// Tiles go by tile rows: tile row tr = n * tiles_h + th holds tiles_w tiles side by side.
+struct Geometry {
+  int64_t N, C, H, W;  // input
+  int64_t K, P, Q;     // output
+  int64_t G;           // groups
+  int64_t top, left;   // may be negative (a dgrad whose padding exceeds 2)
+  int64_t tiles_h(int m) const { return (P + m - 1) / m; }
+  int64_t tiles_w(int m) const { return (Q + m - 1) / m; }
+};
+
+// G g G^T for up to kLanes filters at once, vectorised across them: taps [9][kLanes] (tap
+// r * 3 + s), rows [alpha][3][kLanes] scratch, u [alpha²][kLanes].
+template <int m, typename acc_t>
+FASTCONV_VECTOR_CLONES void transform_filter_block(const acc_t* __restrict taps,
+                                                   acc_t* __restrict rows, acc_t* __restrict u,
+                                                   int64_t count) {
+  constexpr int a = m + 2;
+  for (int s = 0; s < 3; ++s)
+    for (int64_t l = 0; l < count; ++l) {
+      const acc_t col[3] = {taps[s * kLanes + l], taps[(3 + s) * kLanes + l],
+                            taps[(6 + s) * kLanes + l]};
+      acc_t out[a];
+      filter_1d<m>(col, out);
+      for (int i = 0; i < a; ++i) rows[(i * 3 + s) * kLanes + l] = out[i];
+    }
+  for (int i = 0; i < a; ++i)
+    for (int64_t l = 0; l < count; ++l) {
+      const acc_t row[3] = {rows[(i * 3) * kLanes + l], rows[(i * 3 + 1) * kLanes + l],
+                            rows[(i * 3 + 2) * kLanes + l]};
+      acc_t out[a];
+      filter_1d<m>(row, out);
+      for (int j = 0; j < a; ++j) u[(i * a + j) * kLanes + l] = out[j];
+    }
+}
+
+// U [alpha², K, C/G] in acc_t: G g G^T of every filter. tap(k, c, r, s) reads the
+// geometry's filter (c within k's group).
+template <int m, typename acc_t, typename Tap>
+at::Tensor transform_filters(const Geometry& g, const Tap& tap, const at::TensorOptions& opts) {
+  constexpr int a = m + 2;
+  const int64_t Cg = g.C / g.G, plane = g.K * Cg;
+  at::Tensor U = at::empty({a * a, g.K, Cg}, opts);
+  acc_t* u = U.data_ptr<acc_t>();
+  at::parallel_for(0, g.K, 1, [&](int64_t k0, int64_t k1) {
+    std::vector<acc_t> scratch((9 + 3 * a + a * a) * kLanes);
+    acc_t* taps = scratch.data();
+    acc_t* rows = taps + 9 * kLanes;
+    acc_t* out = rows + 3 * a * kLanes;
+    for (int64_t k = k0; k < k1; ++k)
+      for (int64_t c0 = 0; c0 < Cg; c0 += kLanes) {
+        const int64_t count = std::min(kLanes, Cg - c0);
+        for (int rs = 0; rs < 9; ++rs)
+          for (int64_t l = 0; l < count; ++l) taps[rs * kLanes + l] = acc_t(tap(k, c0 + l, rs / 3, rs % 3));
+        transform_filter_block<m>(taps, rows, out, count);
+        for (int xi = 0; xi < a * a; ++xi)
+          std::copy(out + xi * kLanes, out + xi * kLanes + count, u + xi * plane + k * Cg + c0);
+      }
+  });
+  return U;
+}
+
+// d[i][j][lane] for the `count` tiles of one run: tiles side by side in tile row (n, th),
+// the first at tile column tw0. Input row h0 + i, columns w0 + lane * m + j, zero outside.
+template <int m, typename scalar_t, typename acc_t>
+FASTCONV_VECTOR_CLONES void gather_run(const Geometry& g, const scalar_t* __restrict plane,
+                                       int64_t h0, int64_t w0, int64_t count,
+                                       acc_t* __restrict d) {
+  constexpr int a = m + 2;
+  acc_t row[kLanes * m + 2];
+  const int64_t span = count * m + 2;
+  const int64_t lo = std::clamp<int64_t>(-w0, 0, span), hi = std::clamp<int64_t>(g.W - w0, lo, span);
+  for (int i = 0; i < a; ++i) {
+    const int64_t h = h0 + i;
+    if (h < 0 || h >= g.H) {
+      for (int j = 0; j < a; ++j)
+        for (int64_t l = 0; l < count; ++l) d[(i * a + j) * kLanes + l] = acc_t(0);
+      continue;
+    }
+    const scalar_t* src = plane + h * g.W + w0;
+    for (int64_t u = 0; u < lo; ++u) row[u] = acc_t(0);
+    for (int64_t u = lo; u < hi; ++u) row[u] = acc_t(src[u]);
+    for (int64_t u = hi; u < span; ++u) row[u] = acc_t(0);
+    for (int j = 0; j < a; ++j)
+      for (int64_t l = 0; l < count; ++l) d[(i * a + j) * kLanes + l] = row[l * m + j];
+  }
+}
+
+// y rows p0 + i, columns q0 + lane * m + j, from o[i][j][lane], inside y only.
+template <int m, typename scalar_t, typename acc_t>
+FASTCONV_VECTOR_CLONES void scatter_run(const Geometry& g, const acc_t* __restrict o, int64_t p0,
+                                        int64_t q0, int64_t count, scalar_t* __restrict plane) {
+  acc_t row[kLanes * m];
+  const int64_t cols = std::min<int64_t>(count * m, g.Q - q0);
+  for (int i = 0; i < m && p0 + i < g.P; ++i) {
+    for (int j = 0; j < m; ++j)
+      for (int64_t l = 0; l < count; ++l) row[l * m + j] = o[(i * m + j) * kLanes + l];
+    scalar_t* dst = plane + (p0 + i) * g.Q + q0;
+    for (int64_t u = 0; u < cols; ++u) dst[u] = scalar_t(row[u]);
+  }
+}
+
+// A chunk: tile rows [row0, row0 + rows), each cut into runs of at most kLanes tiles. Its
+// tiles are numbered row by row, so a run's tiles are consecutive columns of V and M.
+struct Chunk {
+  int64_t row0, rows, tiles_w, runs_per_row;
+  int64_t tiles() const { return rows * tiles_w; }
+  int64_t runs() const { return rows * runs_per_row; }
+};
+
+// Input transforms of runs [b, e) (task = c * runs + run) into v ([alpha², C, tiles]).
+template <int m, typename scalar_t, typename acc_t>
+void input_tasks(const Geometry& g, const Chunk& ch, const scalar_t* x, int64_t b, int64_t e,
+                 acc_t* v) {
+  constexpr int a = m + 2;
+  const int64_t th = g.tiles_h(m), tiles = ch.tiles();
+  std::vector<acc_t> scratch(2 * a * a * kLanes);
+  acc_t* d = scratch.data();
+  acc_t* t = d + a * a * kLanes;
+  for (int64_t task = b; task < e; ++task) {
+    const int64_t c = task / ch.runs(), run = task % ch.runs();
+    const int64_t row = run / ch.runs_per_row, tw0 = run % ch.runs_per_row * kLanes;
+    const int64_t count = std::min(kLanes, ch.tiles_w - tw0);
+    const int64_t tr = ch.row0 + row, n = tr / th;
+    const scalar_t* plane = x + (n * g.C + c) * g.H * g.W;
+    gather_run<m>(g, plane, tr % th * m - g.top, tw0 * m - g.left, count, d);
+    transform_input<m>(d, t, v + c * tiles + row * ch.tiles_w + tw0, g.C * tiles, count);
+  }
+}
+
+// Output transforms of runs [b, e) (task = k * runs + run) from mv ([alpha², K, tiles]).
+template <int m, typename scalar_t, typename acc_t>
+void output_tasks(const Geometry& g, const Chunk& ch, const acc_t* mv, int64_t b, int64_t e,
+                  scalar_t* y) {
+  constexpr int a = m + 2;
+  const int64_t th = g.tiles_h(m), tiles = ch.tiles();
+  std::vector<acc_t> scratch((m * a + m * m) * kLanes);
+  acc_t* s = scratch.data();
+  acc_t* o = s + m * a * kLanes;
+  for (int64_t task = b; task < e; ++task) {
+    const int64_t k = task / ch.runs(), run = task % ch.runs();
+    const int64_t row = run / ch.runs_per_row, tw0 = run % ch.runs_per_row * kLanes;
+    const int64_t count = std::min(kLanes, ch.tiles_w - tw0);
+    const int64_t tr = ch.row0 + row, n = tr / th;
+    transform_output<m>(mv + k * tiles + row * ch.tiles_w + tw0, g.K * tiles, count, s, o);
+    scatter_run<m>(g, o, tr % th * m, tw0 * m, count, y + (n * g.K + k) * g.P * g.Q);
+  }
+}
+
+// y (contiguous [N, K, P, Q]) from x (contiguous [N, C, H, W]) and U.
+template <int m, typename scalar_t>
+void run_winograd(const Geometry& g, const scalar_t* x, const at::Tensor& U, scalar_t* y) {
+  using acc_t = acc_type<scalar_t>;
+  constexpr int a = m + 2;
+  const int64_t tile_rows = g.N * g.tiles_h(m), tiles_w = g.tiles_w(m);
+  const int64_t per_row = a * a * (g.C + g.K) * tiles_w;
+  const int64_t chunk_rows = std::clamp<int64_t>(kTileBudget / per_row, 1, tile_rows);
+  const auto opts = U.options();
+  at::Tensor v_buf = at::empty({a * a * g.C * chunk_rows * tiles_w}, opts);
+  at::Tensor m_buf = at::empty({a * a * g.K * chunk_rows * tiles_w}, opts);
+  const int64_t Cg = g.C / g.G, Kg = g.K / g.G, batch = a * a * g.G;
+  const at::Tensor Ug = U.view({batch, Kg, Cg});
+  for (int64_t row0 = 0; row0 < tile_rows; row0 += chunk_rows) {
+    const Chunk ch{row0, std::min(chunk_rows, tile_rows - row0), tiles_w,
+                   (tiles_w + kLanes - 1) / kLanes};
+    const int64_t tiles = ch.tiles();
+    acc_t* v = v_buf.data_ptr<acc_t>();
+    at::parallel_for(0, g.C * ch.runs(), 1, [&](int64_t b, int64_t e) {
+      input_tasks<m>(g, ch, x, b, e, v);
+    });
+    const at::Tensor V = v_buf.narrow(0, 0, a * a * g.C * tiles).view({batch, Cg, tiles});
+    at::Tensor M = m_buf.narrow(0, 0, a * a * g.K * tiles).view({batch, Kg, tiles});
+    // One single-threaded GEMM per tile point and group, the threads sharing them out: the
+    // GEMMs are small, and a threaded GEMM each would synchronise alpha² G times per chunk.
+    at::parallel_for(0, batch, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        at::Tensor Mi = M[i];
+        at::mm_out(Mi, Ug[i], V[i]);
+      }
+    });
+    const acc_t* mv = m_buf.data_ptr<acc_t>();
+    at::parallel_for(0, g.K * ch.runs(), 1, [&](int64_t b, int64_t e) {
+      output_tasks<m>(g, ch, mv, b, e, y);
+    });
+  }
+}
+
+// Whether every element is finite (no inf, no NaN).
+template <typename scalar_t>
+bool all_finite(const at::Tensor& t) {
+  using acc_t = acc_type<scalar_t>;
+  const at::Tensor c = t.contiguous();
+  const scalar_t* p = c.data_ptr<scalar_t>();
+  std::atomic<bool> finite{true};
+  at::parallel_for(0, c.numel(), 1 << 16, [&](int64_t b, int64_t e) {
+    int ok = 1;
+    for (int64_t i = b; i < e; ++i)
+      ok &= std::abs(acc_t(p[i])) <= std::numeric_limits<acc_t>::max();
+    if (!ok) finite = false;
+  });
+  return finite;
+}
+
+template <int m>
+void fprop(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w, at::Tensor& y) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "winograd_fprop", [&] {
+    using acc_t = acc_type<scalar_t>;
+    if (!all_finite<scalar_t>(x) || !all_finite<scalar_t>(w)) {
+      im2col_gemm_algorithm().fprop(p, x, w, y);
+      return;
+    }
+    const Geometry g{p.N, p.C, p.H, p.W, p.K, p.P, p.Q, p.groups, p.pad_top, p.pad_left};
+    const at::Tensor wc = w.contiguous();
+    const scalar_t* wp = wc.data_ptr<scalar_t>();
+    const int64_t Cg = p.C_per_group();
+    const at::Tensor U = transform_filters<m, acc_t>(
+        g, [&](int64_t k, int64_t c, int r, int s) { return double(wp[((k * Cg + c) * 3 + r) * 3 + s]); },
+        x.options().dtype(acc_dtype(x.scalar_type())));
+    const at::Tensor xc = x.contiguous();
+    at::Tensor out = contiguous_output(y);
+    run_winograd<m>(g, xc.data_ptr<scalar_t>(), U, out.data_ptr<scalar_t>());
+    finish_output(y, out);
+  });
+}
+
+// dx is the 3×3 convolution of dy (K channels in) with w[k][c] flipped, C channels out.
+template <int m>
+void dgrad(const ConvProblem& p, const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), "winograd_dgrad", [&] {
+    using acc_t = acc_type<scalar_t>;
+    if (!all_finite<scalar_t>(dy) || !all_finite<scalar_t>(w)) {
+      im2col_gemm_algorithm().dgrad(p, dy, w, dx);
+      return;
+    }
+    const Geometry g{p.N, p.K, p.P, p.Q, p.C, p.H, p.W, p.groups, 2 - p.pad_top, 2 - p.pad_left};
+    const at::Tensor wc = w.contiguous();
+    const scalar_t* wp = wc.data_ptr<scalar_t>();
+    const int64_t Cg = p.C_per_group(), Kg = p.K_per_group();
+    // Output channel c (group c / Cg) takes input channel kg of its group from filter
+    // w[group * Kg + kg][c % Cg], flipped in both axes.
+    const at::Tensor U = transform_filters<m, acc_t>(
+        g,
+        [&](int64_t c, int64_t kg, int r, int s) {
+          const int64_t k = c / Cg * Kg + kg;
+          return double(wp[((k * Cg + c % Cg) * 3 + (2 - r)) * 3 + (2 - s)]);
+        },
+        dy.options().dtype(acc_dtype(dy.scalar_type())));
+    const at::Tensor dyc = dy.contiguous();
+    at::Tensor out = contiguous_output(dx);
+    run_winograd<m>(g, dyc.data_ptr<scalar_t>(), U, out.data_ptr<scalar_t>());
+    finish_output(dx, out);
+  });
+}
+
+bool can_implement(const ConvProblem& p, Direction, at::ScalarType) {
+  return p.R == 3 && p.S == 3 && p.stride_h == 1 && p.stride_w == 1 && p.dilation_h == 1 &&
+         p.dilation_w == 1;
+}
+
+// The automatic choice. Each call transforms every filter (alpha² K C/G values written), so
+// the tiles must be many enough to repay it, and each group's GEMMs wide enough to run well.
+// Thresholds from the seed suite on the 2-core EPYC (bench/NOTES.md). wgrad is im2col's, so
+// that the choice is reported under im2col's own name.
+template <int m>
+bool preferred(const ConvProblem& p, Direction d, at::ScalarType t) {
+  if (d == Direction::wgrad || !(t == at::kFloat || t == at::kDouble)) return false;
+  const bool fprop = d == Direction::fprop;
+  const int64_t rows = fprop ? p.P : p.H, cols = fprop ? p.Q : p.W;
+  const int64_t tiles = p.N * ((rows + m - 1) / m) * ((cols + m - 1) / m);
+  const int64_t min_tiles = m == 4 ? 256 : 64;
+  return p.C_per_group() >= 16 && p.K_per_group() >= 16 && tiles >= min_tiles;
+}
+
+}  // namespace
+
+ConvAlgorithm winograd_2x2_algorithm() {
+  return {"winograd_2x2", &can_implement,       &fprop<2>, &dgrad<2>,
+          im2col_gemm_algorithm().wgrad, true, &preferred<2>};
+}
+
+ConvAlgorithm winograd_4x4_algorithm() {
+  return {"winograd_4x4", &can_implement,       &fprop<4>, &dgrad<4>,
+          im2col_gemm_algorithm().wgrad, true, &preferred<4>};
+}
+
+}  // namespace fastconv::cpu
