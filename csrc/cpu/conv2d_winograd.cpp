@@ -6,7 +6,7 @@
 //   M[xi][K, tiles] = U[xi][K, C] @ V[xi][C, tiles]
 // with U the transformed filters and V the transformed input tiles, so the GEMM stage does
 // alpha² / (9 m²) of the direct multiply-adds: 0.44 for m = 2, 0.25 for m = 4. Tiles go in
-// chunks, so V and M stay within kTileBudget whatever the batch. Groups are G blocks of each
+// chunks, so V and M stay within a fixed budget whatever the batch. Groups are G blocks of each
 // GEMM: U and V are laid out so that [alpha², C, tiles] is also [alpha² G, C/G, tiles].
 //
 // dgrad of a stride-1 convolution is itself a 3×3 stride-1 convolution of dy, with the filter
@@ -36,8 +36,12 @@ namespace {
 // Tiles transformed together: the vector dimension of the transforms.
 constexpr int64_t kLanes = 32;
 
-// Elements of V and M together for one chunk of tiles (8 MiB in float).
-constexpr int64_t kTileBudget = int64_t(2) << 20;
+// Elements of V and M together for one chunk of tiles: as many as x and y hold together, or
+// U if that is more, within [kTileBudgetMin, kTileBudgetMax] (1 and 8 MiB in float). A small
+// layer's buffers stay in proportion to its tensors; a layer with large filters needs few
+// chunks, as each chunk reads all of U again.
+constexpr int64_t kTileBudgetMin = int64_t(1) << 18;
+constexpr int64_t kTileBudgetMax = int64_t(2) << 20;
 
 // The 1-D transforms of F(m, 3) on values (one lane): B^T d, G g and A^T v. The 2-D ones
 // apply them along each axis in turn. Coefficients from Lavin & Gray, points 0, ±1 (m = 2)
@@ -298,7 +302,9 @@ void run_winograd(const Geometry& g, const scalar_t* x, const at::Tensor& U, sca
   constexpr int a = m + 2;
   const int64_t tile_rows = g.N * g.tiles_h(m), tiles_w = g.tiles_w(m);
   const int64_t per_row = a * a * (g.C + g.K) * tiles_w;
-  const int64_t chunk_rows = std::clamp<int64_t>(kTileBudget / per_row, 1, tile_rows);
+  const int64_t budget = std::clamp(std::max(g.N * (g.C * g.H * g.W + g.K * g.P * g.Q), U.numel()),
+                                    kTileBudgetMin, kTileBudgetMax);
+  const int64_t chunk_rows = std::clamp<int64_t>(budget / per_row, 1, tile_rows);
   const auto opts = U.options();
   at::Tensor v_buf = at::empty({a * a * g.C * chunk_rows * tiles_w}, opts);
   at::Tensor m_buf = at::empty({a * a * g.K * chunk_rows * tiles_w}, opts);
@@ -412,7 +418,8 @@ bool preferred(const ConvProblem& p, Direction d, at::ScalarType t) {
   const int64_t rows = fprop ? p.P : p.H, cols = fprop ? p.Q : p.W;
   const int64_t tiles = p.N * ((rows + m - 1) / m) * ((cols + m - 1) / m);
   const int64_t min_tiles = m == 4 ? 256 : 64;
-  return p.C_per_group() >= 16 && p.K_per_group() >= 16 && tiles >= min_tiles;
+  const int64_t Cg = p.C_per_group(), Kg = p.K_per_group();
+  return Cg >= 16 && Kg >= 16 && Cg * Kg >= 2048 && tiles >= min_tiles;
 }
 
 }  // namespace
