@@ -132,9 +132,11 @@ def test_half_gradients(kind, dtype, device):
 
 
 # Every kernel with a channels-last path of its own (depthwise with multiplier 1, strided
-# and dilated; pointwise) besides the general shapes.
+# and dilated; pointwise; Winograd, grouped and over several channel runs) besides the
+# general shapes.
 LAYOUT_CASE_NAMES = ("basic", "tuple_stride_dilation", "asymmetric_padding", "depthwise", "depthwise_multiplier",
-                     "depthwise_strided", "depthwise_dilated", "single_channel", "pointwise", "pointwise_grouped_dilated")
+                     "depthwise_strided", "depthwise_dilated", "single_channel", "pointwise", "pointwise_grouped_dilated",
+                     "groups4", "tile_rows_and_runs", "wide_channels")
 LAYOUT_CASES = [c for c in CONV2D_CASES if c[0] in LAYOUT_CASE_NAMES]
 
 

@@ -335,6 +335,117 @@ void run_winograd(const Geometry& g, const scalar_t* x, const at::Tensor& U, sca
   }
 }
 
+// The channels-last form: lanes are channels instead of tiles. V is [alpha², tiles, C] and
+// M [alpha², tiles, K], so each point's GEMM is M = V @ U^T, and tiles are read from and
+// written to y as whole channel runs.
+template <int m, typename scalar_t, typename acc_t>
+void input_tasks_nhwc(const Geometry& g, const Chunk& ch, const scalar_t* x, int64_t b,
+                      int64_t e, acc_t* v) {
+  constexpr int a = m + 2;
+  const int64_t th = g.tiles_h(m), tiles = ch.tiles(), runs = (g.C + kLanes - 1) / kLanes;
+  std::vector<acc_t> scratch(2 * a * a * kLanes);
+  acc_t* d = scratch.data();
+  acc_t* t = d + a * a * kLanes;
+  for (int64_t task = b; task < e; ++task) {
+    const int64_t tile = task / runs, c0 = task % runs * kLanes;
+    const int64_t count = std::min(kLanes, g.C - c0);
+    const int64_t tr = ch.row0 + tile / ch.tiles_w, n = tr / th;
+    const int64_t h0 = tr % th * m - g.top, w0 = tile % ch.tiles_w * m - g.left;
+    for (int i = 0; i < a; ++i)
+      for (int j = 0; j < a; ++j) {
+        acc_t* dst = d + (i * a + j) * kLanes;
+        const int64_t h = h0 + i, w = w0 + j;
+        if (h < 0 || h >= g.H || w < 0 || w >= g.W) {
+          std::fill(dst, dst + count, acc_t(0));
+          continue;
+        }
+        const scalar_t* src = x + ((n * g.H + h) * g.W + w) * g.C + c0;
+        for (int64_t l = 0; l < count; ++l) dst[l] = acc_t(src[l]);
+      }
+    transform_input<m>(d, t, v + tile * g.C + c0, tiles * g.C, count);
+  }
+}
+
+template <int m, typename scalar_t, typename acc_t>
+void output_tasks_nhwc(const Geometry& g, const Chunk& ch, const acc_t* mv, int64_t b,
+                       int64_t e, scalar_t* y) {
+  constexpr int a = m + 2;
+  const int64_t th = g.tiles_h(m), tiles = ch.tiles(), runs = (g.K + kLanes - 1) / kLanes;
+  std::vector<acc_t> scratch((m * a + m * m) * kLanes);
+  acc_t* s = scratch.data();
+  acc_t* o = s + m * a * kLanes;
+  for (int64_t task = b; task < e; ++task) {
+    const int64_t tile = task / runs, k0 = task % runs * kLanes;
+    const int64_t count = std::min(kLanes, g.K - k0);
+    const int64_t tr = ch.row0 + tile / ch.tiles_w, n = tr / th;
+    const int64_t p0 = tr % th * m, q0 = tile % ch.tiles_w * m;
+    transform_output<m>(mv + tile * g.K + k0, tiles * g.K, count, s, o);
+    for (int i = 0; i < m && p0 + i < g.P; ++i)
+      for (int j = 0; j < m && q0 + j < g.Q; ++j) {
+        const acc_t* src = o + (i * m + j) * kLanes;
+        scalar_t* dst = y + ((n * g.P + p0 + i) * g.Q + q0 + j) * g.K + k0;
+        for (int64_t l = 0; l < count; ++l) dst[l] = scalar_t(src[l]);
+      }
+  }
+}
+
+// y (channels-last [N, K, P, Q]) from x (channels-last [N, C, H, W]) and U.
+template <int m, typename scalar_t>
+void run_winograd_nhwc(const Geometry& g, const scalar_t* x, const at::Tensor& U, scalar_t* y) {
+  using acc_t = acc_type<scalar_t>;
+  constexpr int a = m + 2;
+  const int64_t tile_rows = g.N * g.tiles_h(m), tiles_w = g.tiles_w(m);
+  const int64_t per_row = a * a * (g.C + g.K) * tiles_w;
+  const int64_t budget = std::clamp(std::max(g.N * (g.C * g.H * g.W + g.K * g.P * g.Q), U.numel()),
+                                    kTileBudgetMin, kTileBudgetMax);
+  const int64_t chunk_rows = std::clamp<int64_t>(budget / per_row, 1, tile_rows);
+  const auto opts = U.options();
+  at::Tensor v_buf = at::empty({a * a * g.C * chunk_rows * tiles_w}, opts);
+  at::Tensor m_buf = at::empty({a * a * g.K * chunk_rows * tiles_w}, opts);
+  const int64_t Cg = g.C / g.G, Kg = g.K / g.G;
+  for (int64_t row0 = 0; row0 < tile_rows; row0 += chunk_rows) {
+    const Chunk ch{row0, std::min(chunk_rows, tile_rows - row0), tiles_w, 1};
+    const int64_t tiles = ch.tiles();
+    acc_t* v = v_buf.data_ptr<acc_t>();
+    at::parallel_for(0, tiles * ((g.C + kLanes - 1) / kLanes), 1, [&](int64_t b, int64_t e) {
+      input_tasks_nhwc<m>(g, ch, x, b, e, v);
+    });
+    const at::Tensor V = v_buf.narrow(0, 0, a * a * tiles * g.C).view({a * a, tiles, g.C});
+    at::Tensor M = m_buf.narrow(0, 0, a * a * tiles * g.K).view({a * a, tiles, g.K});
+    at::parallel_for(0, a * a * g.G, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        const int64_t xi = i / g.G, grp = i % g.G;
+        at::Tensor Mi = M[xi].narrow(1, grp * Kg, Kg);
+        at::mm_out(Mi, V[xi].narrow(1, grp * Cg, Cg), U[xi].narrow(0, grp * Kg, Kg).t());
+      }
+    });
+    const acc_t* mv = m_buf.data_ptr<acc_t>();
+    at::parallel_for(0, tiles * ((g.K + kLanes - 1) / kLanes), 1, [&](int64_t b, int64_t e) {
+      output_tasks_nhwc<m>(g, ch, mv, b, e, y);
+    });
+  }
+}
+
+// Whether the operator asked for a channels-last result (PyTorch's rule picks that when x or
+// w is channels-last).
+bool wants_channels_last(const at::Tensor& out) {
+  return !out.is_contiguous() && out.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+// Runs the layout the output asks for: NCHW planes, or channels-last runs.
+template <int m, typename scalar_t>
+void run_in_layout(const Geometry& g, const at::Tensor& in, const at::Tensor& U, at::Tensor& out) {
+  if (wants_channels_last(out)) {
+    const at::Tensor xc = in.contiguous(at::MemoryFormat::ChannelsLast);
+    run_winograd_nhwc<m>(g, xc.data_ptr<scalar_t>(), U, out.data_ptr<scalar_t>());
+    return;
+  }
+  const at::Tensor xc = in.contiguous();
+  at::Tensor o = contiguous_output(out);
+  run_winograd<m>(g, xc.data_ptr<scalar_t>(), U, o.data_ptr<scalar_t>());
+  finish_output(out, o);
+}
+
 // Whether every element is finite (no inf, no NaN).
 template <typename scalar_t>
 bool all_finite(const at::Tensor& t) {
@@ -366,10 +477,7 @@ void fprop(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w, at::T
     const at::Tensor U = transform_filters<m, acc_t>(
         g, [&](int64_t k, int64_t c, int r, int s) { return double(wp[((k * Cg + c) * 3 + r) * 3 + s]); },
         x.options().dtype(acc_dtype(x.scalar_type())));
-    const at::Tensor xc = x.contiguous();
-    at::Tensor out = contiguous_output(y);
-    run_winograd<m>(g, xc.data_ptr<scalar_t>(), U, out.data_ptr<scalar_t>());
-    finish_output(y, out);
+    run_in_layout<m, scalar_t>(g, x, U, y);
   });
 }
 
@@ -395,10 +503,7 @@ void dgrad(const ConvProblem& p, const at::Tensor& dy, const at::Tensor& w, at::
           return double(wp[((k * Cg + c % Cg) * 3 + (2 - r)) * 3 + (2 - s)]);
         },
         dy.options().dtype(acc_dtype(dy.scalar_type())));
-    const at::Tensor dyc = dy.contiguous();
-    at::Tensor out = contiguous_output(dx);
-    run_winograd<m>(g, dyc.data_ptr<scalar_t>(), U, out.data_ptr<scalar_t>());
-    finish_output(dx, out);
+    run_in_layout<m, scalar_t>(g, dy, U, dx);
   });
 }
 
