@@ -234,20 +234,20 @@ WINOGRAD = ["winograd_2x2", "winograd_4x4"]
 @pytest.mark.parametrize("algorithm", WINOGRAD)
 def test_winograd_chunks_bound_the_tile_buffers(algorithm):
     """A problem whose transformed tiles exceed the Winograd budget runs in several chunks of
-    tile rows; dgrad too (through the transposed convolution as well)."""
+    tile rows; dgrad and wgrad too (dgrad through the transposed convolution as well)."""
     x = torch.randn(3, 96, 40, 44, dtype=torch.float64)
     w = torch.randn(80, 96, 3, 3, dtype=torch.float64)
     xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
     ref = TF.conv2d(xr, wr, padding=1)
     grad = torch.randn_like(ref)
-    ri, = torch.autograd.grad(ref, xr, grad)
+    ri, rw = torch.autograd.grad(ref, (xr, wr), grad)
     with fastconv.algorithms.force(algorithm):
-        xg = x.clone().requires_grad_()
-        out = F.conv2d(xg, w, padding=1)
-        gi, = torch.autograd.grad(out, xg, grad)
+        xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
+        out = F.conv2d(xg, wg, padding=1)
+        gi, gw = torch.autograd.grad(out, (xg, wg), grad)
         up = F.conv_transpose2d(ref.detach(), w, padding=1)
     assert rel_err(out, ref) <= 1e-12
-    assert rel_err(gi, ri) <= 1e-12
+    assert rel_err(gi, ri) <= 1e-12 and rel_err(gw, rw) <= 1e-12
     assert rel_err(up, TF.conv_transpose2d(ref.detach(), w, padding=1)) <= 1e-12
 
 
@@ -268,14 +268,14 @@ def test_winograd_hands_non_finite_values_to_im2col(algorithm, where):
         grad[1, 4, 7, 2] = float("-inf")
 
     def run(name):
-        xg = x.clone().requires_grad_()
+        xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
         with fastconv.algorithms.force(name):
-            out = F.conv2d(xg, w, padding=1)
-            gi, = torch.autograd.grad(out, xg, grad)
-        return out.detach(), gi
+            out = F.conv2d(xg, wg, padding=1)
+            gi, gw = torch.autograd.grad(out, (xg, wg), grad)
+        return out.detach(), gi, gw
 
-    # The forward reads x and w, the input gradient dy and w.
-    handed = {"input": [0], "weight": [0, 1], "grad_output": [1]}[where]
+    # The forward reads x and w, the input gradient dy and w, the filter gradient x and dy.
+    handed = {"input": [0, 2], "weight": [0, 1], "grad_output": [1, 2]}[where]
     for i in handed:
         torch.testing.assert_close(run(algorithm)[i], run("im2col_gemm")[i], rtol=0, atol=0, equal_nan=True)
     if where == "input":

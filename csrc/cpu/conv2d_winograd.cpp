@@ -10,8 +10,9 @@
 // GEMM: U and V are laid out so that [alpha², C, tiles] is also [alpha² G, C/G, tiles].
 //
 // dgrad of a stride-1 convolution is itself a 3×3 stride-1 convolution of dy, with the filter
-// flipped and its channel axes swapped, at padding 2 - pad; the same code runs it. wgrad is
-// im2col's. Half types are transformed and multiplied in float and rounded once at the end.
+// flipped and its channel axes swapped, at padding 2 - pad; the same code runs it. wgrad sums
+// G^T [ (A dy A^T) ⊙ (B^T d B) ] G over tiles, again one GEMM per tile point. Half types are
+// transformed and multiplied in float and rounded once at the end.
 //
 // The transforms mix every element of an input tile into every output of the tile, so an inf
 // or NaN would spread to outputs whose 3×3 window does not hold it. Inputs and filters with
@@ -94,6 +95,69 @@ inline void output_1d(const T* v, T* o) {
     o[2] = v[1] + v[2] + T(4) * (v[3] + v[4]);
     o[3] = v[1] - v[2] + T(8) * (v[3] - v[4]) + v[5];
   }
+}
+
+// For wgrad (dg = G^T [ (A dy A^T) ⊙ (B^T d B) ] G summed over tiles): A dy on m values,
+// and G^T u on alpha values.
+template <int m, typename T>
+inline void grad_1d(const T* y, T* o) {
+  if constexpr (m == 2) {
+    o[0] = y[0];
+    o[1] = y[0] + y[1];
+    o[2] = y[0] - y[1];
+    o[3] = -y[1];
+  } else {
+    o[0] = y[0];
+    o[1] = y[0] + y[1] + y[2] + y[3];
+    o[2] = y[0] - y[1] + y[2] - y[3];
+    o[3] = y[0] + T(2) * y[1] + T(4) * y[2] + T(8) * y[3];
+    o[4] = y[0] - T(2) * y[1] + T(4) * y[2] - T(8) * y[3];
+    o[5] = y[3];
+  }
+}
+
+template <int m, typename T>
+inline void filter_grad_1d(const T* u, T* o) {
+  if constexpr (m == 2) {
+    o[0] = u[0] + (u[1] + u[2]) * T(0.5);
+    o[1] = (u[1] - u[2]) * T(0.5);
+    o[2] = (u[1] + u[2]) * T(0.5) + u[3];
+  } else {
+    const T sixth = T(1) / T(6), twelfth = T(1) / T(12), twenty_fourth = T(1) / T(24);
+    o[0] = u[0] * T(0.25) - (u[1] + u[2]) * sixth + (u[3] + u[4]) * twenty_fourth;
+    o[1] = (u[2] - u[1]) * sixth + (u[3] - u[4]) * twelfth;
+    o[2] = (u[3] + u[4] - u[1] - u[2]) * sixth + u[5];
+  }
+}
+
+struct GradOp {
+  template <int m, typename T>
+  static void apply(const T* in, T* out) { grad_1d<m>(in, out); }
+};
+struct FilterGradOp {
+  template <int m, typename T>
+  static void apply(const T* in, T* out) { filter_grad_1d<m>(in, out); }
+};
+
+// The 2-D form of a 1-D transform Op (in values to out values) for up to kLanes lanes:
+// d [in][in][kLanes] -> t [out][in][kLanes] -> r [out][out][kLanes].
+template <int m, int in, int out, typename Op, typename T>
+FASTCONV_VECTOR_CLONES void transform_2d(const T* __restrict d, T* __restrict t,
+                                         T* __restrict r, int64_t count) {
+  for (int j = 0; j < in; ++j)
+    for (int64_t l = 0; l < count; ++l) {
+      T x[in], y[out];
+      for (int i = 0; i < in; ++i) x[i] = d[(i * in + j) * kLanes + l];
+      Op::template apply<m>(x, y);
+      for (int i = 0; i < out; ++i) t[(i * in + j) * kLanes + l] = y[i];
+    }
+  for (int i = 0; i < out; ++i)
+    for (int64_t l = 0; l < count; ++l) {
+      T x[in], y[out];
+      for (int j = 0; j < in; ++j) x[j] = t[(i * in + j) * kLanes + l];
+      Op::template apply<m>(x, y);
+      for (int j = 0; j < out; ++j) r[(i * out + j) * kLanes + l] = y[j];
+    }
 }
 
 // B^T d B for up to kLanes tiles at once. d and t: [alpha][alpha][kLanes] scratch; the first `count` lanes
@@ -208,30 +272,47 @@ at::Tensor transform_filters(const Geometry& g, const Tap& tap, const at::Tensor
   return U;
 }
 
-// d[i][j][lane] for the `count` tiles of one run: tiles side by side in tile row (n, th),
-// the first at tile column tw0. Input row h0 + i, columns w0 + lane * m + j, zero outside.
-template <int m, typename scalar_t, typename acc_t>
-FASTCONV_VECTOR_CLONES void gather_run(const Geometry& g, const scalar_t* __restrict plane,
+// d[i][j][lane] for the `count` tiles of one run, tiles side by side along a row of an
+// H x W plane: window rows h0 + i and columns w0 + lane * m + j for i, j < win, zero outside.
+// win is alpha for input tiles, m for output-gradient tiles.
+template <int m, int win, typename scalar_t, typename acc_t>
+FASTCONV_VECTOR_CLONES void gather_run(int64_t H, int64_t W, const scalar_t* __restrict plane,
                                        int64_t h0, int64_t w0, int64_t count,
                                        acc_t* __restrict d) {
-  constexpr int a = m + 2;
   acc_t row[kLanes * m + 2];
-  const int64_t span = count * m + 2;
-  const int64_t lo = std::clamp<int64_t>(-w0, 0, span), hi = std::clamp<int64_t>(g.W - w0, lo, span);
-  for (int i = 0; i < a; ++i) {
+  const int64_t span = count * m + (win - m);
+  const int64_t lo = std::clamp<int64_t>(-w0, 0, span), hi = std::clamp<int64_t>(W - w0, lo, span);
+  for (int i = 0; i < win; ++i) {
     const int64_t h = h0 + i;
-    if (h < 0 || h >= g.H) {
-      for (int j = 0; j < a; ++j)
-        for (int64_t l = 0; l < count; ++l) d[(i * a + j) * kLanes + l] = acc_t(0);
+    if (h < 0 || h >= H) {
+      for (int j = 0; j < win; ++j)
+        for (int64_t l = 0; l < count; ++l) d[(i * win + j) * kLanes + l] = acc_t(0);
       continue;
     }
-    const scalar_t* src = plane + h * g.W + w0;
+    const scalar_t* src = plane + h * W + w0;
     for (int64_t u = 0; u < lo; ++u) row[u] = acc_t(0);
     for (int64_t u = lo; u < hi; ++u) row[u] = acc_t(src[u]);
     for (int64_t u = hi; u < span; ++u) row[u] = acc_t(0);
-    for (int j = 0; j < a; ++j)
-      for (int64_t l = 0; l < count; ++l) d[(i * a + j) * kLanes + l] = row[l * m + j];
+    for (int j = 0; j < win; ++j)
+      for (int64_t l = 0; l < count; ++l) d[(i * win + j) * kLanes + l] = row[l * m + j];
   }
+}
+
+// The same window at one tile of a channels-last image ([H, W, C]), channels c0 + lane.
+template <int win, typename scalar_t, typename acc_t>
+void gather_tile_nhwc(int64_t H, int64_t W, int64_t C, const scalar_t* image, int64_t h0,
+                      int64_t w0, int64_t c0, int64_t count, acc_t* d) {
+  for (int i = 0; i < win; ++i)
+    for (int j = 0; j < win; ++j) {
+      acc_t* dst = d + (i * win + j) * kLanes;
+      const int64_t h = h0 + i, w = w0 + j;
+      if (h < 0 || h >= H || w < 0 || w >= W) {
+        std::fill(dst, dst + count, acc_t(0));
+        continue;
+      }
+      const scalar_t* src = image + (h * W + w) * C + c0;
+      for (int64_t l = 0; l < count; ++l) dst[l] = acc_t(src[l]);
+    }
 }
 
 // y rows p0 + i, columns q0 + lane * m + j, from o[i][j][lane], inside y only.
@@ -271,7 +352,7 @@ void input_tasks(const Geometry& g, const Chunk& ch, const scalar_t* x, int64_t 
     const int64_t count = std::min(kLanes, ch.tiles_w - tw0);
     const int64_t tr = ch.row0 + row, n = tr / th;
     const scalar_t* plane = x + (n * g.C + c) * g.H * g.W;
-    gather_run<m>(g, plane, tr % th * m - g.top, tw0 * m - g.left, count, d);
+    gather_run<m, a>(g.H, g.W, plane, tr % th * m - g.top, tw0 * m - g.left, count, d);
     transform_input<m>(d, t, v + c * tiles + row * ch.tiles_w + tw0, g.C * tiles, count);
   }
 }
@@ -350,18 +431,8 @@ void input_tasks_nhwc(const Geometry& g, const Chunk& ch, const scalar_t* x, int
     const int64_t tile = task / runs, c0 = task % runs * kLanes;
     const int64_t count = std::min(kLanes, g.C - c0);
     const int64_t tr = ch.row0 + tile / ch.tiles_w, n = tr / th;
-    const int64_t h0 = tr % th * m - g.top, w0 = tile % ch.tiles_w * m - g.left;
-    for (int i = 0; i < a; ++i)
-      for (int j = 0; j < a; ++j) {
-        acc_t* dst = d + (i * a + j) * kLanes;
-        const int64_t h = h0 + i, w = w0 + j;
-        if (h < 0 || h >= g.H || w < 0 || w >= g.W) {
-          std::fill(dst, dst + count, acc_t(0));
-          continue;
-        }
-        const scalar_t* src = x + ((n * g.H + h) * g.W + w) * g.C + c0;
-        for (int64_t l = 0; l < count; ++l) dst[l] = acc_t(src[l]);
-      }
+    gather_tile_nhwc<a>(g.H, g.W, g.C, x + n * g.H * g.W * g.C, tr % th * m - g.top,
+                        tile % ch.tiles_w * m - g.left, c0, count, d);
     transform_input<m>(d, t, v + tile * g.C + c0, tiles * g.C, count);
   }
 }
@@ -446,6 +517,109 @@ void run_in_layout(const Geometry& g, const at::Tensor& in, const at::Tensor& U,
   finish_output(out, o);
 }
 
+// wgrad: dU[xi] = sum over tiles of (A dy A^T)[xi] (B^T d B)[xi]^T, one GEMM per point and
+// group and chunk, accumulated in acc_t; then dw = G^T dU G per filter. V and Mdy are laid
+// out as in the forward pass of the same layout, so the input transform is the forward's.
+template <int m, typename scalar_t>
+at::Tensor winograd_wgrad(const Geometry& g, const scalar_t* x, const scalar_t* dy, bool nhwc,
+                          const at::TensorOptions& acc_opts) {
+  using acc_t = acc_type<scalar_t>;
+  constexpr int a = m + 2;
+  const int64_t Cg = g.C / g.G, Kg = g.K / g.G, th = g.tiles_h(m);
+  at::Tensor dU = at::zeros({a * a, g.K, Cg}, acc_opts);
+  const int64_t tile_rows = g.N * th, tiles_w = g.tiles_w(m);
+  const int64_t per_row = a * a * (g.C + g.K) * tiles_w;
+  const int64_t budget = std::clamp(std::max(g.N * (g.C * g.H * g.W + g.K * g.P * g.Q), dU.numel()),
+                                    kTileBudgetMin, kTileBudgetMax);
+  const int64_t chunk_rows = std::clamp<int64_t>(budget / per_row, 1, tile_rows);
+  at::Tensor v_buf = at::empty({a * a * g.C * chunk_rows * tiles_w}, acc_opts);
+  at::Tensor m_buf = at::empty({a * a * g.K * chunk_rows * tiles_w}, acc_opts);
+  const int64_t k_runs = (g.K + kLanes - 1) / kLanes;
+  for (int64_t row0 = 0; row0 < tile_rows; row0 += chunk_rows) {
+    const Chunk ch{row0, std::min(chunk_rows, tile_rows - row0), tiles_w,
+                   nhwc ? 1 : (tiles_w + kLanes - 1) / kLanes};
+    const int64_t tiles = ch.tiles();
+    acc_t* v = v_buf.data_ptr<acc_t>();
+    acc_t* mv = m_buf.data_ptr<acc_t>();
+    if (nhwc) {
+      at::parallel_for(0, tiles * ((g.C + kLanes - 1) / kLanes), 1, [&](int64_t b, int64_t e) {
+        input_tasks_nhwc<m>(g, ch, x, b, e, v);
+      });
+    } else {
+      at::parallel_for(0, g.C * ch.runs(), 1, [&](int64_t b, int64_t e) {
+        input_tasks<m>(g, ch, x, b, e, v);
+      });
+    }
+    // A dy A^T of each tile: [alpha², K, tiles] (NCHW) or [alpha², tiles, K] (channels-last).
+    const int64_t tasks = nhwc ? tiles * k_runs : g.K * ch.runs();
+    at::parallel_for(0, tasks, 1, [&](int64_t b, int64_t e) {
+      std::vector<acc_t> scratch((m * m + a * m + a * a) * kLanes);
+      acc_t* d = scratch.data();
+      acc_t* t = d + m * m * kLanes;
+      acc_t* r = t + a * m * kLanes;
+      for (int64_t task = b; task < e; ++task) {
+        int64_t count, first, stride;
+        if (nhwc) {
+          const int64_t tile = task / k_runs, k0 = task % k_runs * kLanes;
+          const int64_t tr = ch.row0 + tile / tiles_w, n = tr / th;
+          count = std::min(kLanes, g.K - k0);
+          gather_tile_nhwc<m>(g.P, g.Q, g.K, dy + n * g.P * g.Q * g.K, tr % th * m,
+                              tile % tiles_w * m, k0, count, d);
+          first = tile * g.K + k0;
+          stride = tiles * g.K;
+        } else {
+          const int64_t k = task / ch.runs(), run = task % ch.runs();
+          const int64_t row = run / ch.runs_per_row, tw0 = run % ch.runs_per_row * kLanes;
+          const int64_t tr = ch.row0 + row, n = tr / th;
+          count = std::min(kLanes, tiles_w - tw0);
+          gather_run<m, m>(g.P, g.Q, dy + (n * g.K + k) * g.P * g.Q, tr % th * m, tw0 * m, count, d);
+          first = k * tiles + row * tiles_w + tw0;
+          stride = g.K * tiles;
+        }
+        transform_2d<m, m, a, GradOp>(d, t, r, count);
+        for (int xi = 0; xi < a * a; ++xi)
+          std::copy(r + xi * kLanes, r + xi * kLanes + count, mv + xi * stride + first);
+      }
+    });
+    at::parallel_for(0, a * a * g.G, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        const int64_t xi = i / g.G, grp = i % g.G;
+        at::Tensor dUi = dU[xi].narrow(0, grp * Kg, Kg);
+        if (nhwc) {
+          const at::Tensor V = v_buf.narrow(0, 0, a * a * tiles * g.C).view({a * a, tiles, g.C});
+          const at::Tensor M = m_buf.narrow(0, 0, a * a * tiles * g.K).view({a * a, tiles, g.K});
+          dUi.addmm_(M[xi].narrow(1, grp * Kg, Kg).t(), V[xi].narrow(1, grp * Cg, Cg));
+        } else {
+          const at::Tensor V = v_buf.narrow(0, 0, a * a * g.C * tiles).view({a * a, g.C, tiles});
+          const at::Tensor M = m_buf.narrow(0, 0, a * a * g.K * tiles).view({a * a, g.K, tiles});
+          dUi.addmm_(M[xi].narrow(0, grp * Kg, Kg), V[xi].narrow(0, grp * Cg, Cg).t());
+        }
+      }
+    });
+  }
+  // dw [K, Cg, 3, 3] = G^T dU G, vectorised across input channels.
+  at::Tensor dw = at::empty({g.K, Cg, 3, 3}, acc_opts);
+  const acc_t* du = dU.data_ptr<acc_t>();
+  acc_t* out = dw.data_ptr<acc_t>();
+  const int64_t plane = g.K * Cg;
+  at::parallel_for(0, g.K, 1, [&](int64_t k0, int64_t k1) {
+    std::vector<acc_t> scratch((a * a + 3 * a + 9) * kLanes);
+    acc_t* d = scratch.data();
+    acc_t* t = d + a * a * kLanes;
+    acc_t* r = t + 3 * a * kLanes;
+    for (int64_t k = k0; k < k1; ++k)
+      for (int64_t c0 = 0; c0 < Cg; c0 += kLanes) {
+        const int64_t count = std::min(kLanes, Cg - c0);
+        for (int xi = 0; xi < a * a; ++xi)
+          std::copy(du + xi * plane + k * Cg + c0, du + xi * plane + k * Cg + c0 + count, d + xi * kLanes);
+        transform_2d<m, a, 3, FilterGradOp>(d, t, r, count);
+        for (int64_t l = 0; l < count; ++l)
+          for (int rs = 0; rs < 9; ++rs) out[(k * Cg + c0 + l) * 9 + rs] = r[rs * kLanes + l];
+      }
+  });
+  return dw;
+}
+
 // Whether every element is finite (no inf, no NaN).
 template <typename scalar_t>
 bool all_finite(const at::Tensor& t) {
@@ -507,6 +681,23 @@ void dgrad(const ConvProblem& p, const at::Tensor& dy, const at::Tensor& w, at::
   });
 }
 
+template <int m>
+void wgrad(const ConvProblem& p, const at::Tensor& x, const at::Tensor& dy, at::Tensor& dw) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "winograd_wgrad", [&] {
+    if (!all_finite<scalar_t>(x) || !all_finite<scalar_t>(dy)) {
+      im2col_gemm_algorithm().wgrad(p, x, dy, dw);
+      return;
+    }
+    const Geometry g{p.N, p.C, p.H, p.W, p.K, p.P, p.Q, p.groups, p.pad_top, p.pad_left};
+    // The layout the forward pass ran in: channels-last when x is.
+    const bool nhwc = wants_channels_last(x);
+    const auto format = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+    const at::Tensor xc = x.contiguous(format), dyc = dy.contiguous(format);
+    dw.copy_(winograd_wgrad<m>(g, xc.data_ptr<scalar_t>(), dyc.data_ptr<scalar_t>(), nhwc,
+                               x.options().dtype(acc_dtype(x.scalar_type()))));
+  });
+}
+
 bool can_implement(const ConvProblem& p, Direction, at::ScalarType) {
   return p.R == 3 && p.S == 3 && p.stride_h == 1 && p.stride_w == 1 && p.dilation_h == 1 &&
          p.dilation_w == 1;
@@ -514,12 +705,12 @@ bool can_implement(const ConvProblem& p, Direction, at::ScalarType) {
 
 // The automatic choice. Each call transforms every filter (alpha² K C/G values written), so
 // the tiles must be many enough to repay it, and each group's GEMMs wide enough to run well.
-// Thresholds from the seed suite on the 2-core EPYC (bench/NOTES.md). wgrad is im2col's, so
-// that the choice is reported under im2col's own name.
+// Thresholds from the seed suite on the 2-core EPYC (bench/NOTES.md). fprop and wgrad tile
+// the output, dgrad the input.
 template <int m>
 bool preferred(const ConvProblem& p, Direction d, at::ScalarType t) {
-  if (d == Direction::wgrad || !(t == at::kFloat || t == at::kDouble)) return false;
-  const bool fprop = d == Direction::fprop;
+  if (!(t == at::kFloat || t == at::kDouble)) return false;
+  const bool fprop = d != Direction::dgrad;
   const int64_t rows = fprop ? p.P : p.H, cols = fprop ? p.Q : p.W;
   const int64_t tiles = p.N * ((rows + m - 1) / m) * ((cols + m - 1) / m);
   const int64_t min_tiles = m == 4 ? 256 : 64;
@@ -530,13 +721,11 @@ bool preferred(const ConvProblem& p, Direction d, at::ScalarType t) {
 }  // namespace
 
 ConvAlgorithm winograd_2x2_algorithm() {
-  return {"winograd_2x2", &can_implement,       &fprop<2>, &dgrad<2>,
-          im2col_gemm_algorithm().wgrad, true, &preferred<2>};
+  return {"winograd_2x2", &can_implement, &fprop<2>, &dgrad<2>, &wgrad<2>, true, &preferred<2>};
 }
 
 ConvAlgorithm winograd_4x4_algorithm() {
-  return {"winograd_4x4", &can_implement,       &fprop<4>, &dgrad<4>,
-          im2col_gemm_algorithm().wgrad, true, &preferred<4>};
+  return {"winograd_4x4", &can_implement, &fprop<4>, &dgrad<4>, &wgrad<4>, true, &preferred<4>};
 }
 
 }  // namespace fastconv::cpu
