@@ -1,6 +1,6 @@
-// Grouped convolution with few channels per group (ResNeXt's 32 groups of 4 and 8), stride 1,
-// directly on zero-padded planes (the kernels are in cpu/padded_planes.h, shared with
-// depthwise). As GEMMs these are Kg x Cg*R*S matrices too small to pay for unrolling x nine
+// Grouped convolution at stride 1, chosen for few channels per group (ResNeXt's 32 groups of
+// 4, 8 and 16), directly on zero-padded planes (the kernels are in cpu/padded_planes.h,
+// shared with depthwise). As GEMMs these are Kg x Cg*R*S matrices too small to pay for unrolling x nine
 // times into columns; here every input plane is padded once per image and read by the
 // group's Kg outputs straight from cache.
 #include "cpu/kernels.h"
@@ -18,11 +18,12 @@ namespace fastconv::cpu {
 
 namespace {
 
-// Measured on ResNeXt's layers against im2col + GEMM (2-core EPYC, ms, fprop/dgrad/wgrad):
-// 4 channels per group at 56x56 2.8/3.1/3.3 vs 9.0/11.5/4.0; 8 at 28x28 2.1/2.7/3.0 vs
-// 6.5/6.3/2.3; 16 at 14x14 2.1/2.8/5.0 vs 4.2/3.9/1.5. The claim is one for all directions,
-// so 16 stays with im2col.
+// The automatic choice, measured on ResNeXt's layers against im2col + GEMM (2-core EPYC, both
+// threads, speed over oneDNN, fprop/dgrad/wgrad): 4 channels per group at 56x56 2.37/2.08/3.54
+// vs 1.13/0.84/1.99; 8 at 28x28 0.44/0.37/0.48 vs 0.23/0.20/0.38; 16 at 14x14 0.35/0.25/0.22
+// vs 0.29/0.21/0.40; 32 at 7x7 0.16/0.12/0.10 vs 0.31/0.35/0.44.
 constexpr int64_t kMostChannelsPerGroup = 8;
+constexpr int64_t kMostChannelsPerGroupNoWgrad = 16;
 
 void fprop(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w, at::Tensor& y) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "grouped_fprop",
@@ -40,13 +41,18 @@ void wgrad(const ConvProblem& p, const at::Tensor& x, const at::Tensor& dy, at::
 }
 
 bool can_implement(const ConvProblem& p, Direction, at::ScalarType) {
-  return p.groups > 1 && p.C_per_group() <= kMostChannelsPerGroup && padded_planes_apply(p);
+  return p.groups > 1 && padded_planes_apply(p);
+}
+
+bool preferred(const ConvProblem& p, Direction d, at::ScalarType) {
+  const int64_t most = d == Direction::wgrad ? kMostChannelsPerGroup : kMostChannelsPerGroupNoWgrad;
+  return p.C_per_group() <= most;
 }
 
 }  // namespace
 
 ConvAlgorithm grouped_planes_algorithm() {
-  return {"grouped_planes", &can_implement, &fprop, &dgrad, &wgrad};
+  return {"grouped_planes", &can_implement, &fprop, &dgrad, &wgrad, true, &preferred};
 }
 
 }  // namespace fastconv::cpu
