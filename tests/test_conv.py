@@ -232,23 +232,27 @@ WINOGRAD = ["winograd_2x2", "winograd_4x4"]
 
 
 @pytest.mark.parametrize("algorithm", WINOGRAD)
-def test_winograd_chunks_bound_the_tile_buffers(algorithm):
+@pytest.mark.parametrize("dilation", [(1, 1), (2, 3)], ids=["undilated", "dilated"])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_winograd_chunks_bound_the_tile_buffers(algorithm, dilation, layout):
     """A problem whose transformed tiles exceed the Winograd budget runs in several chunks of
-    tile rows; dgrad and wgrad too (dgrad through the transposed convolution as well)."""
-    x = torch.randn(3, 96, 40, 44, dtype=torch.float64)
+    tile rows; dgrad and wgrad too (dgrad through the transposed convolution as well). With
+    dilation, sizes that the dilation does not divide leave sub-grids of unequal size."""
+    kw = {"padding": dilation, "dilation": dilation}
+    x = torch.randn(3, 96, 41, 44, dtype=torch.float64).contiguous(memory_format=layout)
     w = torch.randn(80, 96, 3, 3, dtype=torch.float64)
     xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
-    ref = TF.conv2d(xr, wr, padding=1)
+    ref = TF.conv2d(xr, wr, **kw)
     grad = torch.randn_like(ref)
     ri, rw = torch.autograd.grad(ref, (xr, wr), grad)
     with fastconv.algorithms.force(algorithm):
         xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
-        out = F.conv2d(xg, wg, padding=1)
+        out = F.conv2d(xg, wg, **kw)
         gi, gw = torch.autograd.grad(out, (xg, wg), grad)
-        up = F.conv_transpose2d(ref.detach(), w, padding=1)
+        up = F.conv_transpose2d(ref.detach(), w, **kw)
     assert rel_err(out, ref) <= 1e-12
     assert rel_err(gi, ri) <= 1e-12 and rel_err(gw, rw) <= 1e-12
-    assert rel_err(up, TF.conv_transpose2d(ref.detach(), w, padding=1)) <= 1e-12
+    assert rel_err(up, TF.conv_transpose2d(ref.detach(), w, **kw)) <= 1e-12
 
 
 @pytest.mark.parametrize("algorithm", WINOGRAD)

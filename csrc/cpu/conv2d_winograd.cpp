@@ -210,16 +210,32 @@ FASTCONV_VECTOR_CLONES void transform_output(const T* __restrict mv, int64_t m_s
 }
 
 // One 3×3 stride-1 convolution as this file runs it: output (p, q) of channel k sums the
-// taps x[c][p - top + r][q - left + s] (zero outside the input) times filter (k, c, r, s).
-// Tiles go by tile rows: tile row tr = n * tiles_h + th holds tiles_w tiles side by side.
+// taps x[c][p - top + r dh][q - left + s dw] (zero outside the input) times filter
+// (k, c, r, s). With dilation, the outputs of one residue (p mod dh, q mod dw) read only
+// inputs a multiple of the dilation apart: an undilated convolution on that sub-grid. Tiles
+// are m x m on a sub-grid (their outputs dh rows and dw columns apart) and go by tile rows:
+// tile row tr = ((n * dh + rho) * dw + sigma) * tiles_h + th holds tiles_w tiles side by side.
 struct Geometry {
   int64_t N, C, H, W;  // input
   int64_t K, P, Q;     // output
   int64_t G;           // groups
-  int64_t top, left;   // may be negative (a dgrad whose padding exceeds 2)
-  int64_t tiles_h(int m) const { return (P + m - 1) / m; }
-  int64_t tiles_w(int m) const { return (Q + m - 1) / m; }
+  int64_t top, left;   // may be negative (a dgrad whose padding exceeds 2 dh or 2 dw)
+  int64_t dh, dw;      // dilation
+  int64_t tiles_h(int m) const { return ((P + dh - 1) / dh + m - 1) / m; }
+  int64_t tiles_w(int m) const { return ((Q + dw - 1) / dw + m - 1) / m; }
+  int64_t tile_rows(int m) const { return N * dh * dw * tiles_h(m); }
 };
+
+// Image and first output of a tile row; its tile tw starts at column q + tw * m * dw.
+struct TileRow {
+  int64_t n, p, q;
+};
+
+inline TileRow tile_row(const Geometry& g, int m, int64_t tr) {
+  const int64_t th = g.tiles_h(m);
+  const int64_t sub = tr / th, rho_sigma = sub % (g.dh * g.dw);
+  return {sub / (g.dh * g.dw), rho_sigma / g.dw + tr % th * m * g.dh, rho_sigma % g.dw};
+}
 
 // G g G^T for up to kLanes filters at once, vectorised across them: taps [9][kLanes] (tap
 // r * 3 + s), rows [alpha][3][kLanes] scratch, u [alpha²][kLanes].
@@ -273,17 +289,20 @@ at::Tensor transform_filters(const Geometry& g, const Tap& tap, const at::Tensor
 }
 
 // d[i][j][lane] for the `count` tiles of one run, tiles side by side along a row of an
-// H x W plane: window rows h0 + i and columns w0 + lane * m + j for i, j < win, zero outside.
-// win is alpha for input tiles, m for output-gradient tiles.
+// H x W plane: window rows h0 + i sh and columns w0 + (lane * m + j) sw for i, j < win, zero
+// outside. win is alpha for input tiles, m for output-gradient tiles; the steps are the
+// dilation.
 template <int m, int win, typename scalar_t, typename acc_t>
 FASTCONV_VECTOR_CLONES void gather_run(int64_t H, int64_t W, const scalar_t* __restrict plane,
-                                       int64_t h0, int64_t w0, int64_t count,
-                                       acc_t* __restrict d) {
+                                       int64_t h0, int64_t w0, int64_t sh, int64_t sw,
+                                       int64_t count, acc_t* __restrict d) {
   acc_t row[kLanes * m + 2];
   const int64_t span = count * m + (win - m);
-  const int64_t lo = std::clamp<int64_t>(-w0, 0, span), hi = std::clamp<int64_t>(W - w0, lo, span);
+  // Columns u in [lo, hi) of the window lie inside the plane.
+  const int64_t lo = std::clamp<int64_t>((-w0 + sw - 1) / sw, 0, span);
+  const int64_t hi = std::clamp<int64_t>((W - w0 + sw - 1) / sw, lo, span);
   for (int i = 0; i < win; ++i) {
-    const int64_t h = h0 + i;
+    const int64_t h = h0 + i * sh;
     if (h < 0 || h >= H) {
       for (int j = 0; j < win; ++j)
         for (int64_t l = 0; l < count; ++l) d[(i * win + j) * kLanes + l] = acc_t(0);
@@ -291,7 +310,11 @@ FASTCONV_VECTOR_CLONES void gather_run(int64_t H, int64_t W, const scalar_t* __r
     }
     const scalar_t* src = plane + h * W + w0;
     for (int64_t u = 0; u < lo; ++u) row[u] = acc_t(0);
-    for (int64_t u = lo; u < hi; ++u) row[u] = acc_t(src[u]);
+    if (sw == 1) {
+      for (int64_t u = lo; u < hi; ++u) row[u] = acc_t(src[u]);
+    } else {
+      for (int64_t u = lo; u < hi; ++u) row[u] = acc_t(src[u * sw]);
+    }
     for (int64_t u = hi; u < span; ++u) row[u] = acc_t(0);
     for (int j = 0; j < win; ++j)
       for (int64_t l = 0; l < count; ++l) d[(i * win + j) * kLanes + l] = row[l * m + j];
@@ -301,11 +324,11 @@ FASTCONV_VECTOR_CLONES void gather_run(int64_t H, int64_t W, const scalar_t* __r
 // The same window at one tile of a channels-last image ([H, W, C]), channels c0 + lane.
 template <int win, typename scalar_t, typename acc_t>
 void gather_tile_nhwc(int64_t H, int64_t W, int64_t C, const scalar_t* image, int64_t h0,
-                      int64_t w0, int64_t c0, int64_t count, acc_t* d) {
+                      int64_t w0, int64_t sh, int64_t sw, int64_t c0, int64_t count, acc_t* d) {
   for (int i = 0; i < win; ++i)
     for (int j = 0; j < win; ++j) {
       acc_t* dst = d + (i * win + j) * kLanes;
-      const int64_t h = h0 + i, w = w0 + j;
+      const int64_t h = h0 + i * sh, w = w0 + j * sw;
       if (h < 0 || h >= H || w < 0 || w >= W) {
         std::fill(dst, dst + count, acc_t(0));
         continue;
@@ -315,17 +338,21 @@ void gather_tile_nhwc(int64_t H, int64_t W, int64_t C, const scalar_t* image, in
     }
 }
 
-// y rows p0 + i, columns q0 + lane * m + j, from o[i][j][lane], inside y only.
+// y rows p0 + i dh, columns q0 + (lane * m + j) dw, from o[i][j][lane], inside y only.
 template <int m, typename scalar_t, typename acc_t>
 FASTCONV_VECTOR_CLONES void scatter_run(const Geometry& g, const acc_t* __restrict o, int64_t p0,
                                         int64_t q0, int64_t count, scalar_t* __restrict plane) {
   acc_t row[kLanes * m];
-  const int64_t cols = std::min<int64_t>(count * m, g.Q - q0);
-  for (int i = 0; i < m && p0 + i < g.P; ++i) {
+  const int64_t cols = std::clamp<int64_t>((g.Q - q0 + g.dw - 1) / g.dw, 0, count * m);
+  for (int i = 0; i < m && p0 + i * g.dh < g.P; ++i) {
     for (int j = 0; j < m; ++j)
       for (int64_t l = 0; l < count; ++l) row[l * m + j] = o[(i * m + j) * kLanes + l];
-    scalar_t* dst = plane + (p0 + i) * g.Q + q0;
-    for (int64_t u = 0; u < cols; ++u) dst[u] = scalar_t(row[u]);
+    scalar_t* dst = plane + (p0 + i * g.dh) * g.Q + q0;
+    if (g.dw == 1) {
+      for (int64_t u = 0; u < cols; ++u) dst[u] = scalar_t(row[u]);
+    } else {
+      for (int64_t u = 0; u < cols; ++u) dst[u * g.dw] = scalar_t(row[u]);
+    }
   }
 }
 
@@ -342,7 +369,7 @@ template <int m, typename scalar_t, typename acc_t>
 void input_tasks(const Geometry& g, const Chunk& ch, const scalar_t* x, int64_t b, int64_t e,
                  acc_t* v) {
   constexpr int a = m + 2;
-  const int64_t th = g.tiles_h(m), tiles = ch.tiles();
+  const int64_t tiles = ch.tiles();
   std::vector<acc_t> scratch(2 * a * a * kLanes);
   acc_t* d = scratch.data();
   acc_t* t = d + a * a * kLanes;
@@ -350,9 +377,10 @@ void input_tasks(const Geometry& g, const Chunk& ch, const scalar_t* x, int64_t 
     const int64_t c = task / ch.runs(), run = task % ch.runs();
     const int64_t row = run / ch.runs_per_row, tw0 = run % ch.runs_per_row * kLanes;
     const int64_t count = std::min(kLanes, ch.tiles_w - tw0);
-    const int64_t tr = ch.row0 + row, n = tr / th;
-    const scalar_t* plane = x + (n * g.C + c) * g.H * g.W;
-    gather_run<m, a>(g.H, g.W, plane, tr % th * m - g.top, tw0 * m - g.left, count, d);
+    const TileRow o = tile_row(g, m, ch.row0 + row);
+    const scalar_t* plane = x + (o.n * g.C + c) * g.H * g.W;
+    gather_run<m, a>(g.H, g.W, plane, o.p - g.top, o.q + tw0 * m * g.dw - g.left, g.dh, g.dw,
+                     count, d);
     transform_input<m>(d, t, v + c * tiles + row * ch.tiles_w + tw0, g.C * tiles, count);
   }
 }
@@ -362,7 +390,7 @@ template <int m, typename scalar_t, typename acc_t>
 void output_tasks(const Geometry& g, const Chunk& ch, const acc_t* mv, int64_t b, int64_t e,
                   scalar_t* y) {
   constexpr int a = m + 2;
-  const int64_t th = g.tiles_h(m), tiles = ch.tiles();
+  const int64_t tiles = ch.tiles();
   std::vector<acc_t> scratch((m * a + m * m) * kLanes);
   acc_t* s = scratch.data();
   acc_t* o = s + m * a * kLanes;
@@ -370,9 +398,9 @@ void output_tasks(const Geometry& g, const Chunk& ch, const acc_t* mv, int64_t b
     const int64_t k = task / ch.runs(), run = task % ch.runs();
     const int64_t row = run / ch.runs_per_row, tw0 = run % ch.runs_per_row * kLanes;
     const int64_t count = std::min(kLanes, ch.tiles_w - tw0);
-    const int64_t tr = ch.row0 + row, n = tr / th;
+    const TileRow t = tile_row(g, m, ch.row0 + row);
     transform_output<m>(mv + k * tiles + row * ch.tiles_w + tw0, g.K * tiles, count, s, o);
-    scatter_run<m>(g, o, tr % th * m, tw0 * m, count, y + (n * g.K + k) * g.P * g.Q);
+    scatter_run<m>(g, o, t.p, t.q + tw0 * m * g.dw, count, y + (t.n * g.K + k) * g.P * g.Q);
   }
 }
 
@@ -381,7 +409,7 @@ template <int m, typename scalar_t>
 void run_winograd(const Geometry& g, const scalar_t* x, const at::Tensor& U, scalar_t* y) {
   using acc_t = acc_type<scalar_t>;
   constexpr int a = m + 2;
-  const int64_t tile_rows = g.N * g.tiles_h(m), tiles_w = g.tiles_w(m);
+  const int64_t tile_rows = g.tile_rows(m), tiles_w = g.tiles_w(m);
   const int64_t per_row = a * a * (g.C + g.K) * tiles_w;
   const int64_t budget = std::clamp(std::max(g.N * (g.C * g.H * g.W + g.K * g.P * g.Q), U.numel()),
                                     kTileBudgetMin, kTileBudgetMax);
@@ -423,16 +451,16 @@ template <int m, typename scalar_t, typename acc_t>
 void input_tasks_nhwc(const Geometry& g, const Chunk& ch, const scalar_t* x, int64_t b,
                       int64_t e, acc_t* v) {
   constexpr int a = m + 2;
-  const int64_t th = g.tiles_h(m), tiles = ch.tiles(), runs = (g.C + kLanes - 1) / kLanes;
+  const int64_t tiles = ch.tiles(), runs = (g.C + kLanes - 1) / kLanes;
   std::vector<acc_t> scratch(2 * a * a * kLanes);
   acc_t* d = scratch.data();
   acc_t* t = d + a * a * kLanes;
   for (int64_t task = b; task < e; ++task) {
     const int64_t tile = task / runs, c0 = task % runs * kLanes;
     const int64_t count = std::min(kLanes, g.C - c0);
-    const int64_t tr = ch.row0 + tile / ch.tiles_w, n = tr / th;
-    gather_tile_nhwc<a>(g.H, g.W, g.C, x + n * g.H * g.W * g.C, tr % th * m - g.top,
-                        tile % ch.tiles_w * m - g.left, c0, count, d);
+    const TileRow o = tile_row(g, m, ch.row0 + tile / ch.tiles_w);
+    gather_tile_nhwc<a>(g.H, g.W, g.C, x + o.n * g.H * g.W * g.C, o.p - g.top,
+                        o.q + tile % ch.tiles_w * m * g.dw - g.left, g.dh, g.dw, c0, count, d);
     transform_input<m>(d, t, v + tile * g.C + c0, tiles * g.C, count);
   }
 }
@@ -441,20 +469,20 @@ template <int m, typename scalar_t, typename acc_t>
 void output_tasks_nhwc(const Geometry& g, const Chunk& ch, const acc_t* mv, int64_t b,
                        int64_t e, scalar_t* y) {
   constexpr int a = m + 2;
-  const int64_t th = g.tiles_h(m), tiles = ch.tiles(), runs = (g.K + kLanes - 1) / kLanes;
+  const int64_t tiles = ch.tiles(), runs = (g.K + kLanes - 1) / kLanes;
   std::vector<acc_t> scratch((m * a + m * m) * kLanes);
   acc_t* s = scratch.data();
   acc_t* o = s + m * a * kLanes;
   for (int64_t task = b; task < e; ++task) {
     const int64_t tile = task / runs, k0 = task % runs * kLanes;
     const int64_t count = std::min(kLanes, g.K - k0);
-    const int64_t tr = ch.row0 + tile / ch.tiles_w, n = tr / th;
-    const int64_t p0 = tr % th * m, q0 = tile % ch.tiles_w * m;
+    const TileRow t = tile_row(g, m, ch.row0 + tile / ch.tiles_w);
+    const int64_t p0 = t.p, q0 = t.q + tile % ch.tiles_w * m * g.dw;
     transform_output<m>(mv + tile * g.K + k0, tiles * g.K, count, s, o);
-    for (int i = 0; i < m && p0 + i < g.P; ++i)
-      for (int j = 0; j < m && q0 + j < g.Q; ++j) {
+    for (int i = 0; i < m && p0 + i * g.dh < g.P; ++i)
+      for (int j = 0; j < m && q0 + j * g.dw < g.Q; ++j) {
         const acc_t* src = o + (i * m + j) * kLanes;
-        scalar_t* dst = y + ((n * g.P + p0 + i) * g.Q + q0 + j) * g.K + k0;
+        scalar_t* dst = y + ((t.n * g.P + p0 + i * g.dh) * g.Q + q0 + j * g.dw) * g.K + k0;
         for (int64_t l = 0; l < count; ++l) dst[l] = scalar_t(src[l]);
       }
   }
@@ -465,7 +493,7 @@ template <int m, typename scalar_t>
 void run_winograd_nhwc(const Geometry& g, const scalar_t* x, const at::Tensor& U, scalar_t* y) {
   using acc_t = acc_type<scalar_t>;
   constexpr int a = m + 2;
-  const int64_t tile_rows = g.N * g.tiles_h(m), tiles_w = g.tiles_w(m);
+  const int64_t tile_rows = g.tile_rows(m), tiles_w = g.tiles_w(m);
   const int64_t per_row = a * a * (g.C + g.K) * tiles_w;
   const int64_t budget = std::clamp(std::max(g.N * (g.C * g.H * g.W + g.K * g.P * g.Q), U.numel()),
                                     kTileBudgetMin, kTileBudgetMax);
@@ -525,9 +553,9 @@ at::Tensor winograd_wgrad(const Geometry& g, const scalar_t* x, const scalar_t* 
                           const at::TensorOptions& acc_opts) {
   using acc_t = acc_type<scalar_t>;
   constexpr int a = m + 2;
-  const int64_t Cg = g.C / g.G, Kg = g.K / g.G, th = g.tiles_h(m);
+  const int64_t Cg = g.C / g.G, Kg = g.K / g.G;
   at::Tensor dU = at::zeros({a * a, g.K, Cg}, acc_opts);
-  const int64_t tile_rows = g.N * th, tiles_w = g.tiles_w(m);
+  const int64_t tile_rows = g.tile_rows(m), tiles_w = g.tiles_w(m);
   const int64_t per_row = a * a * (g.C + g.K) * tiles_w;
   const int64_t budget = std::clamp(std::max(g.N * (g.C * g.H * g.W + g.K * g.P * g.Q), dU.numel()),
                                     kTileBudgetMin, kTileBudgetMax);
@@ -561,18 +589,19 @@ at::Tensor winograd_wgrad(const Geometry& g, const scalar_t* x, const scalar_t* 
         int64_t count, first, stride;
         if (nhwc) {
           const int64_t tile = task / k_runs, k0 = task % k_runs * kLanes;
-          const int64_t tr = ch.row0 + tile / tiles_w, n = tr / th;
+          const TileRow o = tile_row(g, m, ch.row0 + tile / tiles_w);
           count = std::min(kLanes, g.K - k0);
-          gather_tile_nhwc<m>(g.P, g.Q, g.K, dy + n * g.P * g.Q * g.K, tr % th * m,
-                              tile % tiles_w * m, k0, count, d);
+          gather_tile_nhwc<m>(g.P, g.Q, g.K, dy + o.n * g.P * g.Q * g.K, o.p,
+                              o.q + tile % tiles_w * m * g.dw, g.dh, g.dw, k0, count, d);
           first = tile * g.K + k0;
           stride = tiles * g.K;
         } else {
           const int64_t k = task / ch.runs(), run = task % ch.runs();
           const int64_t row = run / ch.runs_per_row, tw0 = run % ch.runs_per_row * kLanes;
-          const int64_t tr = ch.row0 + row, n = tr / th;
+          const TileRow o = tile_row(g, m, ch.row0 + row);
           count = std::min(kLanes, tiles_w - tw0);
-          gather_run<m, m>(g.P, g.Q, dy + (n * g.K + k) * g.P * g.Q, tr % th * m, tw0 * m, count, d);
+          gather_run<m, m>(g.P, g.Q, dy + (o.n * g.K + k) * g.P * g.Q, o.p, o.q + tw0 * m * g.dw,
+                           g.dh, g.dw, count, d);
           first = k * tiles + row * tiles_w + tw0;
           stride = g.K * tiles;
         }
@@ -644,7 +673,8 @@ void fprop(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w, at::T
       im2col_gemm_algorithm().fprop(p, x, w, y);
       return;
     }
-    const Geometry g{p.N, p.C, p.H, p.W, p.K, p.P, p.Q, p.groups, p.pad_top, p.pad_left};
+    const Geometry g{p.N, p.C, p.H, p.W, p.K, p.P, p.Q, p.groups, p.pad_top, p.pad_left,
+                     p.dilation_h, p.dilation_w};
     const at::Tensor wc = w.contiguous();
     const scalar_t* wp = wc.data_ptr<scalar_t>();
     const int64_t Cg = p.C_per_group();
@@ -664,7 +694,8 @@ void dgrad(const ConvProblem& p, const at::Tensor& dy, const at::Tensor& w, at::
       im2col_gemm_algorithm().dgrad(p, dy, w, dx);
       return;
     }
-    const Geometry g{p.N, p.K, p.P, p.Q, p.C, p.H, p.W, p.groups, 2 - p.pad_top, 2 - p.pad_left};
+    const Geometry g{p.N, p.K, p.P, p.Q, p.C, p.H, p.W, p.groups, 2 * p.dilation_h - p.pad_top,
+                     2 * p.dilation_w - p.pad_left, p.dilation_h, p.dilation_w};
     const at::Tensor wc = w.contiguous();
     const scalar_t* wp = wc.data_ptr<scalar_t>();
     const int64_t Cg = p.C_per_group(), Kg = p.K_per_group();
@@ -688,7 +719,8 @@ void wgrad(const ConvProblem& p, const at::Tensor& x, const at::Tensor& dy, at::
       im2col_gemm_algorithm().wgrad(p, x, dy, dw);
       return;
     }
-    const Geometry g{p.N, p.C, p.H, p.W, p.K, p.P, p.Q, p.groups, p.pad_top, p.pad_left};
+    const Geometry g{p.N, p.C, p.H, p.W, p.K, p.P, p.Q, p.groups, p.pad_top, p.pad_left,
+                     p.dilation_h, p.dilation_w};
     // The layout the forward pass ran in: channels-last when x is.
     const bool nhwc = wants_channels_last(x);
     const auto format = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
@@ -699,8 +731,7 @@ void wgrad(const ConvProblem& p, const at::Tensor& x, const at::Tensor& dy, at::
 }
 
 bool can_implement(const ConvProblem& p, Direction, at::ScalarType) {
-  return p.R == 3 && p.S == 3 && p.stride_h == 1 && p.stride_w == 1 && p.dilation_h == 1 &&
-         p.dilation_w == 1;
+  return p.R == 3 && p.S == 3 && p.stride_h == 1 && p.stride_w == 1;
 }
 
 // The automatic choice. Each call transforms every filter (alpha² K C/G values written), so
@@ -712,7 +743,9 @@ bool preferred(const ConvProblem& p, Direction d, at::ScalarType t) {
   if (!(t == at::kFloat || t == at::kDouble)) return false;
   const bool fprop = d != Direction::dgrad;
   const int64_t rows = fprop ? p.P : p.H, cols = fprop ? p.Q : p.W;
-  const int64_t tiles = p.N * ((rows + m - 1) / m) * ((cols + m - 1) / m);
+  const int64_t dh = p.dilation_h, dw = p.dilation_w;
+  const int64_t tiles = p.N * dh * dw * (((rows + dh - 1) / dh + m - 1) / m) *
+                        (((cols + dw - 1) / dw + m - 1) / m);
   const int64_t min_tiles = m == 4 ? 256 : 64;
   const int64_t Cg = p.C_per_group(), Kg = p.K_per_group();
   return Cg >= 16 && Kg >= 16 && Cg * Kg >= 2048 && tiles >= min_tiles;
