@@ -653,7 +653,8 @@ at::Tensor winograd_wgrad(const Geometry& g, const scalar_t* x, const scalar_t* 
 template <typename scalar_t>
 bool all_finite(const at::Tensor& t) {
   using acc_t = acc_type<scalar_t>;
-  const at::Tensor c = t.contiguous();
+  // Any dense layout will do, so a channels-last tensor is read where it lies.
+  const at::Tensor c = t.is_contiguous(at::MemoryFormat::ChannelsLast) ? t : t.contiguous();
   const scalar_t* p = c.data_ptr<scalar_t>();
   std::atomic<bool> finite{true};
   at::parallel_for(0, c.numel(), 1 << 16, [&](int64_t b, int64_t e) {
