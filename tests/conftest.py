@@ -58,6 +58,9 @@ def claims(algorithm, groups, in_channels, kernel, stride, padding, output_paddi
         return groups > 1 and tuple(stride) == (1, 1)
     if algorithm in ("winograd_2x2", "winograd_4x4"):
         return tuple(kernel) == (3, 3) and tuple(stride) == (1, 1)
+    if algorithm == "direct_blocked":
+        # It also refuses images whose padded phases exceed 2**22 elements.
+        return groups == 1
     if algorithm == "gemm_1x1":
         return (tuple(kernel) == (1, 1) and tuple(stride) == (1, 1) and not any(padding)
                 and not any(output_padding))

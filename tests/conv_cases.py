@@ -40,6 +40,9 @@ CONV2D_CASES = [
     # 32 tiles; padding past the kernel, which makes dgrad's offset negative.
     ("tile_rows_and_runs", (2, 5, 11, 75), (6, 5, 3, 3), {"padding": 1}),
     ("padding_beyond_kernel", (1, 3, 5, 6), (4, 3, 3, 3), {"padding": (3, 0, 1, 4)}),
+    # direct_blocked: two blocks of 32 output columns and a partial block of 8 filters, over
+    # column phases of stride 2 with a dilation.
+    ("stem_blocks", (1, 3, 20, 90), (13, 3, 7, 7), {"stride": 2, "padding": 3, "dilation": (1, 2)}),
     # More channels than one 32-lane run, for the channels-last Winograd.
     ("wide_channels", (1, 40, 6, 7), (36, 40, 3, 3), {"padding": 1}),
     ("batch_zero", (0, 3, 5, 5), (2, 3, 3, 3), {"padding": 1}),

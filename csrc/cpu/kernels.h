@@ -15,6 +15,7 @@ ConvAlgorithm gemm_1x1_algorithm();      // 1x1, stride 1, no padding: GEMM stra
 ConvAlgorithm grouped_planes_algorithm(); // groups of <= 8 channels, stride 1: padded planes
 ConvAlgorithm winograd_4x4_algorithm();  // 3x3 stride 1: Winograd F(4x4, 3x3), GEMM per tile point
 ConvAlgorithm winograd_2x2_algorithm();  // 3x3 stride 1: Winograd F(2x2, 3x3)
+ConvAlgorithm direct_blocked_algorithm(); // few input channels (stems): register-blocked direct
 ConvAlgorithm im2col_gemm_algorithm();  // tiled im2col / col2im around a batched GEMM
 ConvAlgorithm direct_algorithm();       // loops over every tap: always correct, slow
 

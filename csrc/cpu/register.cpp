@@ -14,6 +14,7 @@ TORCH_LIBRARY_IMPL(fastconv, CPU, m) {
                                                   cpu::grouped_planes_algorithm(),
                                                   cpu::winograd_4x4_algorithm(),
                                                   cpu::winograd_2x2_algorithm(),
+                                                  cpu::direct_blocked_algorithm(),
                                                   cpu::im2col_gemm_algorithm(),
                                                   cpu::direct_algorithm()});
   m.impl("conv2d", &conv2d);
