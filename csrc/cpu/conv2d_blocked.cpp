@@ -86,7 +86,11 @@ void fprop_impl(const ConvProblem& p, const at::Tensor& x_in, const at::Tensor& 
   const Phases ph = phase_shape(p);
   const std::vector<acc_t> filters = pack_filters<scalar_t, acc_t>(p, w);
   const at::Tensor x = x_in.contiguous();
-  at::Tensor y = contiguous_output(y_out);
+  // A channels-last result is written in place, 8 filters per pixel: copying a whole NCHW
+  // result over afterwards cost more than the convolution on VGG's first layer.
+  const bool channels_last =
+      !y_out.is_contiguous() && y_out.is_contiguous(at::MemoryFormat::ChannelsLast);
+  at::Tensor y = channels_last ? y_out : contiguous_output(y_out);
   const scalar_t* xd = x.data_ptr<scalar_t>();
   scalar_t* yd = y.data_ptr<scalar_t>();
   const int64_t kblocks = (p.K + kFilters - 1) / kFilters, qblocks = (p.Q + kLanes - 1) / kLanes;
@@ -119,15 +123,22 @@ void fprop_impl(const ConvProblem& p, const at::Tensor& x_in, const at::Tensor& 
           block<acc_t>(p, ph, phases.data(), filters.data() + kb * taps * kFilters,
                        column_offsets.data(), op, q0, out);
           const int64_t cols = std::min(kLanes, p.Q - q0);
-          for (int64_t f = 0; f < kFilters && kb * kFilters + f < p.K; ++f) {
-            scalar_t* dst = yd + ((n * p.K + kb * kFilters + f) * p.P + op) * p.Q + q0;
-            for (int64_t l = 0; l < cols; ++l) dst[l] = scalar_t(out[f * kLanes + l]);
+          const int64_t filters_here = std::min(kFilters, p.K - kb * kFilters);
+          if (channels_last) {
+            scalar_t* dst = yd + ((n * p.P + op) * p.Q + q0) * p.K + kb * kFilters;
+            for (int64_t l = 0; l < cols; ++l)
+              for (int64_t f = 0; f < filters_here; ++f) dst[l * p.K + f] = scalar_t(out[f * kLanes + l]);
+          } else {
+            for (int64_t f = 0; f < filters_here; ++f) {
+              scalar_t* dst = yd + ((n * p.K + kb * kFilters + f) * p.P + op) * p.Q + q0;
+              for (int64_t l = 0; l < cols; ++l) dst[l] = scalar_t(out[f * kLanes + l]);
+            }
           }
         }
       }
     });
   }
-  finish_output(y_out, y);
+  if (!channels_last) finish_output(y_out, y);
 }
 
 void fprop(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w, at::Tensor& y) {
