@@ -28,6 +28,8 @@
 #include <atomic>
 #include <cmath>
 #include <limits>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 namespace fastconv::cpu {
@@ -404,44 +406,21 @@ void output_tasks(const Geometry& g, const Chunk& ch, const acc_t* mv, int64_t b
   }
 }
 
-// y (contiguous [N, K, P, Q]) from x (contiguous [N, C, H, W]) and U.
-template <int m, typename scalar_t>
-void run_winograd(const Geometry& g, const scalar_t* x, const at::Tensor& U, scalar_t* y) {
-  using acc_t = acc_type<scalar_t>;
-  constexpr int a = m + 2;
-  const int64_t tile_rows = g.tile_rows(m), tiles_w = g.tiles_w(m);
-  const int64_t per_row = a * a * (g.C + g.K) * tiles_w;
-  const int64_t budget = std::clamp(std::max(g.N * (g.C * g.H * g.W + g.K * g.P * g.Q), U.numel()),
+// Tile rows per chunk, so that V and M of a chunk stay within the budget; u_elements is the
+// size of U (or of wgrad's dU), which every chunk reads again.
+int64_t rows_per_chunk(const Geometry& g, int m, int64_t u_elements) {
+  const int64_t a = m + 2;
+  const int64_t per_row = a * a * (g.C + g.K) * g.tiles_w(m);
+  const int64_t budget = std::clamp(std::max(g.N * (g.C * g.H * g.W + g.K * g.P * g.Q), u_elements),
                                     kTileBudgetMin, kTileBudgetMax);
-  const int64_t chunk_rows = std::clamp<int64_t>(budget / per_row, 1, tile_rows);
-  const auto opts = U.options();
-  at::Tensor v_buf = at::empty({a * a * g.C * chunk_rows * tiles_w}, opts);
-  at::Tensor m_buf = at::empty({a * a * g.K * chunk_rows * tiles_w}, opts);
-  const int64_t Cg = g.C / g.G, Kg = g.K / g.G, batch = a * a * g.G;
-  const at::Tensor Ug = U.view({batch, Kg, Cg});
-  for (int64_t row0 = 0; row0 < tile_rows; row0 += chunk_rows) {
-    const Chunk ch{row0, std::min(chunk_rows, tile_rows - row0), tiles_w,
-                   (tiles_w + kLanes - 1) / kLanes};
-    const int64_t tiles = ch.tiles();
-    acc_t* v = v_buf.data_ptr<acc_t>();
-    at::parallel_for(0, g.C * ch.runs(), 1, [&](int64_t b, int64_t e) {
-      input_tasks<m>(g, ch, x, b, e, v);
-    });
-    const at::Tensor V = v_buf.narrow(0, 0, a * a * g.C * tiles).view({batch, Cg, tiles});
-    at::Tensor M = m_buf.narrow(0, 0, a * a * g.K * tiles).view({batch, Kg, tiles});
-    // One single-threaded GEMM per tile point and group, the threads sharing them out: the
-    // GEMMs are small, and a threaded GEMM each would synchronise alpha² G times per chunk.
-    at::parallel_for(0, batch, 1, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        at::Tensor Mi = M[i];
-        at::mm_out(Mi, Ug[i], V[i]);
-      }
-    });
-    const acc_t* mv = m_buf.data_ptr<acc_t>();
-    at::parallel_for(0, g.K * ch.runs(), 1, [&](int64_t b, int64_t e) {
-      output_tasks<m>(g, ch, mv, b, e, y);
-    });
-  }
+  return std::clamp<int64_t>(budget / per_row, 1, g.tile_rows(m));
+}
+
+// V and M for chunks of `rows` tile rows.
+std::pair<at::Tensor, at::Tensor> tile_buffers(const Geometry& g, int m, int64_t rows,
+                                               const at::TensorOptions& opts) {
+  const int64_t a = m + 2, tiles = rows * g.tiles_w(m);
+  return {at::empty({a * a * g.C * tiles}, opts), at::empty({a * a * g.K * tiles}, opts)};
 }
 
 // The channels-last form: lanes are channels instead of tiles. V is [alpha², tiles, C] and
@@ -488,39 +467,58 @@ void output_tasks_nhwc(const Geometry& g, const Chunk& ch, const acc_t* mv, int6
   }
 }
 
-// y (channels-last [N, K, P, Q]) from x (channels-last [N, C, H, W]) and U.
+// y from x and U, both contiguous [N, C, H, W] planes or both channels-last.
 template <int m, typename scalar_t>
-void run_winograd_nhwc(const Geometry& g, const scalar_t* x, const at::Tensor& U, scalar_t* y) {
+void run_winograd(const Geometry& g, const scalar_t* x, const at::Tensor& U, scalar_t* y,
+                  bool nhwc) {
   using acc_t = acc_type<scalar_t>;
   constexpr int a = m + 2;
   const int64_t tile_rows = g.tile_rows(m), tiles_w = g.tiles_w(m);
-  const int64_t per_row = a * a * (g.C + g.K) * tiles_w;
-  const int64_t budget = std::clamp(std::max(g.N * (g.C * g.H * g.W + g.K * g.P * g.Q), U.numel()),
-                                    kTileBudgetMin, kTileBudgetMax);
-  const int64_t chunk_rows = std::clamp<int64_t>(budget / per_row, 1, tile_rows);
-  const auto opts = U.options();
-  at::Tensor v_buf = at::empty({a * a * g.C * chunk_rows * tiles_w}, opts);
-  at::Tensor m_buf = at::empty({a * a * g.K * chunk_rows * tiles_w}, opts);
+  const int64_t chunk_rows = rows_per_chunk(g, m, U.numel());
+  at::Tensor v_buf, m_buf;
+  std::tie(v_buf, m_buf) = tile_buffers(g, m, chunk_rows, U.options());
   const int64_t Cg = g.C / g.G, Kg = g.K / g.G;
+  const int64_t c_runs = (g.C + kLanes - 1) / kLanes, k_runs = (g.K + kLanes - 1) / kLanes;
   for (int64_t row0 = 0; row0 < tile_rows; row0 += chunk_rows) {
-    const Chunk ch{row0, std::min(chunk_rows, tile_rows - row0), tiles_w, 1};
+    const Chunk ch{row0, std::min(chunk_rows, tile_rows - row0), tiles_w,
+                   nhwc ? 1 : (tiles_w + kLanes - 1) / kLanes};
     const int64_t tiles = ch.tiles();
     acc_t* v = v_buf.data_ptr<acc_t>();
-    at::parallel_for(0, tiles * ((g.C + kLanes - 1) / kLanes), 1, [&](int64_t b, int64_t e) {
-      input_tasks_nhwc<m>(g, ch, x, b, e, v);
+    at::parallel_for(0, nhwc ? tiles * c_runs : g.C * ch.runs(), 1, [&](int64_t b, int64_t e) {
+      if (nhwc) {
+        input_tasks_nhwc<m>(g, ch, x, b, e, v);
+      } else {
+        input_tasks<m>(g, ch, x, b, e, v);
+      }
     });
-    const at::Tensor V = v_buf.narrow(0, 0, a * a * tiles * g.C).view({a * a, tiles, g.C});
-    at::Tensor M = m_buf.narrow(0, 0, a * a * tiles * g.K).view({a * a, tiles, g.K});
+    // One single-threaded GEMM per tile point and group, the threads sharing them out: the
+    // GEMMs are small, and a threaded GEMM each would synchronise alpha² G times per chunk.
+    // NCHW: M[xi][K, tiles] = U[xi] @ V[xi][C, tiles]; channels-last: M[xi][tiles, K] =
+    // V[xi][tiles, C] @ U[xi]^T.
+    const at::Tensor V = v_buf.narrow(0, 0, a * a * g.C * tiles)
+                             .view(nhwc ? at::IntArrayRef{a * a, tiles, g.C} : at::IntArrayRef{a * a, g.C, tiles});
+    at::Tensor M = m_buf.narrow(0, 0, a * a * g.K * tiles)
+                       .view(nhwc ? at::IntArrayRef{a * a, tiles, g.K} : at::IntArrayRef{a * a, g.K, tiles});
     at::parallel_for(0, a * a * g.G, 1, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
         const int64_t xi = i / g.G, grp = i % g.G;
-        at::Tensor Mi = M[xi].narrow(1, grp * Kg, Kg);
-        at::mm_out(Mi, V[xi].narrow(1, grp * Cg, Cg), U[xi].narrow(0, grp * Kg, Kg).t());
+        const at::Tensor Ui = U[xi].narrow(0, grp * Kg, Kg);
+        if (nhwc) {
+          at::Tensor Mi = M[xi].narrow(1, grp * Kg, Kg);
+          at::mm_out(Mi, V[xi].narrow(1, grp * Cg, Cg), Ui.t());
+        } else {
+          at::Tensor Mi = M[xi].narrow(0, grp * Kg, Kg);
+          at::mm_out(Mi, Ui, V[xi].narrow(0, grp * Cg, Cg));
+        }
       }
     });
     const acc_t* mv = m_buf.data_ptr<acc_t>();
-    at::parallel_for(0, tiles * ((g.K + kLanes - 1) / kLanes), 1, [&](int64_t b, int64_t e) {
-      output_tasks_nhwc<m>(g, ch, mv, b, e, y);
+    at::parallel_for(0, nhwc ? tiles * k_runs : g.K * ch.runs(), 1, [&](int64_t b, int64_t e) {
+      if (nhwc) {
+        output_tasks_nhwc<m>(g, ch, mv, b, e, y);
+      } else {
+        output_tasks<m>(g, ch, mv, b, e, y);
+      }
     });
   }
 }
@@ -536,12 +534,12 @@ template <int m, typename scalar_t>
 void run_in_layout(const Geometry& g, const at::Tensor& in, const at::Tensor& U, at::Tensor& out) {
   if (wants_channels_last(out)) {
     const at::Tensor xc = in.contiguous(at::MemoryFormat::ChannelsLast);
-    run_winograd_nhwc<m>(g, xc.data_ptr<scalar_t>(), U, out.data_ptr<scalar_t>());
+    run_winograd<m>(g, xc.data_ptr<scalar_t>(), U, out.data_ptr<scalar_t>(), true);
     return;
   }
   const at::Tensor xc = in.contiguous();
   at::Tensor o = contiguous_output(out);
-  run_winograd<m>(g, xc.data_ptr<scalar_t>(), U, o.data_ptr<scalar_t>());
+  run_winograd<m>(g, xc.data_ptr<scalar_t>(), U, o.data_ptr<scalar_t>(), false);
   finish_output(out, o);
 }
 
@@ -556,12 +554,9 @@ at::Tensor winograd_wgrad(const Geometry& g, const scalar_t* x, const scalar_t* 
   const int64_t Cg = g.C / g.G, Kg = g.K / g.G;
   at::Tensor dU = at::zeros({a * a, g.K, Cg}, acc_opts);
   const int64_t tile_rows = g.tile_rows(m), tiles_w = g.tiles_w(m);
-  const int64_t per_row = a * a * (g.C + g.K) * tiles_w;
-  const int64_t budget = std::clamp(std::max(g.N * (g.C * g.H * g.W + g.K * g.P * g.Q), dU.numel()),
-                                    kTileBudgetMin, kTileBudgetMax);
-  const int64_t chunk_rows = std::clamp<int64_t>(budget / per_row, 1, tile_rows);
-  at::Tensor v_buf = at::empty({a * a * g.C * chunk_rows * tiles_w}, acc_opts);
-  at::Tensor m_buf = at::empty({a * a * g.K * chunk_rows * tiles_w}, acc_opts);
+  const int64_t chunk_rows = rows_per_chunk(g, m, dU.numel());
+  at::Tensor v_buf, m_buf;
+  std::tie(v_buf, m_buf) = tile_buffers(g, m, chunk_rows, acc_opts);
   const int64_t k_runs = (g.K + kLanes - 1) / kLanes;
   for (int64_t row0 = 0; row0 < tile_rows; row0 += chunk_rows) {
     const Chunk ch{row0, std::min(chunk_rows, tile_rows - row0), tiles_w,
