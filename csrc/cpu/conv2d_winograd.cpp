@@ -6,13 +6,18 @@
 //   M[xi][K, tiles] = U[xi][K, C] @ V[xi][C, tiles]
 // with U the transformed filters and V the transformed input tiles, so the GEMM stage does
 // alpha² / (9 m²) of the direct multiply-adds: 0.44 for m = 2, 0.25 for m = 4. Tiles go in
-// chunks, so V and M stay within a fixed budget whatever the batch. Groups are G blocks of each
-// GEMM: U and V are laid out so that [alpha², C, tiles] is also [alpha² G, C/G, tiles].
+// chunks of tile rows, so V and M stay within a fixed budget whatever the batch. A group is a
+// block of rows of each point's GEMM.
+//
+// Layouts: NCHW runs the transforms with tiles in the vector lanes; channels-last runs them
+// with channels in the lanes, on V [alpha², tiles, C] and M = V @ U^T, so tiles are read and
+// written as channel runs. A dilated layer is, residue by residue of its output, an
+// undilated convolution on a sub-grid, and its tiles are taken on those sub-grids.
 //
 // dgrad of a stride-1 convolution is itself a 3×3 stride-1 convolution of dy, with the filter
-// flipped and its channel axes swapped, at padding 2 - pad; the same code runs it. wgrad sums
-// G^T [ (A dy A^T) ⊙ (B^T d B) ] G over tiles, again one GEMM per tile point. Half types are
-// transformed and multiplied in float and rounded once at the end.
+// flipped and its channel axes swapped, at padding 2 dilation - pad; the same code runs it.
+// wgrad sums G^T [ (A dy A^T) ⊙ (B^T d B) ] G over tiles, again one GEMM per tile point. Half
+// types are transformed and multiplied in float and rounded once at the end.
 //
 // The transforms mix every element of an input tile into every output of the tile, so an inf
 // or NaN would spread to outputs whose 3×3 window does not hold it. Inputs and filters with
