@@ -150,12 +150,15 @@ bool can_implement(const ConvProblem& p, Direction, at::ScalarType) {
   return p.groups == 1 && p.C * p.stride_w * phase_shape(p).size() <= kMostPhaseElements;
 }
 
-// Few input channels. Measured against im2col (speed over oneDNN, 2-core EPYC): 3 channels
-// 7x7 s2 0.80x vs 0.44x, 11x11 s4 0.69x vs 0.46x, 3x3 1.04x vs 0.37x; 8 channels 7x7 0.73x
-// vs 0.35x; 16 channels 5x5 0.77x vs 0.40x. With 256-300 channels im2col's GEMM wins (1x1 s2
-// 0.84x vs 0.55x, width-3 conv1d 1.13x vs 0.94x).
-bool preferred(const ConvProblem& p, Direction d, at::ScalarType) {
-  return d == Direction::fprop && p.C <= 16 && p.K >= kFilters;
+// Few input channels, float32 and float64. Measured against im2col (speed over oneDNN, 2-core
+// EPYC): 3 channels 7x7 s2 0.80x vs 0.44x, 11x11 s4 0.69x vs 0.46x, 3x3 1.04x vs 0.37x;
+// 8 channels 7x7 0.73x vs 0.35x; 16 channels 5x5 0.77x vs 0.40x. With 256-300 channels
+// im2col's GEMM wins (1x1 s2 0.84x vs 0.55x, width-3 conv1d 1.13x vs 0.94x), and in bfloat16
+// im2col's bf16 GEMM wins on the stems (ResNet conv1 0.59x here vs 0.75x, VGG conv1_1 0.65x
+// vs 1.00x in the seed suite).
+bool preferred(const ConvProblem& p, Direction d, at::ScalarType t) {
+  return d == Direction::fprop && (t == at::kFloat || t == at::kDouble) && p.C <= 16 &&
+         p.K >= kFilters;
 }
 
 }  // namespace
