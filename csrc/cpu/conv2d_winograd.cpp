@@ -137,6 +137,14 @@ inline void filter_grad_1d(const T* u, T* o) {
   }
 }
 
+struct InputOp {
+  template <int m, typename T>
+  static void apply(const T* in, T* out) { input_1d<m>(in, out); }
+};
+struct OutputOp {
+  template <int m, typename T>
+  static void apply(const T* in, T* out) { output_1d<m>(in, out); }
+};
 struct GradOp {
   template <int m, typename T>
   static void apply(const T* in, T* out) { grad_1d<m>(in, out); }
@@ -167,53 +175,23 @@ FASTCONV_VECTOR_CLONES void transform_2d(const T* __restrict d, T* __restrict t,
     }
 }
 
-// B^T d B for up to kLanes tiles at once. d and t: [alpha][alpha][kLanes] scratch; the first `count` lanes
-// are used, and the result goes to v[xi * v_stride + lane].
-template <int m, typename T>
-FASTCONV_VECTOR_CLONES void transform_input(T* __restrict d, T* __restrict t,
-                                            T* __restrict v, int64_t v_stride, int64_t count) {
-  constexpr int a = m + 2;
-  for (int j = 0; j < a; ++j)
-    for (int64_t l = 0; l < count; ++l) {
-      T in[a], out[a];
-      for (int i = 0; i < a; ++i) in[i] = d[(i * a + j) * kLanes + l];
-      input_1d<m>(in, out);
-      for (int i = 0; i < a; ++i) t[(i * a + j) * kLanes + l] = out[i];
-    }
-  // The second pass lands in d (free by now) and is copied out row by row: stores to rows
-  // of v a runtime stride apart would keep the loop scalar.
-  T* __restrict r = d;
-  for (int i = 0; i < a; ++i)
-    for (int64_t l = 0; l < count; ++l) {
-      T in[a], out[a];
-      for (int j = 0; j < a; ++j) in[j] = t[(i * a + j) * kLanes + l];
-      input_1d<m>(in, out);
-      for (int j = 0; j < a; ++j) r[(i * a + j) * kLanes + l] = out[j];
-    }
-  for (int xi = 0; xi < a * a; ++xi)
-    std::copy(r + xi * kLanes, r + xi * kLanes + count, v + xi * v_stride);
+// transform_2d, with the result's rows copied out to dst[xi * stride + lane]. Stores straight
+// to rows a runtime stride apart would keep the transform's loops scalar.
+template <int m, int in, int out, typename Op, typename T>
+void transform_to_rows(const T* d, T* t, T* r, int64_t count, T* dst, int64_t stride) {
+  transform_2d<m, in, out, Op>(d, t, r, count);
+  for (int xi = 0; xi < out * out; ++xi)
+    std::copy(r + xi * kLanes, r + xi * kLanes + count, dst + xi * stride);
 }
 
-// A^T M A for `count` tiles: mv[xi * m_stride + lane] in, o: [m][m][kLanes] out; s is
-// [m][alpha][kLanes] scratch.
+// A^T M A for `count` tiles whose alpha² points lie at src[xi * stride + lane]: copied into d
+// ([alpha][alpha][kLanes]), t is [m][alpha][kLanes] scratch, o [m][m][kLanes] the result.
 template <int m, typename T>
-FASTCONV_VECTOR_CLONES void transform_output(const T* __restrict mv, int64_t m_stride,
-                                             int64_t count, T* __restrict s, T* __restrict o) {
+void transform_from_rows(const T* src, int64_t stride, int64_t count, T* d, T* t, T* o) {
   constexpr int a = m + 2;
-  for (int j = 0; j < a; ++j)
-    for (int64_t l = 0; l < count; ++l) {
-      T in[a], out[m];
-      for (int i = 0; i < a; ++i) in[i] = mv[(i * a + j) * m_stride + l];
-      output_1d<m>(in, out);
-      for (int i = 0; i < m; ++i) s[(i * a + j) * kLanes + l] = out[i];
-    }
-  for (int i = 0; i < m; ++i)
-    for (int64_t l = 0; l < count; ++l) {
-      T in[a], out[m];
-      for (int j = 0; j < a; ++j) in[j] = s[(i * a + j) * kLanes + l];
-      output_1d<m>(in, out);
-      for (int j = 0; j < m; ++j) o[(i * m + j) * kLanes + l] = out[j];
-    }
+  for (int xi = 0; xi < a * a; ++xi)
+    std::copy(src + xi * stride, src + xi * stride + count, d + xi * kLanes);
+  transform_2d<m, a, m, OutputOp>(d, t, o, count);
 }
 
 // One 3×3 stride-1 convolution as this file runs it: output (p, q) of channel k sums the
@@ -377,9 +355,10 @@ void input_tasks(const Geometry& g, const Chunk& ch, const scalar_t* x, int64_t 
                  acc_t* v) {
   constexpr int a = m + 2;
   const int64_t tiles = ch.tiles();
-  std::vector<acc_t> scratch(2 * a * a * kLanes);
+  std::vector<acc_t> scratch(3 * a * a * kLanes);
   acc_t* d = scratch.data();
   acc_t* t = d + a * a * kLanes;
+  acc_t* r = t + a * a * kLanes;
   for (int64_t task = b; task < e; ++task) {
     const int64_t c = task / ch.runs(), run = task % ch.runs();
     const int64_t row = run / ch.runs_per_row, tw0 = run % ch.runs_per_row * kLanes;
@@ -388,7 +367,8 @@ void input_tasks(const Geometry& g, const Chunk& ch, const scalar_t* x, int64_t 
     const scalar_t* plane = x + (o.n * g.C + c) * g.H * g.W;
     gather_run<m, a>(g.H, g.W, plane, o.p - g.top, o.q + tw0 * m * g.dw - g.left, g.dh, g.dw,
                      count, d);
-    transform_input<m>(d, t, v + c * tiles + row * ch.tiles_w + tw0, g.C * tiles, count);
+    transform_to_rows<m, a, a, InputOp>(d, t, r, count, v + c * tiles + row * ch.tiles_w + tw0,
+                                        g.C * tiles);
   }
 }
 
@@ -398,15 +378,16 @@ void output_tasks(const Geometry& g, const Chunk& ch, const acc_t* mv, int64_t b
                   scalar_t* y) {
   constexpr int a = m + 2;
   const int64_t tiles = ch.tiles();
-  std::vector<acc_t> scratch((m * a + m * m) * kLanes);
-  acc_t* s = scratch.data();
+  std::vector<acc_t> scratch((a * a + m * a + m * m) * kLanes);
+  acc_t* d = scratch.data();
+  acc_t* s = d + a * a * kLanes;
   acc_t* o = s + m * a * kLanes;
   for (int64_t task = b; task < e; ++task) {
     const int64_t k = task / ch.runs(), run = task % ch.runs();
     const int64_t row = run / ch.runs_per_row, tw0 = run % ch.runs_per_row * kLanes;
     const int64_t count = std::min(kLanes, ch.tiles_w - tw0);
     const TileRow t = tile_row(g, m, ch.row0 + row);
-    transform_output<m>(mv + k * tiles + row * ch.tiles_w + tw0, g.K * tiles, count, s, o);
+    transform_from_rows<m>(mv + k * tiles + row * ch.tiles_w + tw0, g.K * tiles, count, d, s, o);
     scatter_run<m>(g, o, t.p, t.q + tw0 * m * g.dw, count, y + (t.n * g.K + k) * g.P * g.Q);
   }
 }
@@ -428,6 +409,19 @@ std::pair<at::Tensor, at::Tensor> tile_buffers(const Geometry& g, int m, int64_t
   return {at::empty({a * a * g.C * tiles}, opts), at::empty({a * a * g.K * tiles}, opts)};
 }
 
+// V and M of a chunk of `tiles` tiles as one matrix per tile point: [alpha², C, tiles] and
+// [alpha², K, tiles] (NCHW), or [alpha², tiles, C] and [alpha², tiles, K] (channels-last).
+std::pair<at::Tensor, at::Tensor> point_matrices(const Geometry& g, int m, const at::Tensor& v_buf,
+                                                 const at::Tensor& m_buf, int64_t tiles,
+                                                 bool nhwc) {
+  const int64_t a = m + 2;
+  const auto matrices = [&](const at::Tensor& buf, int64_t channels) {
+    const at::Tensor used = buf.narrow(0, 0, a * a * channels * tiles);
+    return nhwc ? used.view({a * a, tiles, channels}) : used.view({a * a, channels, tiles});
+  };
+  return {matrices(v_buf, g.C), matrices(m_buf, g.K)};
+}
+
 // The channels-last form: lanes are channels instead of tiles. V is [alpha², tiles, C] and
 // M [alpha², tiles, K], so each point's GEMM is M = V @ U^T, and tiles are read from and
 // written to y as whole channel runs.
@@ -436,16 +430,17 @@ void input_tasks_nhwc(const Geometry& g, const Chunk& ch, const scalar_t* x, int
                       int64_t e, acc_t* v) {
   constexpr int a = m + 2;
   const int64_t tiles = ch.tiles(), runs = (g.C + kLanes - 1) / kLanes;
-  std::vector<acc_t> scratch(2 * a * a * kLanes);
+  std::vector<acc_t> scratch(3 * a * a * kLanes);
   acc_t* d = scratch.data();
   acc_t* t = d + a * a * kLanes;
+  acc_t* r = t + a * a * kLanes;
   for (int64_t task = b; task < e; ++task) {
     const int64_t tile = task / runs, c0 = task % runs * kLanes;
     const int64_t count = std::min(kLanes, g.C - c0);
     const TileRow o = tile_row(g, m, ch.row0 + tile / ch.tiles_w);
     gather_tile_nhwc<a>(g.H, g.W, g.C, x + o.n * g.H * g.W * g.C, o.p - g.top,
                         o.q + tile % ch.tiles_w * m * g.dw - g.left, g.dh, g.dw, c0, count, d);
-    transform_input<m>(d, t, v + tile * g.C + c0, tiles * g.C, count);
+    transform_to_rows<m, a, a, InputOp>(d, t, r, count, v + tile * g.C + c0, tiles * g.C);
   }
 }
 
@@ -454,15 +449,16 @@ void output_tasks_nhwc(const Geometry& g, const Chunk& ch, const acc_t* mv, int6
                        int64_t e, scalar_t* y) {
   constexpr int a = m + 2;
   const int64_t tiles = ch.tiles(), runs = (g.K + kLanes - 1) / kLanes;
-  std::vector<acc_t> scratch((m * a + m * m) * kLanes);
-  acc_t* s = scratch.data();
+  std::vector<acc_t> scratch((a * a + m * a + m * m) * kLanes);
+  acc_t* d = scratch.data();
+  acc_t* s = d + a * a * kLanes;
   acc_t* o = s + m * a * kLanes;
   for (int64_t task = b; task < e; ++task) {
     const int64_t tile = task / runs, k0 = task % runs * kLanes;
     const int64_t count = std::min(kLanes, g.K - k0);
     const TileRow t = tile_row(g, m, ch.row0 + tile / ch.tiles_w);
     const int64_t p0 = t.p, q0 = t.q + tile % ch.tiles_w * m * g.dw;
-    transform_output<m>(mv + tile * g.K + k0, tiles * g.K, count, s, o);
+    transform_from_rows<m>(mv + tile * g.K + k0, tiles * g.K, count, d, s, o);
     for (int i = 0; i < m && p0 + i * g.dh < g.P; ++i)
       for (int j = 0; j < m && q0 + j * g.dw < g.Q; ++j) {
         const acc_t* src = o + (i * m + j) * kLanes;
@@ -500,10 +496,8 @@ void run_winograd(const Geometry& g, const scalar_t* x, const at::Tensor& U, sca
     // GEMMs are small, and a threaded GEMM each would synchronise alpha² G times per chunk.
     // NCHW: M[xi][K, tiles] = U[xi] @ V[xi][C, tiles]; channels-last: M[xi][tiles, K] =
     // V[xi][tiles, C] @ U[xi]^T.
-    const at::Tensor V = v_buf.narrow(0, 0, a * a * g.C * tiles)
-                             .view(nhwc ? at::IntArrayRef{a * a, tiles, g.C} : at::IntArrayRef{a * a, g.C, tiles});
-    at::Tensor M = m_buf.narrow(0, 0, a * a * g.K * tiles)
-                       .view(nhwc ? at::IntArrayRef{a * a, tiles, g.K} : at::IntArrayRef{a * a, g.K, tiles});
+    at::Tensor V, M;
+    std::tie(V, M) = point_matrices(g, m, v_buf, m_buf, tiles, nhwc);
     at::parallel_for(0, a * a * g.G, 1, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
         const int64_t xi = i / g.G, grp = i % g.G;
@@ -605,22 +599,18 @@ at::Tensor winograd_wgrad(const Geometry& g, const scalar_t* x, const scalar_t* 
           first = k * tiles + row * tiles_w + tw0;
           stride = g.K * tiles;
         }
-        transform_2d<m, m, a, GradOp>(d, t, r, count);
-        for (int xi = 0; xi < a * a; ++xi)
-          std::copy(r + xi * kLanes, r + xi * kLanes + count, mv + xi * stride + first);
+        transform_to_rows<m, m, a, GradOp>(d, t, r, count, mv + first, stride);
       }
     });
+    at::Tensor V, M;
+    std::tie(V, M) = point_matrices(g, m, v_buf, m_buf, tiles, nhwc);
     at::parallel_for(0, a * a * g.G, 1, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
         const int64_t xi = i / g.G, grp = i % g.G;
         at::Tensor dUi = dU[xi].narrow(0, grp * Kg, Kg);
         if (nhwc) {
-          const at::Tensor V = v_buf.narrow(0, 0, a * a * tiles * g.C).view({a * a, tiles, g.C});
-          const at::Tensor M = m_buf.narrow(0, 0, a * a * tiles * g.K).view({a * a, tiles, g.K});
           dUi.addmm_(M[xi].narrow(1, grp * Kg, Kg).t(), V[xi].narrow(1, grp * Cg, Cg));
         } else {
-          const at::Tensor V = v_buf.narrow(0, 0, a * a * g.C * tiles).view({a * a, g.C, tiles});
-          const at::Tensor M = m_buf.narrow(0, 0, a * a * g.K * tiles).view({a * a, g.K, tiles});
           dUi.addmm_(M[xi].narrow(0, grp * Kg, Kg), V[xi].narrow(0, grp * Cg, Cg).t());
         }
       }
@@ -742,8 +732,8 @@ bool can_implement(const ConvProblem& p, Direction, at::ScalarType) {
 template <int m>
 bool preferred(const ConvProblem& p, Direction d, at::ScalarType t) {
   if (!(t == at::kFloat || t == at::kDouble)) return false;
-  const bool fprop = d != Direction::dgrad;
-  const int64_t rows = fprop ? p.P : p.H, cols = fprop ? p.Q : p.W;
+  const bool tiles_output = d != Direction::dgrad;
+  const int64_t rows = tiles_output ? p.P : p.H, cols = tiles_output ? p.Q : p.W;
   const int64_t dh = p.dilation_h, dw = p.dilation_w;
   const int64_t tiles = p.N * dh * dw * (((rows + dh - 1) / dh + m - 1) / m) *
                         (((cols + dw - 1) / dw + m - 1) / m);
