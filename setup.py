@@ -83,7 +83,9 @@ def openmp_flags():
 
 def extension():
     use_cuda, reason = cuda_decision()
-    cpu_sources = sources("*.cpp") + sources("common/*.cpp") + sources("cpu/*.cpp")
+    # Every source under each folder, subfolders included: a kernel family lives in a folder
+    # of its own (the rules are at the top of csrc/cuda/kernels.h).
+    cpu_sources = sources("*.cpp") + sources("common/**/*.cpp") + sources("cpu/**/*.cpp")
     cxx_flags = ["-O3", "-fvisibility=hidden"] + openmp_flags()
     link_flags = openmp_flags()
     include_dirs = [os.path.join(ROOT, "csrc")]
@@ -102,7 +104,7 @@ def extension():
         f"fastconv: building CPU and CUDA kernels ({reason}); "
         f"TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST', 'the visible GPUs')}"
     )
-    cuda_sources = sources("cuda/*.cpp") + sources("cuda/*.cu")
+    cuda_sources = sources("cuda/**/*.cpp") + sources("cuda/**/*.cu")
     return CUDAExtension(
         "fastconv._C",
         cpu_sources + cuda_sources,

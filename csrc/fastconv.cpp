@@ -4,6 +4,8 @@
 //
 // Convolution padding is per side: (top, bottom, left, right). Backward operators take an
 // output mask (grad_input, grad_weight, grad_bias) and return None where it is false.
+#include "common/algorithm_ops.h"
+
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
 
@@ -51,4 +53,17 @@ TORCH_LIBRARY(fastconv, m) {
       "int pooled_height, int pooled_width, SymInt batch_size, SymInt channels, "
       "SymInt height, SymInt width) -> Tensor",
       tags);
+
+  // The library's answers about its algorithms (common/algorithm_ops.h), for Python, C++ and
+  // the tests. Kernels for every device: they take no tensor, or only read sizes, dtypes and
+  // addresses.
+  m.def("_algorithm_names(str device) -> str[]", &fastconv::algorithm_names_op);
+  m.def("_forced_algorithm() -> str", &fastconv::forced_algorithm_op);
+  m.def("_set_forced_algorithm(str name) -> ()", &fastconv::set_forced_algorithm_op);
+  m.def(
+      "_can_implement(str algorithm, str device, str direction, Tensor input, Tensor weight, "
+      "int[2] stride, int[4] padding, int[2] dilation, int groups, int[]? output_padding, "
+      "int compute_capability=-1) -> bool",
+      &fastconv::can_implement_op);
+  m.def("_parallel_threads() -> int", &fastconv::parallel_threads_op);
 }

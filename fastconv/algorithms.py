@@ -8,48 +8,33 @@ is process-wide (it reaches autograd's threads too); FASTCONV_ALGO sets it at st
 """
 
 import contextlib
-import ctypes
 
-from . import _C
+import torch
 
-_lib = ctypes.CDLL(_C.__file__)
-_lib.fastconv_set_forced_algorithm.argtypes = [ctypes.c_char_p]
-_lib.fastconv_set_forced_algorithm.restype = None
-_lib.fastconv_forced_algorithm.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
-_lib.fastconv_forced_algorithm.restype = ctypes.c_size_t
-_lib.fastconv_algorithm_names.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
-_lib.fastconv_algorithm_names.restype = ctypes.c_size_t
+from . import _C  # noqa: F401  (loads the library and its operators)
 
-_DEVICES = {"cpu": 0, "cuda": 1}
+_DEVICES = ("cpu", "cuda")
 
-__all__ = ["names", "forced", "set_forced", "force", "usable"]
-
-
-def _read(call, *args):
-    size = call(*args, None, 0)
-    buffer = ctypes.create_string_buffer(size + 1)
-    call(*args, buffer, size + 1)
-    return buffer.value.decode()
+__all__ = ["names", "forced", "set_forced", "force", "usable", "can_implement"]
 
 
 def names(device="cpu"):
     """The algorithm list of a device ("cpu" or "cuda"), in the order they are tried."""
     if device not in _DEVICES:
         raise ValueError(f"fastconv.algorithms.names: device must be 'cpu' or 'cuda', got {device!r}")
-    text = _read(_lib.fastconv_algorithm_names, _DEVICES[device])
-    return text.split(",") if text else []
+    return list(torch.ops.fastconv._algorithm_names(device))
 
 
 def forced():
     """The forced algorithm's name, or None when each operator chooses."""
-    return _read(_lib.fastconv_forced_algorithm) or None
+    return torch.ops.fastconv._forced_algorithm() or None
 
 
 def set_forced(name):
     """Forces one algorithm by name (None restores the choice)."""
     if name is not None and not isinstance(name, str):
         raise TypeError(f"fastconv.algorithms.set_forced: name must be a str or None, got {name!r}")
-    _lib.fastconv_set_forced_algorithm((name or "").encode())
+    torch.ops.fastconv._set_forced_algorithm(name or "")
 
 
 @contextlib.contextmanager
@@ -61,6 +46,25 @@ def force(name):
         yield
     finally:
         set_forced(previous)
+
+
+def can_implement(algorithm, direction, input, weight, stride=(1, 1), padding=(0, 0, 0, 0),
+                  dilation=(1, 1), groups=1, output_padding=None, device=None,
+                  compute_capability=-1):
+    """Whether `algorithm` can run `direction` ("fprop", "dgrad" or "wgrad") of the
+    convolution that fastconv's conv2d operator (output_padding None) or conv_transpose2d
+    operator (output_padding given) would run on these tensors: the library's own answer,
+    from the request it would make (dtype, layout, alignment, SM version). Arguments are the
+    operators' (2-D, per-side padding); device ("cpu" or "cuda") defaults to the tensors',
+    and input and weight may be meta tensors. compute_capability (major * 10 + minor) stands
+    in for the device's own, to ask about a GPU this machine does not have."""
+    if device is None:
+        device = input.device.type
+    return torch.ops.fastconv._can_implement(
+        algorithm, device, direction, input, weight, list(stride), list(padding),
+        list(dilation), groups, None if output_padding is None else list(output_padding),
+        compute_capability,
+    )
 
 
 _usable: dict = {}

@@ -17,6 +17,36 @@ const char* direction_name(Direction d) {
   return "?";
 }
 
+std::optional<Direction> parse_direction(const std::string& name) {
+  for (Direction d : {Direction::fprop, Direction::dgrad, Direction::wgrad})
+    if (name == direction_name(d)) return d;
+  return std::nullopt;
+}
+
+const char* layout_name(Layout l) { return l == Layout::nhwc ? "channels_last" : "nchw"; }
+
+at::MemoryFormat memory_format_of(Layout l) {
+  return l == Layout::nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
+bool ConvAlgorithm::has_kernel(Direction d) const {
+  switch (d) {
+    case Direction::fprop: return fprop != nullptr;
+    case Direction::dgrad: return dgrad != nullptr;
+    case Direction::wgrad: return wgrad != nullptr;
+  }
+  return false;
+}
+
+bool ConvAlgorithm::implements(const ConvProblem& p, const ConvRequest& r) const {
+  if (needs_finite_operands && !r.operands_finite) return false;
+  return has_kernel(r.direction) && can_implement(p, r);
+}
+
+KernelLayouts ConvAlgorithm::layouts_for(const ConvProblem& p, const ConvRequest& r) const {
+  return layouts ? layouts(p, r) : KernelLayouts{r.layout, r.layout};
+}
+
 namespace {
 
 std::mutex& registry_mutex() {
@@ -35,19 +65,6 @@ std::string& forced_name() {
     return std::string(env ? env : "");
   }();
   return name;
-}
-
-bool has_kernel(const ConvAlgorithm& a, Direction d) {
-  switch (d) {
-    case Direction::fprop: return a.fprop != nullptr;
-    case Direction::dgrad: return a.dgrad != nullptr;
-    case Direction::wgrad: return a.wgrad != nullptr;
-  }
-  return false;
-}
-
-bool implements(const ConvAlgorithm& a, Direction d, const ConvProblem& p, at::ScalarType t) {
-  return has_kernel(a, d) && a.can_implement(p, d, t);
 }
 
 }  // namespace
@@ -90,30 +107,50 @@ std::string forced_algorithm() {
   return forced_name();
 }
 
-const ConvAlgorithm& choose_conv_algorithm(c10::DeviceType device, Direction direction,
-                                           const ConvProblem& problem, at::ScalarType dtype) {
+const ConvAlgorithm* find_conv_algorithm(c10::DeviceType device, const std::string& name) {
+  for (const auto& a : conv_algorithms(device))
+    if (name == a.name) return &a;
+  return nullptr;
+}
+
+const ConvAlgorithm& choose_conv_algorithm(c10::DeviceType device, const ConvProblem& problem,
+                                           ConvRequest request, FinitenessProbe finite,
+                                           const void* context) {
   const auto& list = conv_algorithms(device);
+  // Read the operands at most once, and only for an algorithm that needs to know.
+  std::optional<bool> known_finite;
+  auto learn_finiteness = [&](const ConvAlgorithm& a) {
+    if (!a.needs_finite_operands) return;
+    if (!known_finite) known_finite = finite == nullptr || finite(context);
+    request.operands_finite = *known_finite;
+  };
   const std::string forced = forced_algorithm();
   if (!forced.empty()) {
-    for (const auto& a : list) {
-      if (forced != a.name) continue;
-      TORCH_CHECK_NOT_IMPLEMENTED(implements(a, direction, problem, dtype),
-                                  "fastconv: the forced algorithm '", forced, "' cannot run ",
-                                  direction_name(direction), " for ", dtype, " on ",
-                                  problem.str());
-      check_verified(a.verified, std::string("the ") + a.name + " algorithm on " +
-                                     c10::DeviceTypeName(device));
-      return a;
+    const ConvAlgorithm* a = find_conv_algorithm(device, forced);
+    if (a == nullptr) {
+      std::string known;
+      for (const auto& b : list) known += std::string(known.empty() ? "" : ", ") + b.name;
+      TORCH_CHECK_VALUE(false, "fastconv: unknown algorithm '", forced, "' for device type ",
+                        device, " (FASTCONV_ALGO or fastconv.algorithms.force); known: ", known);
     }
-    std::string known;
-    for (const auto& a : list) known += std::string(known.empty() ? "" : ", ") + a.name;
-    TORCH_CHECK_VALUE(false, "fastconv: unknown algorithm '", forced, "' for device type ",
-                      device, " (FASTCONV_ALGO or fastconv.algorithms.force); known: ", known);
+    if (a->has_kernel(request.direction) && a->can_implement(problem, request))
+      learn_finiteness(*a);
+    TORCH_CHECK_NOT_IMPLEMENTED(
+        a->implements(problem, request), "fastconv: the forced algorithm '", forced,
+        "' cannot run ", direction_name(request.direction), " for ", request.dtype, " in ",
+        layout_name(request.layout), " layout on ", problem.str(),
+        request.operands_finite ? "" : " (its operands hold inf or NaN, which it cannot keep "
+                                       "to the outputs whose windows hold them)");
+    check_verified(a->verified, std::string("the ") + a->name + " algorithm on " +
+                                    c10::DeviceTypeName(device));
+    return *a;
   }
   const ConvAlgorithm* unverified = nullptr;
   for (const auto& a : list) {
-    if (!implements(a, direction, problem, dtype)) continue;
-    if (a.preferred != nullptr && !a.preferred(problem, direction, dtype)) continue;
+    if (!a.has_kernel(request.direction) || !a.can_implement(problem, request)) continue;
+    if (a.preferred != nullptr && !a.preferred(problem, request)) continue;
+    learn_finiteness(a);
+    if (!a.implements(problem, request)) continue;
     if (a.verified || unverified_kernels_allowed()) return a;
     if (!unverified) unverified = &a;
   }
@@ -121,8 +158,8 @@ const ConvAlgorithm& choose_conv_algorithm(c10::DeviceType device, Direction dir
     check_verified(false, std::string("the ") + unverified->name + " algorithm on " +
                               c10::DeviceTypeName(device));
   }
-  TORCH_CHECK(false, "fastconv: no algorithm implements ", direction_name(direction), " for ",
-              problem.str(), "; the last algorithm of each list must implement everything");
+  TORCH_CHECK(false, "fastconv: no algorithm implements ", direction_name(request.direction),
+              " for ", problem.str(), "; the last algorithm of each list must implement everything");
 }
 
 }  // namespace fastconv

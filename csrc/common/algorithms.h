@@ -1,7 +1,18 @@
-// The algorithm list of each device. A convolution operator asks for the first algorithm of
-// its device that can implement the problem in the direction it needs; the list ends with a
-// direct kernel that implements everything, so every input has a correct path. Tests force
-// each algorithm by name (set_forced_algorithm) on every case it claims.
+// The algorithm list of each device, and the contract between the operators and the kernels.
+//
+// A convolution operator describes what it needs as a ConvProblem (the shapes) and a
+// ConvRequest (direction, dtype, layout, alignment, architecture) and asks its device's list
+// for the first algorithm that can implement the request and prefers it. The list ends with a
+// direct kernel that implements everything, so every input has a correct path. The library
+// answers "can this algorithm implement this?" itself (fastconv::_can_implement), and the
+// tests ask it rather than keeping a copy of the rules.
+//
+// The operator, not the kernel, owns the tensors: it allocates the output in the memory
+// format PyTorch returns, hands each kernel its operands contiguous in the layouts the
+// algorithm declares (copying only what does not already conform, and copying the result
+// back once when the kernel's output layout differs from the returned one), adds the bias
+// when the kernel does not fuse it, and handles empty problems. A kernel never allocates its
+// result, checks arguments, converts layouts or calls another algorithm's kernels.
 #pragma once
 
 #include "common/conv_problem.h"
@@ -9,48 +20,107 @@
 #include <ATen/core/Tensor.h>
 #include <c10/core/DeviceType.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace fastconv {
 
-enum class Direction { fprop, dgrad, wgrad };
 const char* direction_name(Direction d);
+std::optional<Direction> parse_direction(const std::string& name);
 
-// Every kernel writes each element of its output tensor, which the operator allocates in the
-// memory format PyTorch would return. Inputs may have any strides. All sizes of the problem
-// are positive (the operators handle empty problems themselves).
-using FpropKernel = void (*)(const ConvProblem&, const at::Tensor& x, const at::Tensor& w,
-                             at::Tensor& y);
-using DgradKernel = void (*)(const ConvProblem&, const at::Tensor& dy, const at::Tensor& w,
-                             at::Tensor& dx);
-using WgradKernel = void (*)(const ConvProblem&, const at::Tensor& x, const at::Tensor& dy,
-                             at::Tensor& dw);
+// Activation layouts. Filters follow their activations: [K, C/g, R, S] contiguous with
+// nchw, and channels_last ([K, R, S, C/g] in memory, CUTLASS's KRSC) with nhwc.
+enum class Layout { nchw, nhwc };
+const char* layout_name(Layout l);
+at::MemoryFormat memory_format_of(Layout l);
+
+// What an operator asks of an algorithm, apart from the shapes.
+struct ConvRequest {
+  Direction direction;
+  at::ScalarType dtype;
+  // The layout the operator returns its result in (PyTorch's rule: channels_last when the
+  // input or the filter is).
+  Layout layout;
+  // The largest power of two, at most 16 bytes, that divides every operand's base address
+  // and the byte length of each group's channel run (C/g and K/g elements): the widest
+  // vector a channels-last kernel may load without a predicate.
+  int alignment;
+  // SM version as major * 10 + minor (90 for the H100/H200); 0 on the CPU.
+  int compute_capability;
+  // Whether x, w and dy hold only finite values. Known only to algorithms that declare
+  // needs_finite_operands, for which the dispatcher reads the operands (see below);
+  // assumed true elsewhere.
+  bool operands_finite = true;
+};
+
+// The layouts a kernel takes its operands in for one request: the tensors it reads
+// (activations, gradients and the filter) and the one it writes.
+struct KernelLayouts {
+  Layout inputs;
+  Layout output;
+};
+
+// Kernels receive operands contiguous in the algorithm's KernelLayouts, which they are told
+// (strides alone cannot say: a tensor with one channel, or one pixel, is contiguous in both
+// layouts), and write every element of their output. All sizes of the problem are positive.
+// fprop and dgrad take a bias (undefined unless the algorithm fuses it): the forward result
+// of conv2d is fprop's and of conv_transpose2d is dgrad's.
+using FpropKernel = void (*)(const ConvProblem&, const KernelLayouts&, const at::Tensor& x,
+                             const at::Tensor& w, const at::Tensor& bias, at::Tensor& y);
+using DgradKernel = void (*)(const ConvProblem&, const KernelLayouts&, const at::Tensor& dy,
+                             const at::Tensor& w, const at::Tensor& bias, at::Tensor& dx);
+using WgradKernel = void (*)(const ConvProblem&, const KernelLayouts&, const at::Tensor& x,
+                             const at::Tensor& dy, at::Tensor& dw);
 
 struct ConvAlgorithm {
   const char* name;
-  // Whether this algorithm handles the problem in this direction for this dtype.
-  bool (*can_implement)(const ConvProblem&, Direction, at::ScalarType);
-  FpropKernel fprop;
+  // A capability: whether the kernels compute this problem for this request correctly.
+  // Only asked for directions that have a kernel.
+  bool (*can_implement)(const ConvProblem&, const ConvRequest&);
+  FpropKernel fprop;  // nullptr: this algorithm does not do that direction
   DgradKernel dgrad;
   WgradKernel wgrad;
+  // nullptr: the kernels take every operand in the request's layout.
+  KernelLayouts (*layouts)(const ConvProblem&, const ConvRequest&) = nullptr;
+  // Whether fprop and dgrad add the bias themselves (in their epilogue).
+  bool fuses_bias = false;
+  // Whether the kernels need x, w and dy to be finite to give torch's result (a transform
+  // spreads one inf or NaN over a whole tile). The automatic choice then reads the
+  // operands before choosing (on the CPU one pass over them, a few per cent of a Winograd
+  // layer; a GPU algorithm must never set this, as the read would be a device-to-host sync).
+  bool needs_finite_operands = false;
   // Whether the kernels have run, and passed the test suite, on real hardware of their
   // device. Unverified kernels (compiled, never run) stay off unless the user allows them.
   bool verified = true;
   // For the automatic choice only: whether this algorithm should take a problem it can
   // implement (a speed rule, where can_implement is a capability). A forced algorithm runs
   // whatever this says. nullptr: every problem it can implement.
-  bool (*preferred)(const ConvProblem&, Direction, at::ScalarType) = nullptr;
+  bool (*preferred)(const ConvProblem&, const ConvRequest&) = nullptr;
+
+  bool has_kernel(Direction d) const;
+  // has_kernel and can_implement, and the finiteness rule.
+  bool implements(const ConvProblem& p, const ConvRequest& r) const;
+  KernelLayouts layouts_for(const ConvProblem& p, const ConvRequest& r) const;
 };
 
 // Installs a device's list, fastest first. Called once by each device's registration.
 void register_conv_algorithms(c10::DeviceType device, std::vector<ConvAlgorithm> list);
 const std::vector<ConvAlgorithm>& conv_algorithms(c10::DeviceType device);
+// nullptr when the device's list has no algorithm of that name.
+const ConvAlgorithm* find_conv_algorithm(c10::DeviceType device, const std::string& name);
+
+// Reads whether operands are finite, for the choice below: called only when an algorithm
+// that needs it comes up, and at most once per choice.
+using FinitenessProbe = bool (*)(const void* context);
 
 // The algorithm that runs: the forced one if set (an error if it cannot implement the
-// problem), otherwise the first in the device's list that can.
-const ConvAlgorithm& choose_conv_algorithm(c10::DeviceType device, Direction direction,
-                                           const ConvProblem& problem, at::ScalarType dtype);
+// request), otherwise the first in the device's list that implements and prefers it. This
+// is the one place where the data can steer the choice: `finite` is asked only when an
+// algorithm with needs_finite_operands is next in line.
+const ConvAlgorithm& choose_conv_algorithm(c10::DeviceType device, const ConvProblem& problem,
+                                           ConvRequest request, FinitenessProbe finite,
+                                           const void* context);
 
 // Kernels compiled but never run on their hardware run only with
 // FASTCONV_ALLOW_UNVERIFIED_KERNELS=1 (read once); otherwise asking for one raises

@@ -5,11 +5,18 @@
 #include "common/conv_problem.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
 #include <c10/core/DeviceGuard.h>
 
+#include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <limits>
+#include <map>
 
 namespace fastconv {
 
@@ -34,41 +41,91 @@ at::Tensor empty_like_format(c10::IntArrayRef sizes, const at::Tensor& like,
   return at::empty(sizes, like.options().memory_format(format));
 }
 
-void run_fprop(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w, at::Tensor& y) {
-  if (p.is_empty()) {
-    y.zero_();
-    return;
-  }
-  poison(y);
-  choose_conv_algorithm(x.device().type(), Direction::fprop, p, x.scalar_type())
-      .fprop(p, x, w, y);
+// The operands of one direction: the two tensors its kernel reads and the one it writes
+// (fprop: x, w -> y; dgrad: dy, w -> dx; wgrad: x, dy -> dw).
+struct Operands {
+  const at::Tensor& first;
+  const at::Tensor& second;
+  at::Tensor& out;
+};
+
+bool all_finite(const at::Tensor& t) {
+  if (!t.device().is_cpu()) return at::isfinite(t).all().item<bool>();
+  bool finite = true;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.scalar_type(), "all_finite", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    // Any dense layout will do, so a channels-last tensor is read where it lies.
+    const at::Tensor c = t.is_contiguous(at::MemoryFormat::ChannelsLast) ? t : t.contiguous();
+    const scalar_t* p = c.const_data_ptr<scalar_t>();
+    std::atomic<bool> ok{true};
+    at::parallel_for(0, c.numel(), 1 << 16, [&](int64_t b, int64_t e) {
+      int good = 1;
+      for (int64_t i = b; i < e; ++i)
+        good &= std::abs(acc_t(p[i])) <= std::numeric_limits<acc_t>::max();
+      if (!good) ok = false;
+    });
+    finite = ok;
+  });
+  return finite;
 }
 
-void run_dgrad(const ConvProblem& p, const at::Tensor& dy, const at::Tensor& w,
-               at::Tensor& dx) {
-  if (p.is_empty()) {
-    dx.zero_();
-    return;
-  }
-  poison(dx);
-  choose_conv_algorithm(dy.device().type(), Direction::dgrad, p, dy.scalar_type())
-      .dgrad(p, dy, w, dx);
+bool operands_finite(const void* context) {
+  const auto* o = static_cast<const Operands*>(context);
+  return all_finite(o->first) && all_finite(o->second);
 }
 
-void run_wgrad(const ConvProblem& p, const at::Tensor& x, const at::Tensor& dy,
-               at::Tensor& dw) {
-  if (p.is_empty()) {
-    dw.zero_();
-    return;
-  }
-  poison(dw);
-  choose_conv_algorithm(x.device().type(), Direction::wgrad, p, x.scalar_type())
-      .wgrad(p, x, dy, dw);
+int largest_power_of_two_dividing(uint64_t v, int most) {
+  int a = 1;
+  while (a < most && v % uint64_t(2 * a) == 0) a *= 2;
+  return a;
 }
 
-void add_bias(at::Tensor& out, const OptionalTensor& bias) {
-  if (bias.has_value() && bias->defined() && out.numel() > 0)
-    out.add_(bias->view({1, -1, 1, 1}));
+// Where the operand lies once it conforms to `format`: a tensor that does not conform is
+// copied into a fresh (fully aligned) buffer first.
+uint64_t conformed_address(const at::Tensor& t, at::MemoryFormat format) {
+  if (!t.is_contiguous(format) || t.device().is_meta()) return 0;
+  return reinterpret_cast<uint64_t>(t.const_data_ptr());
+}
+
+std::function<int(c10::DeviceIndex)>& compute_capability_query(c10::DeviceType device) {
+  static std::map<c10::DeviceType, std::function<int(c10::DeviceIndex)>> queries;
+  return queries[device];
+}
+
+// Runs one direction through the device's list: conforms the operands to the chosen
+// algorithm's layouts, and adds the bias unless the kernel fused it. `format` is the memory
+// format the operator returns (and allocated o.out in); `bias` (for fprop and dgrad) has one
+// value per channel of out.
+void run(Direction direction, const ConvProblem& p, const Operands& o, at::MemoryFormat format,
+         const OptionalTensor& bias = std::nullopt) {
+  const bool has_bias = bias.has_value() && bias->defined();
+  if (p.is_empty()) {
+    o.out.zero_();
+    if (has_bias) o.out.add_(bias->view({1, -1, 1, 1}));
+    return;
+  }
+  const ConvRequest request =
+      make_conv_request(direction, p, o.first, o.second, format, -1);
+  const ConvAlgorithm& a =
+      choose_conv_algorithm(o.first.device().type(), p, request, &operands_finite, &o);
+  const KernelLayouts layouts = a.layouts_for(p, request);
+  const auto in_format = memory_format_of(layouts.inputs);
+  const auto out_format = memory_format_of(layouts.output);
+  const at::Tensor first = o.first.contiguous(in_format);
+  const at::Tensor second = o.second.contiguous(in_format);
+  at::Tensor target = o.out.is_contiguous(out_format)
+                          ? o.out
+                          : at::empty(o.out.sizes(), o.out.options().memory_format(out_format));
+  poison(target);
+  const bool fuse = has_bias && a.fuses_bias && direction != Direction::wgrad;
+  const at::Tensor fused_bias = fuse ? bias->contiguous() : at::Tensor();
+  switch (direction) {
+    case Direction::fprop: a.fprop(p, layouts, first, second, fused_bias, target); break;
+    case Direction::dgrad: a.dgrad(p, layouts, first, second, fused_bias, target); break;
+    case Direction::wgrad: a.wgrad(p, layouts, first, second, target); break;
+  }
+  if (!target.is_same(o.out)) o.out.copy_(target);
+  if (has_bias && !fuse) o.out.add_(bias->view({1, -1, 1, 1}));
 }
 
 at::Tensor bias_grad(const at::Tensor& grad_output) {
@@ -85,6 +142,32 @@ void check_grad_output(const char* op, const at::Tensor& grad_output, const at::
 
 }  // namespace
 
+void register_compute_capability_query(c10::DeviceType device,
+                                       std::function<int(c10::DeviceIndex)> query) {
+  compute_capability_query(device) = std::move(query);
+}
+
+ConvRequest make_conv_request(Direction direction, const ConvProblem& p, const at::Tensor& first,
+                              const at::Tensor& second, at::MemoryFormat format,
+                              int compute_capability) {
+  ConvRequest r{};
+  r.direction = direction;
+  r.dtype = first.scalar_type();
+  r.layout = format == at::MemoryFormat::ChannelsLast ? Layout::nhwc : Layout::nchw;
+  const uint64_t element = first.element_size();
+  // Outputs are fresh allocations, aligned far beyond 16 bytes.
+  const uint64_t spans = conformed_address(first, format) | conformed_address(second, format) |
+                         uint64_t(p.C_per_group()) * element |
+                         uint64_t(p.K_per_group()) * element;
+  r.alignment = largest_power_of_two_dividing(spans, 16);
+  if (compute_capability < 0) {
+    const auto& query = compute_capability_query(first.device().type());
+    compute_capability = query ? query(first.device().index()) : 0;
+  }
+  r.compute_capability = compute_capability;
+  return r;
+}
+
 at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const OptionalTensor& bias,
                   c10::IntArrayRef stride, c10::IntArrayRef padding, c10::IntArrayRef dilation,
                   int64_t groups) {
@@ -94,10 +177,9 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const Optio
   const ConvProblem p = make_conv_problem(op, input.sizes(), weight.sizes(), params);
   check_bias_size(op, bias, p.K);
   c10::OptionalDeviceGuard guard(input.device());
-  at::Tensor y = empty_like_format({p.N, p.K, p.P, p.Q}, input,
-                                   conv_output_memory_format(input, weight));
-  run_fprop(p, input, weight, y);
-  add_bias(y, bias);
+  const auto format = conv_output_memory_format(input, weight);
+  at::Tensor y = empty_like_format({p.N, p.K, p.P, p.Q}, input, format);
+  run(Direction::fprop, p, {input, weight, y}, format, bias);
   return y;
 }
 
@@ -115,12 +197,12 @@ GradTriple conv2d_backward(const at::Tensor& grad_output, const at::Tensor& inpu
   GradTriple grads;
   if (output_mask[0]) {
     at::Tensor dx = empty_like_format(input.sizes(), input, format);
-    run_dgrad(p, grad_output, weight, dx);
+    run(Direction::dgrad, p, {grad_output, weight, dx}, format);
     std::get<0>(grads) = dx;
   }
   if (output_mask[1]) {
     at::Tensor dw = empty_like_format(weight.sizes(), weight, format);
-    run_wgrad(p, input, grad_output, dw);
+    run(Direction::wgrad, p, {input, grad_output, dw}, format);
     std::get<1>(grads) = dw;
   }
   if (output_mask[2]) std::get<2>(grads) = bias_grad(grad_output);
@@ -138,10 +220,9 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight,
       make_transposed_problem(op, input.sizes(), weight.sizes(), params, output_padding);
   check_bias_size(op, bias, p.C);
   c10::OptionalDeviceGuard guard(input.device());
-  at::Tensor out = empty_like_format({p.N, p.C, p.H, p.W}, input,
-                                     conv_output_memory_format(input, weight));
-  run_dgrad(p, input, weight, out);
-  add_bias(out, bias);
+  const auto format = conv_output_memory_format(input, weight);
+  at::Tensor out = empty_like_format({p.N, p.C, p.H, p.W}, input, format);
+  run(Direction::dgrad, p, {input, weight, out}, format, bias);
   return out;
 }
 
@@ -162,12 +243,12 @@ GradTriple conv_transpose2d_backward(const at::Tensor& grad_output, const at::Te
   // The transposed output is the convolution's activation, its input the convolution's y.
   if (output_mask[0]) {
     at::Tensor dx = empty_like_format(input.sizes(), input, format);
-    run_fprop(p, grad_output, weight, dx);
+    run(Direction::fprop, p, {grad_output, weight, dx}, format);
     std::get<0>(grads) = dx;
   }
   if (output_mask[1]) {
     at::Tensor dw = empty_like_format(weight.sizes(), weight, format);
-    run_wgrad(p, grad_output, input, dw);
+    run(Direction::wgrad, p, {grad_output, input, dw}, format);
     std::get<1>(grads) = dw;
   }
   if (output_mask[2]) std::get<2>(grads) = bias_grad(grad_output);

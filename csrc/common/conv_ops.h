@@ -3,12 +3,27 @@
 // algorithm from the device's list. Device files register these for their dispatch key.
 #pragma once
 
+#include "common/algorithms.h"
+#include "common/conv_problem.h"
+
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <optional>
 #include <tuple>
 
 namespace fastconv {
+
+// The request an operator makes for one direction whose kernel reads `first` and `second`
+// (fprop: x, w; dgrad: dy, w; wgrad: x, dy) and returns its result in `format`.
+// compute_capability < 0: the device's own, from the query its registration installed.
+ConvRequest make_conv_request(Direction direction, const ConvProblem& p, const at::Tensor& first,
+                              const at::Tensor& second, at::MemoryFormat format,
+                              int compute_capability);
+
+// Installed by a device's registration (CUDA: the SM version of a device index).
+void register_compute_capability_query(c10::DeviceType device,
+                                       std::function<int(c10::DeviceIndex)> query);
 
 using OptionalTensor = std::optional<at::Tensor>;
 using GradTriple = std::tuple<OptionalTensor, OptionalTensor, OptionalTensor>;

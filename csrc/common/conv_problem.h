@@ -24,6 +24,16 @@ struct ConvParams {
   int64_t groups;
 };
 
+// fprop computes y from x and w; dgrad dx from dy and w; wgrad dw from x and dy.
+enum class Direction { fprop, dgrad, wgrad };
+
+// One group's convolution in one direction as a GEMM, C[M, N] = A[M, K] · B[K, N], with
+// groups such GEMMs side by side (a grid dimension on the GPU). Rows of A and C are output
+// pixels (fprop, dgrad) or filters (wgrad); K is the reduction.
+struct GemmShape {
+  int64_t M, N, K;
+};
+
 struct ConvProblem {
   int64_t N, C, H, W;
   int64_t K, R, S;
@@ -46,6 +56,20 @@ struct ConvProblem {
            (double(N) * C * H * W + double(K) * C_per_group() * R * S + double(N) * K * P * Q);
   }
   bool is_depthwise() const { return C_per_group() == 1; }
+  // The implicit-GEMM mapping, written once (a kernel names its A, B, C from this):
+  //   fprop: M = N·P·Q, N = K/g,       K = C/g·R·S   (A: x gathered, B: w, C: y)
+  //   dgrad: M = N·H·W, N = C/g,       K = K/g·R·S   (A: dy gathered, B: w, C: dx)
+  //   wgrad: M = K/g,   N = C/g·R·S,   K = N·P·Q     (A: dy, B: x gathered, C: dw)
+  // fprop and wgrad do flops() = 2·M·N·K·groups. dgrad's M runs over every input pixel, so
+  // at stride > 1 its GEMM also multiplies the zeros between the outputs (H·W against P·Q).
+  GemmShape gemm(Direction d) const {
+    switch (d) {
+      case Direction::fprop: return {N * P * Q, K_per_group(), C_per_group() * R * S};
+      case Direction::dgrad: return {N * H * W, C_per_group(), K_per_group() * R * S};
+      case Direction::wgrad: return {K_per_group(), C_per_group() * R * S, N * P * Q};
+    }
+    return {0, 0, 0};
+  }
   // Nothing to compute: the result is all zeros (or empty).
   bool is_empty() const { return N == 0 || P == 0 || Q == 0; }
   std::string str() const;

@@ -120,4 +120,14 @@ FASTCONV_HD int64_t roi_pool_corner(T coordinate, T spatial_scale) {
   return int64_t(v);
 }
 
+// Pixel bounds [start, end) of RoIPool's output bin b along one axis, clamped to [0, size).
+template <typename T>
+FASTCONV_HD void roi_pool_bin(int64_t b, int64_t roi_start, T bin_size, int64_t size,
+                              int64_t* start, int64_t* end) {
+  const int64_t s = int64_t(std::floor(T(b) * bin_size)) + roi_start;
+  const int64_t e = int64_t(std::ceil(T(b + 1) * bin_size)) + roi_start;
+  *start = s < 0 ? 0 : (s > size ? size : s);
+  *end = e < 0 ? 0 : (e > size ? size : e);
+}
+
 }  // namespace fastconv

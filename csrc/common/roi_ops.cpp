@@ -1,5 +1,6 @@
 #include "common/roi_ops.h"
 
+#include "common/acc_type.h"
 #include "common/algorithms.h"
 #include "common/checks.h"
 
@@ -31,10 +32,6 @@ RoiKernels kernels_for(const at::Tensor& t, const char* op) {
   TORCH_CHECK(it != kernel_table().end(), op, ": no kernels for device ", t.device());
   check_verified(it->second.verified, std::string(op) + " on " + c10::DeviceTypeName(t.device().type()));
   return it->second;
-}
-
-at::ScalarType acc_dtype(at::ScalarType t) {
-  return t == at::kDouble ? at::kDouble : at::kFloat;
 }
 
 at::Tensor acc_rois(const at::Tensor& rois, at::ScalarType dtype) {

@@ -22,15 +22,21 @@ struct RoiArgs {
 // accumulation dtype (float, or double for double inputs), batch indices already checked.
 // Forward outputs are contiguous and every element is written. Backward kernels add into
 // grad_input, contiguous and zeroed, in the accumulation dtype; grad is contiguous in it too.
+// Each device declares its kernels with these types (cpu/kernels.h, cuda/kernels.h).
+using RoiAlignForward = void(const at::Tensor& input, const at::Tensor& rois, const RoiArgs&,
+                             at::Tensor& out);
+using RoiAlignBackward = void(const at::Tensor& grad, const at::Tensor& rois, const RoiArgs&,
+                              at::Tensor& grad_input);
+using RoiPoolForward = void(const at::Tensor& input, const at::Tensor& rois, const RoiArgs&,
+                            at::Tensor& out, at::Tensor& argmax);
+using RoiPoolBackward = void(const at::Tensor& grad, const at::Tensor& rois,
+                             const at::Tensor& argmax, at::Tensor& grad_input);
+
 struct RoiKernels {
-  void (*align_forward)(const at::Tensor& input, const at::Tensor& rois, const RoiArgs&,
-                        at::Tensor& out);
-  void (*align_backward)(const at::Tensor& grad, const at::Tensor& rois, const RoiArgs&,
-                         at::Tensor& grad_input);
-  void (*pool_forward)(const at::Tensor& input, const at::Tensor& rois, const RoiArgs&,
-                       at::Tensor& out, at::Tensor& argmax);
-  void (*pool_backward)(const at::Tensor& grad, const at::Tensor& rois,
-                        const at::Tensor& argmax, at::Tensor& grad_input);
+  RoiAlignForward* align_forward;
+  RoiAlignBackward* align_backward;
+  RoiPoolForward* pool_forward;
+  RoiPoolBackward* pool_backward;
   bool verified;  // see ConvAlgorithm::verified
   bool align_takes_channels_last = false;
 };

@@ -9,8 +9,9 @@
 // q + (s * dilation_w) / stride_w. A task computes kFilters filters × kLanes outputs of one
 // output row in registers, over every (c, r, s): one vector load per tap, kFilters FMAs.
 // fprop only; dgrad and wgrad are im2col's.
+#include "common/acc_type.h"
 #include "cpu/kernels.h"
-#include "cpu/strided.h"
+#include "cpu/vector_clones.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -44,8 +45,7 @@ Phases phase_shape(const ConvProblem& p) {
 // Filters packed [K / kFilters][C][R][S][kFilters] in acc_t, zero past K.
 template <typename scalar_t, typename acc_t>
 std::vector<acc_t> pack_filters(const ConvProblem& p, const at::Tensor& w) {
-  const at::Tensor wc = w.contiguous();
-  const scalar_t* wd = wc.data_ptr<scalar_t>();
+  const scalar_t* wd = w.const_data_ptr<scalar_t>();
   const int64_t blocks = (p.K + kFilters - 1) / kFilters, taps = p.C * p.R * p.S;
   std::vector<acc_t> packed(blocks * taps * kFilters, acc_t(0));
   for (int64_t k = 0; k < p.K; ++k)
@@ -81,16 +81,11 @@ FASTCONV_VECTOR_CLONES void block(const ConvProblem& p, const Phases& ph,
 }
 
 template <typename scalar_t>
-void fprop_impl(const ConvProblem& p, const at::Tensor& x_in, const at::Tensor& w, at::Tensor& y_out) {
+void fprop_impl(const ConvProblem& p, bool channels_last, const at::Tensor& x,
+                const at::Tensor& w, at::Tensor& y) {
   using acc_t = acc_type<scalar_t>;
   const Phases ph = phase_shape(p);
   const std::vector<acc_t> filters = pack_filters<scalar_t, acc_t>(p, w);
-  const at::Tensor x = x_in.contiguous();
-  // A channels-last result is written in place, 8 filters per pixel: copying a whole NCHW
-  // result over afterwards cost more than the convolution on VGG's first layer.
-  const bool channels_last =
-      !y_out.is_contiguous() && y_out.is_contiguous(at::MemoryFormat::ChannelsLast);
-  at::Tensor y = channels_last ? y_out : contiguous_output(y_out);
   const scalar_t* xd = x.data_ptr<scalar_t>();
   scalar_t* yd = y.data_ptr<scalar_t>();
   const int64_t kblocks = (p.K + kFilters - 1) / kFilters, qblocks = (p.Q + kLanes - 1) / kLanes;
@@ -138,34 +133,38 @@ void fprop_impl(const ConvProblem& p, const at::Tensor& x_in, const at::Tensor& 
       }
     });
   }
-  if (!channels_last) finish_output(y_out, y);
 }
 
-void fprop(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w, at::Tensor& y) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "blocked_fprop",
-                                  [&] { fprop_impl<scalar_t>(p, x, w, y); });
+void fprop(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& x,
+           const at::Tensor& w, const at::Tensor&, at::Tensor& y) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "blocked_fprop", [&] {
+    fprop_impl<scalar_t>(p, layouts.output == Layout::nhwc, x, w, y);
+  });
 }
 
-bool can_implement(const ConvProblem& p, Direction, at::ScalarType) {
+bool can_implement(const ConvProblem& p, const ConvRequest&) {
   return p.groups == 1 && p.C * p.stride_w * phase_shape(p).size() <= kMostPhaseElements;
 }
 
-// Few input channels, float32 and float64. Measured against im2col (speed over oneDNN, 2-core
-// EPYC): 3 channels 7x7 s2 0.80x vs 0.44x, 11x11 s4 0.69x vs 0.46x, 3x3 1.04x vs 0.37x;
-// 8 channels 7x7 0.73x vs 0.35x; 16 channels 5x5 0.77x vs 0.40x. With 256-300 channels
-// im2col's GEMM wins (1x1 s2 0.84x vs 0.55x, width-3 conv1d 1.13x vs 0.94x), and in bfloat16
-// im2col's bf16 GEMM wins on the stems (ResNet conv1 0.59x here vs 0.75x, VGG conv1_1 0.65x
-// vs 1.00x in the seed suite).
-bool preferred(const ConvProblem& p, Direction d, at::ScalarType t) {
-  return d == Direction::fprop && (t == at::kFloat || t == at::kDouble) && p.C <= 16 &&
-         p.K >= kFilters;
+// Few input channels, float32 and float64: where im2col's columns are mostly copies. With
+// hundreds of channels im2col's GEMM wins, and in bfloat16 its bf16 GEMM wins on the stems
+// (bench/NOTES.md, "Speed rules and their measurements").
+bool preferred(const ConvProblem& p, const ConvRequest& r) {
+  return (r.dtype == at::kFloat || r.dtype == at::kDouble) && p.C <= 16 && p.K >= kFilters;
 }
+
+// The planes are read NCHW; a channels-last result is written in place, 8 filters per pixel
+// (copying a whole NCHW result over afterwards cost more than the convolution on VGG's first
+// layer).
+KernelLayouts layouts(const ConvProblem&, const ConvRequest& r) { return {Layout::nchw, r.layout}; }
 
 }  // namespace
 
+// fprop only: the backward directions go down the list to the algorithms that have them.
 ConvAlgorithm direct_blocked_algorithm() {
-  const ConvAlgorithm im2col = im2col_gemm_algorithm();
-  return {"direct_blocked", &can_implement, &fprop, im2col.dgrad, im2col.wgrad, true, &preferred};
+  ConvAlgorithm a{"direct_blocked", &can_implement, &fprop, nullptr, nullptr, &layouts};
+  a.preferred = &preferred;
+  return a;
 }
 
 }  // namespace fastconv::cpu

@@ -7,8 +7,8 @@
 // ATen's CPU GEMM accumulates half types in float and rounds once, which is the library's
 // accumulation rule; only wgrad's sum over images, which ATen would round per image, is
 // carried in float by hand.
+#include "common/acc_type.h"
 #include "cpu/kernels.h"
-#include "cpu/strided.h"
 
 #include <ATen/ATen.h>
 
@@ -16,35 +16,24 @@ namespace fastconv::cpu {
 
 namespace {
 
-// The layout the products run in: NHWC when the operator allocated its output channels_last
-// (PyTorch's rule picks that when x or w is channels_last), NCHW otherwise.
-bool runs_nhwc(const at::Tensor& out) {
-  return !out.is_contiguous() && out.is_contiguous(at::MemoryFormat::ChannelsLast);
-}
-
-// [N*H*W, C] rows of an activation, copied only when it is not already channels_last.
+// [N*H*W, C] rows of a contiguous channels_last activation.
 at::Tensor nhwc_rows(const at::Tensor& t) {
   const auto sizes = t.sizes();
-  return t.contiguous(at::MemoryFormat::ChannelsLast)
-      .permute({0, 2, 3, 1})
-      .view({sizes[0] * sizes[2] * sizes[3], sizes[1]});
+  return t.permute({0, 2, 3, 1}).view({sizes[0] * sizes[2] * sizes[3], sizes[1]});
 }
 
-// [N, C, H*W] planes of an activation, copied only when it is not already contiguous.
+// [N, C, H*W] planes of a contiguous NCHW activation.
 at::Tensor nchw_planes(const at::Tensor& t) {
   const auto sizes = t.sizes();
-  return t.contiguous().view({sizes[0], sizes[1], sizes[2] * sizes[3]});
+  return t.view({sizes[0], sizes[1], sizes[2] * sizes[3]});
 }
 
-at::MemoryFormat format_of(bool nhwc) {
-  return nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-}
-
-void fprop(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w, at::Tensor& y) {
+void fprop(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& x,
+           const at::Tensor& w, const at::Tensor&, at::Tensor& y) {
   const int64_t G = p.groups, Kg = p.K_per_group(), Cg = p.C_per_group();
   const at::Tensor w_mat = w.reshape({p.K, Cg});
-  const bool nhwc = runs_nhwc(y);
-  at::Tensor out = contiguous_output(y, format_of(nhwc));
+  const bool nhwc = layouts.output == Layout::nhwc;
+  at::Tensor& out = y;
   if (nhwc) {
     const at::Tensor X = nhwc_rows(x);
     at::Tensor Y = out.permute({0, 2, 3, 1}).view({p.N * p.P * p.Q, p.K});
@@ -61,14 +50,14 @@ void fprop(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w, at::T
         at::mm_out(Yg, w_mat.narrow(0, g * Kg, Kg), X[n].narrow(0, g * Cg, Cg));
       }
   }
-  finish_output(y, out);
 }
 
-void dgrad(const ConvProblem& p, const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx) {
+void dgrad(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& dy,
+           const at::Tensor& w, const at::Tensor&, at::Tensor& dx) {
   const int64_t G = p.groups, Kg = p.K_per_group(), Cg = p.C_per_group();
   const at::Tensor w_mat = w.reshape({p.K, Cg});
-  const bool nhwc = runs_nhwc(dx);
-  at::Tensor out = contiguous_output(dx, format_of(nhwc));
+  const bool nhwc = layouts.output == Layout::nhwc;
+  at::Tensor& out = dx;
   if (nhwc) {
     const at::Tensor DY = nhwc_rows(dy);
     at::Tensor DX = out.permute({0, 2, 3, 1}).view({p.N * p.H * p.W, p.C});
@@ -85,12 +74,12 @@ void dgrad(const ConvProblem& p, const at::Tensor& dy, const at::Tensor& w, at::
         at::mm_out(DXg, w_mat.narrow(0, g * Kg, Kg).t(), DY[n].narrow(0, g * Kg, Kg));
       }
   }
-  finish_output(dx, out);
 }
 
-void wgrad(const ConvProblem& p, const at::Tensor& x, const at::Tensor& dy, at::Tensor& dw) {
+void wgrad(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& x,
+           const at::Tensor& dy, at::Tensor& dw) {
   const int64_t G = p.groups, Kg = p.K_per_group(), Cg = p.C_per_group();
-  const bool nhwc = x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous();
+  const bool nhwc = layouts.inputs == Layout::nhwc;
   at::Tensor dw_mat;
   if (nhwc) {
     // One GEMM over the whole batch: the reduction over images happens inside it.
@@ -117,7 +106,7 @@ void wgrad(const ConvProblem& p, const at::Tensor& x, const at::Tensor& dy, at::
 
 // P == H and Q == W rule out a transposed convolution's output_padding, whose extra rows
 // and columns no output reads.
-bool can_implement(const ConvProblem& p, Direction, at::ScalarType) {
+bool can_implement(const ConvProblem& p, const ConvRequest&) {
   return p.P == p.H && p.Q == p.W && p.R == 1 && p.S == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_top == 0 &&
          p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0;
 }

@@ -6,8 +6,11 @@
 //   wgrad  dw      [G, Kg, CgRS] += dy_tile @ col^T
 // A tile is a run of whole images, or a run of output rows of one image when a single
 // image's columns would not fit.
+#include "common/acc_type.h"
+#include "common/strided.h"
+#include "cpu/column_range.h"
 #include "cpu/kernels.h"
-#include "cpu/strided.h"
+#include "cpu/vector_clones.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -21,10 +24,9 @@ namespace fastconv::cpu {
 
 namespace {
 
-// Elements of a column buffer (8 MiB in float), for every direction. Measured on the 2-core
-// EPYC (two runs each) against 1 MiB (fprop) / 4 MiB (dgrad, wgrad) and 32 MiB: geometric
-// mean over 30 dense rows of the seed suite 0.67x oneDNN, against 0.62x and 0.60x; over 4
-// transposed rows 0.98x, against 0.77x and 0.86x. It bounds peak memory whatever the batch.
+// Elements of a column buffer (8 MiB in float), for every direction: it bounds peak memory
+// whatever the batch, and beat 1-4 MiB and 32 MiB on the seed suite (bench/NOTES.md, "Speed
+// rules and their measurements").
 constexpr int64_t kColumnBudget = int64_t(2) << 20;
 
 struct Tile {
@@ -53,18 +55,6 @@ int64_t max_cols(const ConvProblem& p, const std::vector<Tile>& tiles) {
   return m;
 }
 
-// Output columns q in [lo, hi) read input column q * stride + offset inside [0, size).
-struct ValidRange {
-  int64_t lo, hi;
-};
-
-ValidRange valid_range(int64_t offset, int64_t stride, int64_t size, int64_t Q) {
-  const int64_t lo = offset >= 0 ? 0 : std::min(Q, (-offset + stride - 1) / stride);
-  const int64_t last = size - 1 - offset;  // q * stride <= last
-  const int64_t hi = last < 0 ? 0 : std::min(Q, last / stride + 1);
-  return {lo, std::max(lo, hi)};
-}
-
 // dst[q] = src[q * step] for q in [0, count), converted: the copy at the heart of im2col,
 // cloned per instruction set so that the unit-step case (stride 1, W contiguous) runs wide.
 template <typename scalar_t, typename acc_t>
@@ -87,7 +77,7 @@ void im2col(const ConvProblem& p, const Strided4<const scalar_t>& X, const Tile&
     for (int64_t row = begin; row < end; ++row) {
       const int64_t c = row / RS, r = (row / p.S) % p.R, s = row % p.S;
       const int64_t offset = s * p.dilation_w - p.pad_left;
-      const ValidRange valid = valid_range(offset, p.stride_w, p.W, p.Q);
+      const ColumnRange valid = valid_columns(offset, p.stride_w, p.W, p.Q);
       acc_t* dst = col + row * cols;
       for (int64_t ni = 0; ni < t.nb; ++ni) {
         for (int64_t pi = 0; pi < t.np; ++pi, dst += p.Q) {
@@ -186,13 +176,12 @@ void im2col_pixels(const ConvProblem& p, const scalar_t* x, int64_t g, int64_t m
 }
 
 template <typename scalar_t>
-void fprop_channels_last(const ConvProblem& p, const at::Tensor& x_in, const at::Tensor& w,
+void fprop_channels_last(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w,
                          at::Tensor& y) {
   using col_t = column_type<scalar_t>;
   const at::ScalarType col_dtype = c10::CppTypeToScalarType<col_t>::value;
   const int64_t G = p.groups, Kg = p.K_per_group(), RSCg = p.R * p.S * p.C_per_group();
   const int64_t pixels = p.N * p.P * p.Q;
-  const at::Tensor x = x_in.contiguous(at::MemoryFormat::ChannelsLast);
   // [K, R, S, Cg] rows, matching a column row's order.
   const at::Tensor w_rows = w.permute({0, 2, 3, 1}).to(col_dtype).contiguous().view({p.K, RSCg});
   // y's memory as [N*P*Q, K]; a stand-in of the column type when y's dtype differs.
@@ -217,8 +206,9 @@ void fprop_channels_last(const ConvProblem& p, const at::Tensor& x_in, const at:
 }
 
 template <typename scalar_t>
-void fprop_impl(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w, at::Tensor& y) {
-  if (!y.is_contiguous() && y.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+void fprop_impl(const ConvProblem& p, bool channels_last, const at::Tensor& x,
+                const at::Tensor& w, at::Tensor& y) {
+  if (channels_last) {
     fprop_channels_last<scalar_t>(p, x, w, y);
     return;
   }
@@ -282,22 +272,26 @@ void wgrad_impl(const ConvProblem& p, const at::Tensor& x, const at::Tensor& dy,
   dw.copy_(dw_acc.view({p.K, p.C_per_group(), p.R, p.S}));
 }
 
-void fprop(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w, at::Tensor& y) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "im2col_fprop",
-                                  [&] { fprop_impl<scalar_t>(p, x, w, y); });
+void fprop(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& x,
+           const at::Tensor& w, const at::Tensor&, at::Tensor& y) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "im2col_fprop", [&] {
+    fprop_impl<scalar_t>(p, layouts.output == Layout::nhwc, x, w, y);
+  });
 }
 
-void dgrad(const ConvProblem& p, const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx) {
+void dgrad(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& dy,
+           const at::Tensor& w, const at::Tensor&, at::Tensor& dx) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), "im2col_dgrad",
                                   [&] { dgrad_impl<scalar_t>(p, dy, w, dx); });
 }
 
-void wgrad(const ConvProblem& p, const at::Tensor& x, const at::Tensor& dy, at::Tensor& dw) {
+void wgrad(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& x,
+           const at::Tensor& dy, at::Tensor& dw) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "im2col_wgrad",
                                   [&] { wgrad_impl<scalar_t>(p, x, dy, dw); });
 }
 
-bool can_implement(const ConvProblem&, Direction, at::ScalarType) { return true; }
+bool can_implement(const ConvProblem&, const ConvRequest&) { return true; }
 
 }  // namespace
 

@@ -20,19 +20,21 @@
 // types are transformed and multiplied in float and rounded once at the end.
 //
 // The transforms mix every element of an input tile into every output of the tile, so an inf
-// or NaN would spread to outputs whose 3×3 window does not hold it. Inputs and filters with
-// a non-finite value therefore take im2col's kernels, whose results keep torch's meaning.
+// or NaN would spread to outputs whose 3×3 window does not hold it. The algorithm therefore
+// declares needs_finite_operands, and the dispatcher passes operands holding one to the next
+// algorithm of the list.
+#include "common/acc_type.h"
+#include "common/strided.h"
 #include "cpu/kernels.h"
-#include "cpu/strided.h"
+#include "cpu/vector_clones.h"
+#include "cpu/winograd_transforms.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
-#include <limits>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -40,6 +42,8 @@
 namespace fastconv::cpu {
 
 namespace {
+
+using namespace winograd;
 
 // Tiles transformed together: the vector dimension of the transforms.
 constexpr int64_t kLanes = 32;
@@ -50,109 +54,6 @@ constexpr int64_t kLanes = 32;
 // chunks, as each chunk reads all of U again.
 constexpr int64_t kTileBudgetMin = int64_t(1) << 18;
 constexpr int64_t kTileBudgetMax = int64_t(2) << 20;
-
-// The 1-D transforms of F(m, 3) on values (one lane): B^T d, G g and A^T v. The 2-D ones
-// apply them along each axis in turn. Coefficients from Lavin & Gray, points 0, ±1 (m = 2)
-// and 0, ±1, ±2 (m = 4).
-template <int m, typename T>
-inline void input_1d(const T* d, T* o) {
-  if constexpr (m == 2) {
-    o[0] = d[0] - d[2];
-    o[1] = d[1] + d[2];
-    o[2] = d[2] - d[1];
-    o[3] = d[1] - d[3];
-  } else {
-    o[0] = T(4) * d[0] - T(5) * d[2] + d[4];
-    o[1] = -T(4) * (d[1] + d[2]) + d[3] + d[4];
-    o[2] = T(4) * (d[1] - d[2]) - d[3] + d[4];
-    o[3] = T(2) * (d[3] - d[1]) - d[2] + d[4];
-    o[4] = T(2) * (d[1] - d[3]) - d[2] + d[4];
-    o[5] = T(4) * d[1] - T(5) * d[3] + d[5];
-  }
-}
-
-template <int m, typename T>
-inline void filter_1d(const T* g, T* o) {
-  if constexpr (m == 2) {
-    o[0] = g[0];
-    o[1] = (g[0] + g[1] + g[2]) * T(0.5);
-    o[2] = (g[0] - g[1] + g[2]) * T(0.5);
-    o[3] = g[2];
-  } else {
-    // Products with rounded reciprocals, not divisions: the rounding is far below any
-    // tolerance, and divisions would dominate the filter transform.
-    const T sixth = T(1) / T(6), twelfth = T(1) / T(12), twenty_fourth = T(1) / T(24);
-    o[0] = g[0] * T(0.25);
-    o[1] = -(g[0] + g[1] + g[2]) * sixth;
-    o[2] = -(g[0] - g[1] + g[2]) * sixth;
-    o[3] = g[0] * twenty_fourth + g[1] * twelfth + g[2] * sixth;
-    o[4] = g[0] * twenty_fourth - g[1] * twelfth + g[2] * sixth;
-    o[5] = g[2];
-  }
-}
-
-template <int m, typename T>
-inline void output_1d(const T* v, T* o) {
-  if constexpr (m == 2) {
-    o[0] = v[0] + v[1] + v[2];
-    o[1] = v[1] - v[2] - v[3];
-  } else {
-    o[0] = v[0] + v[1] + v[2] + v[3] + v[4];
-    o[1] = v[1] - v[2] + T(2) * (v[3] - v[4]);
-    o[2] = v[1] + v[2] + T(4) * (v[3] + v[4]);
-    o[3] = v[1] - v[2] + T(8) * (v[3] - v[4]) + v[5];
-  }
-}
-
-// For wgrad (dg = G^T [ (A dy A^T) ⊙ (B^T d B) ] G summed over tiles): A dy on m values,
-// and G^T u on alpha values.
-template <int m, typename T>
-inline void grad_1d(const T* y, T* o) {
-  if constexpr (m == 2) {
-    o[0] = y[0];
-    o[1] = y[0] + y[1];
-    o[2] = y[0] - y[1];
-    o[3] = -y[1];
-  } else {
-    o[0] = y[0];
-    o[1] = y[0] + y[1] + y[2] + y[3];
-    o[2] = y[0] - y[1] + y[2] - y[3];
-    o[3] = y[0] + T(2) * y[1] + T(4) * y[2] + T(8) * y[3];
-    o[4] = y[0] - T(2) * y[1] + T(4) * y[2] - T(8) * y[3];
-    o[5] = y[3];
-  }
-}
-
-template <int m, typename T>
-inline void filter_grad_1d(const T* u, T* o) {
-  if constexpr (m == 2) {
-    o[0] = u[0] + (u[1] + u[2]) * T(0.5);
-    o[1] = (u[1] - u[2]) * T(0.5);
-    o[2] = (u[1] + u[2]) * T(0.5) + u[3];
-  } else {
-    const T sixth = T(1) / T(6), twelfth = T(1) / T(12), twenty_fourth = T(1) / T(24);
-    o[0] = u[0] * T(0.25) - (u[1] + u[2]) * sixth + (u[3] + u[4]) * twenty_fourth;
-    o[1] = (u[2] - u[1]) * sixth + (u[3] - u[4]) * twelfth;
-    o[2] = (u[3] + u[4] - u[1] - u[2]) * sixth + u[5];
-  }
-}
-
-struct InputOp {
-  template <int m, typename T>
-  static void apply(const T* in, T* out) { input_1d<m>(in, out); }
-};
-struct OutputOp {
-  template <int m, typename T>
-  static void apply(const T* in, T* out) { output_1d<m>(in, out); }
-};
-struct GradOp {
-  template <int m, typename T>
-  static void apply(const T* in, T* out) { grad_1d<m>(in, out); }
-};
-struct FilterGradOp {
-  template <int m, typename T>
-  static void apply(const T* in, T* out) { filter_grad_1d<m>(in, out); }
-};
 
 // The 2-D form of a 1-D transform Op (in values to out values) for up to kLanes lanes:
 // d [in][in][kLanes] -> t [out][in][kLanes] -> r [out][out][kLanes].
@@ -522,25 +423,6 @@ void run_winograd(const Geometry& g, const scalar_t* x, const at::Tensor& U, sca
   }
 }
 
-// Whether the operator asked for a channels-last result (PyTorch's rule picks that when x or
-// w is channels-last).
-bool wants_channels_last(const at::Tensor& out) {
-  return !out.is_contiguous() && out.is_contiguous(at::MemoryFormat::ChannelsLast);
-}
-
-// Runs the layout the output asks for: NCHW planes, or channels-last runs.
-template <int m, typename scalar_t>
-void run_in_layout(const Geometry& g, const at::Tensor& in, const at::Tensor& U, at::Tensor& out) {
-  if (wants_channels_last(out)) {
-    const at::Tensor xc = in.contiguous(at::MemoryFormat::ChannelsLast);
-    run_winograd<m>(g, xc.data_ptr<scalar_t>(), U, out.data_ptr<scalar_t>(), true);
-    return;
-  }
-  const at::Tensor xc = in.contiguous();
-  at::Tensor o = contiguous_output(out);
-  run_winograd<m>(g, xc.data_ptr<scalar_t>(), U, o.data_ptr<scalar_t>(), false);
-  finish_output(out, o);
-}
 
 // wgrad: dU[xi] = sum over tiles of (A dy A^T)[xi] (B^T d B)[xi]^T, one GEMM per point and
 // group and chunk, accumulated in acc_t; then dw = G^T dU G per filter. V and Mdy are laid
@@ -639,56 +521,31 @@ at::Tensor winograd_wgrad(const Geometry& g, const scalar_t* x, const scalar_t* 
   return dw;
 }
 
-// Whether every element is finite (no inf, no NaN).
-template <typename scalar_t>
-bool all_finite(const at::Tensor& t) {
-  using acc_t = acc_type<scalar_t>;
-  // Any dense layout will do, so a channels-last tensor is read where it lies.
-  const at::Tensor c = t.is_contiguous(at::MemoryFormat::ChannelsLast) ? t : t.contiguous();
-  const scalar_t* p = c.data_ptr<scalar_t>();
-  std::atomic<bool> finite{true};
-  at::parallel_for(0, c.numel(), 1 << 16, [&](int64_t b, int64_t e) {
-    int ok = 1;
-    for (int64_t i = b; i < e; ++i)
-      ok &= std::abs(acc_t(p[i])) <= std::numeric_limits<acc_t>::max();
-    if (!ok) finite = false;
-  });
-  return finite;
-}
-
 template <int m>
-void fprop(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w, at::Tensor& y) {
+void fprop(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& x,
+           const at::Tensor& w, const at::Tensor&, at::Tensor& y) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "winograd_fprop", [&] {
     using acc_t = acc_type<scalar_t>;
-    if (!all_finite<scalar_t>(x) || !all_finite<scalar_t>(w)) {
-      im2col_gemm_algorithm().fprop(p, x, w, y);
-      return;
-    }
     const Geometry g{p.N, p.C, p.H, p.W, p.K, p.P, p.Q, p.groups, p.pad_top, p.pad_left,
                      p.dilation_h, p.dilation_w};
-    const at::Tensor wc = w.contiguous();
-    const scalar_t* wp = wc.data_ptr<scalar_t>();
-    const int64_t Cg = p.C_per_group();
+    const Strided4<const scalar_t> W(w);
     const at::Tensor U = transform_filters<m, acc_t>(
-        g, [&](int64_t k, int64_t c, int r, int s) { return double(wp[((k * Cg + c) * 3 + r) * 3 + s]); },
+        g, [&](int64_t k, int64_t c, int r, int s) { return double(W(k, c, r, s)); },
         x.options().dtype(acc_dtype(x.scalar_type())));
-    run_in_layout<m, scalar_t>(g, x, U, y);
+    run_winograd<m>(g, x.const_data_ptr<scalar_t>(), U, y.data_ptr<scalar_t>(),
+                    layouts.output == Layout::nhwc);
   });
 }
 
 // dx is the 3×3 convolution of dy (K channels in) with w[k][c] flipped, C channels out.
 template <int m>
-void dgrad(const ConvProblem& p, const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx) {
+void dgrad(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& dy,
+           const at::Tensor& w, const at::Tensor&, at::Tensor& dx) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), "winograd_dgrad", [&] {
     using acc_t = acc_type<scalar_t>;
-    if (!all_finite<scalar_t>(dy) || !all_finite<scalar_t>(w)) {
-      im2col_gemm_algorithm().dgrad(p, dy, w, dx);
-      return;
-    }
     const Geometry g{p.N, p.K, p.P, p.Q, p.C, p.H, p.W, p.groups, 2 * p.dilation_h - p.pad_top,
                      2 * p.dilation_w - p.pad_left, p.dilation_h, p.dilation_w};
-    const at::Tensor wc = w.contiguous();
-    const scalar_t* wp = wc.data_ptr<scalar_t>();
+    const Strided4<const scalar_t> W(w);
     const int64_t Cg = p.C_per_group(), Kg = p.K_per_group();
     // Output channel c (group c / Cg) takes input channel kg of its group from filter
     // w[group * Kg + kg][c % Cg], flipped in both axes.
@@ -696,32 +553,27 @@ void dgrad(const ConvProblem& p, const at::Tensor& dy, const at::Tensor& w, at::
         g,
         [&](int64_t c, int64_t kg, int r, int s) {
           const int64_t k = c / Cg * Kg + kg;
-          return double(wp[((k * Cg + c % Cg) * 3 + (2 - r)) * 3 + (2 - s)]);
+          return double(W(k, c % Cg, 2 - r, 2 - s));
         },
         dy.options().dtype(acc_dtype(dy.scalar_type())));
-    run_in_layout<m, scalar_t>(g, dy, U, dx);
+    run_winograd<m>(g, dy.const_data_ptr<scalar_t>(), U, dx.data_ptr<scalar_t>(),
+                    layouts.output == Layout::nhwc);
   });
 }
 
 template <int m>
-void wgrad(const ConvProblem& p, const at::Tensor& x, const at::Tensor& dy, at::Tensor& dw) {
+void wgrad(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& x,
+           const at::Tensor& dy, at::Tensor& dw) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "winograd_wgrad", [&] {
-    if (!all_finite<scalar_t>(x) || !all_finite<scalar_t>(dy)) {
-      im2col_gemm_algorithm().wgrad(p, x, dy, dw);
-      return;
-    }
     const Geometry g{p.N, p.C, p.H, p.W, p.K, p.P, p.Q, p.groups, p.pad_top, p.pad_left,
                      p.dilation_h, p.dilation_w};
-    // The layout the forward pass ran in: channels-last when x is.
-    const bool nhwc = wants_channels_last(x);
-    const auto format = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-    const at::Tensor xc = x.contiguous(format), dyc = dy.contiguous(format);
-    dw.copy_(winograd_wgrad<m>(g, xc.data_ptr<scalar_t>(), dyc.data_ptr<scalar_t>(), nhwc,
+    dw.copy_(winograd_wgrad<m>(g, x.const_data_ptr<scalar_t>(), dy.const_data_ptr<scalar_t>(),
+                               layouts.inputs == Layout::nhwc,
                                x.options().dtype(acc_dtype(x.scalar_type()))));
   });
 }
 
-bool can_implement(const ConvProblem& p, Direction, at::ScalarType) {
+bool can_implement(const ConvProblem& p, const ConvRequest&) {
   return p.R == 3 && p.S == 3 && p.stride_h == 1 && p.stride_w == 1;
 }
 
@@ -730,9 +582,9 @@ bool can_implement(const ConvProblem& p, Direction, at::ScalarType) {
 // Thresholds from the seed suite on the 2-core EPYC (bench/NOTES.md). fprop and wgrad tile
 // the output, dgrad the input.
 template <int m>
-bool preferred(const ConvProblem& p, Direction d, at::ScalarType t) {
-  if (!(t == at::kFloat || t == at::kDouble)) return false;
-  const bool tiles_output = d != Direction::dgrad;
+bool preferred(const ConvProblem& p, const ConvRequest& r) {
+  if (!(r.dtype == at::kFloat || r.dtype == at::kDouble)) return false;
+  const bool tiles_output = r.direction != Direction::dgrad;
   const int64_t rows = tiles_output ? p.P : p.H, cols = tiles_output ? p.Q : p.W;
   const int64_t dh = p.dilation_h, dw = p.dilation_w;
   const int64_t tiles = p.N * dh * dw * (((rows + dh - 1) / dh + m - 1) / m) *
@@ -742,14 +594,17 @@ bool preferred(const ConvProblem& p, Direction d, at::ScalarType t) {
   return Cg >= 16 && Kg >= 16 && Cg * Kg >= 2048 && tiles >= min_tiles;
 }
 
+template <int m>
+ConvAlgorithm winograd_algorithm(const char* name) {
+  ConvAlgorithm a{name, &can_implement, &fprop<m>, &dgrad<m>, &wgrad<m>};
+  a.needs_finite_operands = true;
+  a.preferred = &preferred<m>;
+  return a;
+}
+
 }  // namespace
 
-ConvAlgorithm winograd_2x2_algorithm() {
-  return {"winograd_2x2", &can_implement, &fprop<2>, &dgrad<2>, &wgrad<2>, true, &preferred<2>};
-}
-
-ConvAlgorithm winograd_4x4_algorithm() {
-  return {"winograd_4x4", &can_implement, &fprop<4>, &dgrad<4>, &wgrad<4>, true, &preferred<4>};
-}
+ConvAlgorithm winograd_2x2_algorithm() { return winograd_algorithm<2>("winograd_2x2"); }
+ConvAlgorithm winograd_4x4_algorithm() { return winograd_algorithm<4>("winograd_4x4"); }
 
 }  // namespace fastconv::cpu

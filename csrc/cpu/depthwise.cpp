@@ -5,9 +5,11 @@
 // long loop per tap (cpu/padded_planes.h). A channels_last fprop
 // with multiplier 1 runs channels last instead, vectorised across channels, with no copy of
 // x or y to planes and back.
+#include "common/acc_type.h"
+#include "cpu/column_range.h"
 #include "cpu/kernels.h"
 #include "cpu/padded_planes.h"
-#include "cpu/strided.h"
+#include "cpu/vector_clones.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -19,18 +21,6 @@
 namespace fastconv::cpu {
 
 namespace {
-
-// Output columns q in [lo, hi) read input column q * stride + offset inside [0, W).
-struct ColumnRange {
-  int64_t lo, hi;
-};
-
-ColumnRange valid_columns(int64_t offset, int64_t stride, int64_t W, int64_t Q) {
-  const int64_t lo = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
-  const int64_t last = W - 1 - offset;  // q * stride <= last
-  const int64_t hi = last < 0 ? 0 : std::min(Q, last / stride + 1);
-  return {lo, std::max(lo, hi)};
-}
 
 // Planes per task: enough multiply-adds (about 16K) that a tiny problem runs on one thread
 // rather than paying for waking the others (measured 18 ms instead of 0.13 ms for a 10x10
@@ -96,10 +86,9 @@ FASTCONV_VECTOR_CLONES void fprop_row_channels_last(const ConvProblem& p,
 
 // Channels-last fprop for multiplier 1 (K == C); tasks own output rows.
 template <typename scalar_t>
-void fprop_channels_last(const ConvProblem& p, const at::Tensor& x_in, const at::Tensor& w,
+void fprop_channels_last(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w,
                          at::Tensor& y) {
   using acc_t = acc_type<scalar_t>;
-  const at::Tensor x = x_in.contiguous(at::MemoryFormat::ChannelsLast);
   const at::Tensor taps = w.reshape({p.C, p.R * p.S}).t().to(acc_dtype(w.scalar_type())).contiguous();
   const scalar_t* xd = x.const_data_ptr<scalar_t>();
   const acc_t* td = taps.const_data_ptr<acc_t>();
@@ -116,20 +105,17 @@ void fprop_channels_last(const ConvProblem& p, const at::Tensor& x_in, const at:
 }
 
 template <typename scalar_t>
-void fprop_impl(const ConvProblem& p, const at::Tensor& x_in, const at::Tensor& w_in,
-                at::Tensor& y_out) {
-  if (p.K == p.C && !y_out.is_contiguous() &&
-      y_out.is_contiguous(at::MemoryFormat::ChannelsLast)) {
-    fprop_channels_last<scalar_t>(p, x_in, w_in, y_out);
+void fprop_impl(const ConvProblem& p, bool channels_last, const at::Tensor& x,
+                const at::Tensor& w, at::Tensor& y) {
+  if (channels_last) {
+    fprop_channels_last<scalar_t>(p, x, w, y);
     return;
   }
   if (padded_planes_apply(p)) {  // groups of one channel
-    padded_planes_fprop<scalar_t>(p, x_in, w_in, y_out);
+    padded_planes_fprop<scalar_t>(p, x, w, y);
     return;
   }
   using acc_t = acc_type<scalar_t>;
-  const at::Tensor x = x_in.contiguous(), w = w_in.contiguous();
-  at::Tensor y = contiguous_output(y_out);
   const scalar_t* xd = x.const_data_ptr<scalar_t>();
   const scalar_t* wd = w.const_data_ptr<scalar_t>();
   scalar_t* yd = y.data_ptr<scalar_t>();
@@ -142,21 +128,18 @@ void fprop_impl(const ConvProblem& p, const at::Tensor& x_in, const at::Tensor& 
                                    yd + nk * p.P * p.Q, row.data());
     }
   });
-  finish_output(y_out, y);
 }
 
 // Each task owns one (n, c) plane of dx and scatters into it from the multiplier outputs
 // that read channel c, so no two tasks write alike.
 template <typename scalar_t>
-void dgrad_impl(const ConvProblem& p, const at::Tensor& dy_in, const at::Tensor& w_in,
-                at::Tensor& dx_out) {
+void dgrad_impl(const ConvProblem& p, const at::Tensor& dy, const at::Tensor& w,
+                at::Tensor& dx) {
   if (padded_planes_apply(p)) {  // groups of one channel
-    padded_planes_dgrad<scalar_t>(p, dy_in, w_in, dx_out);
+    padded_planes_dgrad<scalar_t>(p, dy, w, dx);
     return;
   }
   using acc_t = acc_type<scalar_t>;
-  const at::Tensor dy = dy_in.contiguous(), w = w_in.contiguous();
-  at::Tensor dx = contiguous_output(dx_out);
   const scalar_t* dyd = dy.const_data_ptr<scalar_t>();
   const scalar_t* wd = w.const_data_ptr<scalar_t>();
   scalar_t* dxd = dx.data_ptr<scalar_t>();
@@ -190,19 +173,16 @@ void dgrad_impl(const ConvProblem& p, const at::Tensor& dy_in, const at::Tensor&
       for (int64_t i = 0; i < p.H * p.W; ++i) dst[i] = scalar_t(plane[i]);
     }
   });
-  finish_output(dx_out, dx);
 }
 
 template <typename scalar_t>
-void wgrad_impl(const ConvProblem& p, const at::Tensor& x_in, const at::Tensor& dy_in,
-                at::Tensor& dw_out) {
+void wgrad_impl(const ConvProblem& p, const at::Tensor& x, const at::Tensor& dy,
+                at::Tensor& dw) {
   if (padded_planes_apply(p)) {  // groups of one channel
-    padded_planes_wgrad<scalar_t>(p, x_in, dy_in, dw_out);
+    padded_planes_wgrad<scalar_t>(p, x, dy, dw);
     return;
   }
   using acc_t = acc_type<scalar_t>;
-  const at::Tensor x = x_in.contiguous(), dy = dy_in.contiguous();
-  at::Tensor dw = contiguous_output(dw_out);
   const scalar_t* xd = x.const_data_ptr<scalar_t>();
   const scalar_t* dyd = dy.const_data_ptr<scalar_t>();
   scalar_t* dwd = dw.data_ptr<scalar_t>();
@@ -236,30 +216,40 @@ void wgrad_impl(const ConvProblem& p, const at::Tensor& x_in, const at::Tensor& 
       for (int64_t i = 0; i < p.R * p.S; ++i) dwd[k * p.R * p.S + i] = scalar_t(taps[i]);
     }
   });
-  finish_output(dw_out, dw);
 }
 
-void fprop(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w, at::Tensor& y) {
+void fprop(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& x,
+           const at::Tensor& w, const at::Tensor&, at::Tensor& y) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),
-                                  "depthwise_fprop", [&] { fprop_impl<scalar_t>(p, x, w, y); });
+                                  "depthwise_fprop", [&] {
+                                    fprop_impl<scalar_t>(p, layouts.output == Layout::nhwc, x, w, y);
+                                  });
 }
 
-void dgrad(const ConvProblem& p, const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx) {
+void dgrad(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& dy,
+           const at::Tensor& w, const at::Tensor&, at::Tensor& dx) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(),
                                   "depthwise_dgrad", [&] { dgrad_impl<scalar_t>(p, dy, w, dx); });
 }
 
-void wgrad(const ConvProblem& p, const at::Tensor& x, const at::Tensor& dy, at::Tensor& dw) {
+void wgrad(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& x,
+           const at::Tensor& dy, at::Tensor& dw) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),
                                   "depthwise_wgrad", [&] { wgrad_impl<scalar_t>(p, x, dy, dw); });
 }
 
-bool can_implement(const ConvProblem& p, Direction, at::ScalarType) { return p.is_depthwise(); }
+bool can_implement(const ConvProblem& p, const ConvRequest&) { return p.is_depthwise(); }
+
+// Channels-last only for fprop with multiplier 1; everything else on NCHW planes.
+KernelLayouts layouts(const ConvProblem& p, const ConvRequest& r) {
+  const Layout l = r.direction == Direction::fprop && p.K == p.C ? r.layout : Layout::nchw;
+  return {l, l};
+}
 
 }  // namespace
 
 ConvAlgorithm depthwise_algorithm() {
-  return {"depthwise", &can_implement, &fprop, &dgrad, &wgrad};
+  return {"depthwise", &can_implement, &fprop, &dgrad, &wgrad, &layouts};
 }
 
 }  // namespace fastconv::cpu

@@ -20,13 +20,9 @@ ConvAlgorithm im2col_gemm_algorithm();  // tiled im2col / col2im around a batche
 ConvAlgorithm direct_algorithm();       // loops over every tap: always correct, slow
 
 // RoI kernels (contracts in common/roi_ops.h).
-void roi_align_forward(const at::Tensor& input, const at::Tensor& rois, const RoiArgs& args,
-                       at::Tensor& out);
-void roi_align_backward(const at::Tensor& grad, const at::Tensor& rois, const RoiArgs& args,
-                        at::Tensor& grad_input);
-void roi_pool_forward(const at::Tensor& input, const at::Tensor& rois, const RoiArgs& args,
-                      at::Tensor& out, at::Tensor& argmax);
-void roi_pool_backward(const at::Tensor& grad, const at::Tensor& rois, const at::Tensor& argmax,
-                       at::Tensor& grad_input);
+RoiAlignForward roi_align_forward;
+RoiAlignBackward roi_align_backward;
+RoiPoolForward roi_pool_forward;
+RoiPoolBackward roi_pool_backward;
 
 }  // namespace fastconv::cpu

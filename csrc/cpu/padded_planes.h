@@ -6,8 +6,9 @@
 // remainders. dgrad and wgrad are the transposes over the same indexing.
 #pragma once
 
+#include "common/acc_type.h"
 #include "common/conv_problem.h"
-#include "cpu/strided.h"
+#include "cpu/vector_clones.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -139,17 +140,16 @@ inline int64_t group_grain(const ConvProblem& p, int64_t images) {
   return std::max<int64_t>(1, 16384 / std::max<int64_t>(work, 1));
 }
 
-// w [K, Cg, R, S] in acc_t, contiguous.
+// w [K, Cg, R, S] in acc_t (the operator hands these kernels NCHW operands).
 inline at::Tensor acc_weights(const at::Tensor& w) {
   return w.to(acc_dtype(w.scalar_type())).contiguous();
 }
 
 template <typename scalar_t>
-void padded_planes_fprop(const ConvProblem& p, const at::Tensor& x_in, const at::Tensor& w_in,
-                at::Tensor& y_out) {
+void padded_planes_fprop(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w_in,
+                         at::Tensor& y) {
   using acc_t = acc_type<scalar_t>;
-  const at::Tensor x = x_in.contiguous(), w = acc_weights(w_in);
-  at::Tensor y = contiguous_output(y_out);
+  const at::Tensor w = acc_weights(w_in);
   const scalar_t* xd = x.const_data_ptr<scalar_t>();
   const acc_t* wd = w.const_data_ptr<acc_t>();
   scalar_t* yd = y.data_ptr<scalar_t>();
@@ -171,15 +171,13 @@ void padded_planes_fprop(const ConvProblem& p, const at::Tensor& x_in, const at:
       }
     }
   });
-  finish_output(y_out, y);
 }
 
 template <typename scalar_t>
-void padded_planes_dgrad(const ConvProblem& p, const at::Tensor& dy_in, const at::Tensor& w_in,
-                at::Tensor& dx_out) {
+void padded_planes_dgrad(const ConvProblem& p, const at::Tensor& dy, const at::Tensor& w_in,
+                         at::Tensor& dx) {
   using acc_t = acc_type<scalar_t>;
-  const at::Tensor dy = dy_in.contiguous(), w = acc_weights(w_in);
-  at::Tensor dx = contiguous_output(dx_out);
+  const at::Tensor w = acc_weights(w_in);
   const scalar_t* dyd = dy.const_data_ptr<scalar_t>();
   const acc_t* wd = w.const_data_ptr<acc_t>();
   scalar_t* dxd = dx.data_ptr<scalar_t>();
@@ -201,14 +199,12 @@ void padded_planes_dgrad(const ConvProblem& p, const at::Tensor& dy_in, const at
         unpad_plane(p, dx_padded.data() + c * plane, dxd + (n * p.C + g * Cg + c) * p.H * p.W);
     }
   });
-  finish_output(dx_out, dx);
 }
 
 template <typename scalar_t>
-void padded_planes_wgrad(const ConvProblem& p, const at::Tensor& x_in, const at::Tensor& dy_in,
-                at::Tensor& dw_out) {
+void padded_planes_wgrad(const ConvProblem& p, const at::Tensor& x, const at::Tensor& dy,
+                         at::Tensor& dw_out) {
   using acc_t = acc_type<scalar_t>;
-  const at::Tensor x = x_in.contiguous(), dy = dy_in.contiguous();
   const scalar_t* xd = x.const_data_ptr<scalar_t>();
   const scalar_t* dyd = dy.const_data_ptr<scalar_t>();
   const int64_t Cg = p.C_per_group(), Kg = p.K_per_group(), RS = p.R * p.S;

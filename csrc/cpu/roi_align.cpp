@@ -3,9 +3,10 @@
 // reused for all channels. Forward runs RoIs in parallel; backward runs RoIs in order and
 // channels in parallel, so each input-gradient plane has one writer and a fixed summation
 // order: deterministic, with no atomics.
+#include "common/acc_type.h"
 #include "common/roi_math.h"
 #include "cpu/kernels.h"
-#include "cpu/strided.h"
+#include "cpu/vector_clones.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>

@@ -1,9 +1,9 @@
 // RoIPool (max) on the CPU, torchvision's definition: box corners rounded to pixels, bins of
 // roi_size / pooled pixels, the maximum of each bin (0 for an empty bin) and its index for the
 // backward pass. Backward runs RoIs in order and channels in parallel: deterministic.
+#include "common/acc_type.h"
 #include "common/roi_math.h"
 #include "cpu/kernels.h"
-#include "cpu/strided.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -16,16 +16,6 @@
 namespace fastconv::cpu {
 
 namespace {
-
-// Pixel bounds [start, end) of output bin b along one axis, clamped to [0, size).
-template <typename T>
-void pool_bin(int64_t b, int64_t roi_start, T bin_size, int64_t size, int64_t* start,
-              int64_t* end) {
-  const int64_t s = int64_t(std::floor(T(b) * bin_size)) + roi_start;
-  const int64_t e = int64_t(std::ceil(T(b + 1) * bin_size)) + roi_start;
-  *start = std::min(std::max<int64_t>(s, 0), size);
-  *end = std::min(std::max<int64_t>(e, 0), size);
-}
 
 template <typename scalar_t>
 void forward_impl(const at::Tensor& input, const at::Tensor& rois, at::Tensor& out,
@@ -58,10 +48,10 @@ void forward_impl(const at::Tensor& input, const at::Tensor& rois, at::Tensor& o
       const acc_t bin_w = acc_t(std::max<int64_t>(end_w - start_w + 1, 1)) / acc_t(pooled_w);
       for (int64_t ph = 0; ph < pooled_h; ++ph) {
         int64_t h0, h1;
-        pool_bin(ph, start_h, bin_h, H, &h0, &h1);
+        roi_pool_bin(ph, start_h, bin_h, H, &h0, &h1);
         for (int64_t pw = 0; pw < pooled_w; ++pw) {
           int64_t w0, w1;
-          pool_bin(pw, start_w, bin_w, W, &w0, &w1);
+          roi_pool_bin(pw, start_w, bin_w, W, &w0, &w1);
           const bool empty = h1 <= h0 || w1 <= w0;
           for (int64_t c = 0; c < C; ++c) {
             const scalar_t* plane = in + (n * C + c) * H * W;

@@ -1,5 +1,37 @@
-// The CUDA kernels' host entry points, registered in csrc/cuda/register.cpp. Host-only
+// The CUDA kernel families' entry points, registered in csrc/cuda/register.cpp. Host-only
 // declarations: this header is included by both g++ and nvcc.
+//
+// Where things go, and the rules every kernel file keeps:
+//
+//   csrc/cuda/common/     launch helpers (launch.cuh), compile-time switches
+//                         (static_switch.h), the cached device query (device_info.h).
+//   csrc/cuda/<family>/   one folder per kernel family: direct/, roi/, and the ones to come
+//                         (implicit_gemm/, depthwise/). A family holds
+//                           config.h          its tile configurations, each a struct of
+//                                             constants checked by static_asserts (never
+//                                             constants inside a kernel body);
+//                           *_kernels.cuh     device code only: __global__ and __device__
+//                                             functions, no host code, no ATen calls;
+//                           <name>.cu         the launcher: dtype dispatch, grid and shared
+//                                             memory sizes, stream, launch check; no math;
+//                           <name>_<config>.cu one explicit instantiation per file where a
+//                                             family has several, so a 2-core build stays
+//                                             incremental;
+//                         and the algorithm factory declared below.
+//
+// A kernel file includes only the CUDA helpers in cuda/common/, its own folder and
+// csrc/common/. It never allocates its outputs, checks arguments, converts layouts, adds a
+// bias it did not fuse, or calls another algorithm: the operators in common/conv_ops.cpp do
+// all of that once for every device, and hand it operands in the layouts it declares.
+//
+// A new algorithm states its limits in its ConvAlgorithm (common/algorithms.h):
+// can_implement(problem, request) sees direction, dtype, layout, alignment and the SM
+// version (for example "bf16 or fp16 only, channels_last, alignment >= 16, sm >= 80, and the
+// tile's shared memory within device_info().shared_memory_per_block_optin"); layouts says
+// what it takes (an implicit GEMM: nhwc in and out); preferred is its measured speed rule;
+// verified stays false until bench/gpu_check.sh passes on real hardware. It goes into the
+// list in register.cpp ahead of the direct kernel, and the tests force it on every case the
+// library says it claims (fastconv::_can_implement).
 #pragma once
 
 #include "common/algorithms.h"
@@ -9,14 +41,11 @@ namespace fastconv::cuda {
 
 ConvAlgorithm direct_algorithm();  // one thread per output element: always correct, slow
 
-void roi_align_forward(const at::Tensor& input, const at::Tensor& rois, const RoiArgs& args,
-                       at::Tensor& out);
-// Deterministic (no atomics) when torch.use_deterministic_algorithms(True) is set.
-void roi_align_backward(const at::Tensor& grad, const at::Tensor& rois, const RoiArgs& args,
-                        at::Tensor& grad_input);
-void roi_pool_forward(const at::Tensor& input, const at::Tensor& rois, const RoiArgs& args,
-                      at::Tensor& out, at::Tensor& argmax);
-void roi_pool_backward(const at::Tensor& grad, const at::Tensor& rois, const at::Tensor& argmax,
-                       at::Tensor& grad_input);
+// RoI kernels (contracts in common/roi_ops.h). The backward passes are deterministic (no
+// atomics) when torch.use_deterministic_algorithms(True) is set.
+RoiAlignForward roi_align_forward;
+RoiAlignBackward roi_align_backward;
+RoiPoolForward roi_pool_forward;
+RoiPoolBackward roi_pool_backward;
 
 }  // namespace fastconv::cuda

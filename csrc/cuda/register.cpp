@@ -7,6 +7,7 @@
 #include "common/algorithms.h"
 #include "common/conv_ops.h"
 #include "common/roi_ops.h"
+#include "cuda/common/device_info.h"
 #include "cuda/kernels.h"
 
 #include <torch/library.h>
@@ -14,6 +15,9 @@
 TORCH_LIBRARY_IMPL(fastconv, CUDA, m) {
   using namespace fastconv;
   register_conv_algorithms(c10::DeviceType::CUDA, {cuda::direct_algorithm()});
+  register_compute_capability_query(c10::DeviceType::CUDA, [](c10::DeviceIndex index) {
+    return cuda::device_info(index).compute_capability;
+  });
   register_roi_kernels(c10::DeviceType::CUDA,
                        {&cuda::roi_align_forward, &cuda::roi_align_backward,
                         &cuda::roi_pool_forward, &cuda::roi_pool_backward, /*verified=*/false});

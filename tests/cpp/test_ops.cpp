@@ -5,6 +5,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 
 #include "common/algorithms.h"
+#include "common/conv_ops.h"
 
 #include <cstdio>
 #include <optional>
@@ -54,16 +55,32 @@ int main() {
 
   const auto& list = fastconv::conv_algorithms(c10::DeviceType::CPU);
   expect(!list.empty() && std::string(list.back().name) == "direct", "CPU list ends with direct");
+  const auto problem =
+      fastconv::make_conv_problem("test", x.sizes(), w.sizes(), {{2, 1}, {1, 1, 0, 2}, {1, 2}, 2});
+  const auto request = fastconv::make_conv_request(fastconv::Direction::fprop, problem, x, w,
+                                                   at::MemoryFormat::Contiguous, -1);
+  expect(request.compute_capability == 0 && request.layout == fastconv::Layout::nchw &&
+             request.alignment == 16,
+         "the CPU request: no SM version, NCHW, 16-byte channel runs (2 doubles per group)");
   for (const auto& algorithm : list) {
-    if (!algorithm.can_implement(fastconv::make_conv_problem("test", x.sizes(), w.sizes(),
-                                                             {{2, 1}, {1, 1, 0, 2}, {1, 2}, 2}),
-                                 fastconv::Direction::fprop, at::kDouble))
-      continue;
+    if (!algorithm.implements(problem, request)) continue;
     fastconv::set_forced_algorithm(algorithm.name);
     const auto y = conv2d.call(x, w, b, {2, 1}, {1, 1, 0, 2}, {1, 2}, 2);
     expect(rel_err(y, ref) < 1e-12, std::string("conv2d on ") + algorithm.name);
   }
   fastconv::set_forced_algorithm("");
+
+  // The implicit-GEMM mapping: fprop and wgrad are the same multiply-adds; dgrad's GEMM runs
+  // over every input pixel, H·W of them where fprop has P·Q outputs.
+  const auto gemm_flops = [&](fastconv::Direction d) {
+    const auto g = problem.gemm(d);
+    return 2.0 * double(g.M) * double(g.N) * double(g.K) * double(problem.groups);
+  };
+  expect(gemm_flops(fastconv::Direction::fprop) == problem.flops(), "fprop's GEMM gives flops()");
+  expect(gemm_flops(fastconv::Direction::wgrad) == problem.flops(), "wgrad's GEMM gives flops()");
+  expect(gemm_flops(fastconv::Direction::dgrad) * double(problem.P * problem.Q) ==
+             problem.flops() * double(problem.H * problem.W),
+         "dgrad's GEMM gives flops() scaled by H*W / (P*Q)");
 
   const auto grad = at::randn(ref.sizes(), at::kDouble);
   auto [dx, dw, db] =

@@ -1,6 +1,9 @@
-// Small CUDA helpers shared by the kernels: launch shapes, a grid-stride loop over a 64-bit
-// index (tensors may pass 2^31 elements), the current stream, and the launch check.
+// Launch helpers shared by the CUDA kernel families: block size, grid sizes for grid-stride
+// loops over a 64-bit index (tensors may pass 2^31 elements), the current stream, and the
+// launch check (C10_CUDA_KERNEL_LAUNCH_CHECK after every launch).
 #pragma once
+
+#include "cuda/common/static_switch.h"
 
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>

@@ -1,33 +1,22 @@
 // RoIPool (max) on CUDA, torchvision's definition. Forward: one thread per output element,
 // recording the argmax. Backward: atomics into the input gradient, or, in deterministic
 // mode, one thread per (image, channel) plane walking the RoIs in order.
-#include "common/roi_math.h"
-#include "cuda/helpers.cuh"
-#include "cuda/kernels.h"
+// Device code only; the launcher is roi_pool.cu.
+#pragma once
 
-#include <ATen/Context.h>
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
+#include "common/acc_type.h"
+#include "common/roi_math.h"
+#include "common/roi_ops.h"
+#include "cuda/common/launch.cuh"
 
 #include <cfloat>
 #include <limits>
 
-namespace fastconv::cuda {
-
-namespace {
+namespace fastconv::cuda::pool {
 
 struct Shape {
   int64_t K, C, H, W, pooled_h, pooled_w;
 };
-
-template <typename T>
-__device__ void pool_bin(int64_t b, int64_t roi_start, T bin_size, int64_t size, int64_t* start,
-                         int64_t* end) {
-  const int64_t s = int64_t(floor(T(b) * bin_size)) + roi_start;
-  const int64_t e = int64_t(ceil(T(b + 1) * bin_size)) + roi_start;
-  *start = s < 0 ? 0 : (s > size ? size : s);
-  *end = e < 0 ? 0 : (e > size ? size : e);
-}
 
 template <typename scalar_t, typename acc_t>
 __global__ void forward_kernel(const scalar_t* __restrict__ input, const acc_t* __restrict__ rois,
@@ -53,8 +42,8 @@ __global__ void forward_kernel(const scalar_t* __restrict__ input, const acc_t* 
     const acc_t bin_h = acc_t(roi_h > 1 ? roi_h : 1) / acc_t(s.pooled_h);
     const acc_t bin_w = acc_t(roi_w > 1 ? roi_w : 1) / acc_t(s.pooled_w);
     int64_t h0, h1, w0, w1;
-    pool_bin(ph, start_h, bin_h, s.H, &h0, &h1);
-    pool_bin(pw, start_w, bin_w, s.W, &w0, &w1);
+    roi_pool_bin(ph, start_h, bin_h, s.H, &h0, &h1);
+    roi_pool_bin(pw, start_w, bin_w, s.W, &w0, &w1);
     const bool empty = h1 <= h0 || w1 <= w0;
     const scalar_t* plane = input + (int64_t(roi[0]) * s.C + c) * s.H * s.W;
     acc_t best = empty ? acc_t(0) : acc_t(-FLT_MAX);  // torchvision's starting value
@@ -108,38 +97,4 @@ __global__ void backward_deterministic_kernel(const acc_t* __restrict__ grad,
   }
 }
 
-}  // namespace
-
-void roi_pool_forward(const at::Tensor& input, const at::Tensor& rois, const RoiArgs& a,
-                      at::Tensor& out, at::Tensor& argmax) {
-  const Shape s{rois.size(0), input.size(1), input.size(2), input.size(3), a.pooled_height, a.pooled_width};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_pool", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    forward_kernel<scalar_t, acc_t><<<blocks_for(out.numel()), kThreads, 0, current_stream()>>>(
-        input.const_data_ptr<scalar_t>(), rois.const_data_ptr<acc_t>(), out.data_ptr<scalar_t>(),
-        argmax.data_ptr<int64_t>(), s, acc_t(a.spatial_scale));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-}
-
-void roi_pool_backward(const at::Tensor& grad, const at::Tensor& rois, const at::Tensor& argmax,
-                       at::Tensor& grad_input) {
-  const Shape s{rois.size(0), grad_input.size(1), grad_input.size(2), grad_input.size(3),
-                grad.size(2), grad.size(3)};
-  const int64_t N = grad_input.size(0);
-  const bool deterministic = at::globalContext().deterministicAlgorithms();
-  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "roi_pool_backward", [&] {
-    if (deterministic) {
-      backward_deterministic_kernel<scalar_t><<<blocks_for(N * s.C), kThreads, 0, current_stream()>>>(
-          grad.const_data_ptr<scalar_t>(), rois.const_data_ptr<scalar_t>(),
-          argmax.const_data_ptr<int64_t>(), grad_input.data_ptr<scalar_t>(), N, s);
-    } else {
-      backward_atomic_kernel<scalar_t><<<blocks_for(grad.numel()), kThreads, 0, current_stream()>>>(
-          grad.const_data_ptr<scalar_t>(), rois.const_data_ptr<scalar_t>(),
-          argmax.const_data_ptr<int64_t>(), grad_input.data_ptr<scalar_t>(), s);
-    }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-}
-
-}  // namespace fastconv::cuda
+}  // namespace fastconv::cuda::pool

@@ -1,0 +1,82 @@
+#include "common/algorithm_ops.h"
+
+#include "common/algorithms.h"
+#include "common/checks.h"
+#include "common/conv_ops.h"
+#include "common/conv_problem.h"
+
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+
+#include <chrono>
+#include <mutex>
+#include <set>
+#include <thread>
+
+namespace fastconv {
+
+namespace {
+
+c10::DeviceType parse_device(const char* op, const std::string& device) {
+  if (device == "cpu") return c10::DeviceType::CPU;
+  if (device == "cuda") return c10::DeviceType::CUDA;
+  TORCH_CHECK_VALUE(false, op, ": device must be 'cpu' or 'cuda', got '", device, "'");
+}
+
+}  // namespace
+
+std::vector<std::string> algorithm_names_op(const std::string& device) {
+  std::vector<std::string> names;
+  try {
+    for (const auto& a : conv_algorithms(parse_device("fastconv::_algorithm_names", device)))
+      names.emplace_back(a.name);
+  } catch (const c10::ValueError&) {
+    throw;
+  } catch (const c10::Error&) {
+    names.clear();  // no kernels for that device in this build
+  }
+  return names;
+}
+
+std::string forced_algorithm_op() { return forced_algorithm(); }
+
+void set_forced_algorithm_op(const std::string& name) { set_forced_algorithm(name); }
+
+bool can_implement_op(const std::string& algorithm, const std::string& device,
+                      const std::string& direction, const at::Tensor& input,
+                      const at::Tensor& weight, c10::IntArrayRef stride,
+                      c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups,
+                      at::OptionalIntArrayRef output_padding,
+                      int64_t compute_capability) {
+  constexpr const char* op = "fastconv::_can_implement";
+  const c10::DeviceType type = parse_device(op, device);
+  const auto d = parse_direction(direction);
+  TORCH_CHECK_VALUE(d.has_value(), op, ": direction must be 'fprop', 'dgrad' or 'wgrad', got '",
+                    direction, "'");
+  const ConvAlgorithm* a = find_conv_algorithm(type, algorithm);
+  TORCH_CHECK_VALUE(a != nullptr, op, ": no algorithm '", algorithm, "' on ", device);
+  const ConvParams params = make_conv_params(op, stride, padding, dilation, groups);
+  check_conv_tensors(op, input, weight, std::nullopt);
+  const ConvProblem p =
+      output_padding.has_value()
+          ? make_transposed_problem(op, input.sizes(), weight.sizes(), params, *output_padding)
+          : make_conv_problem(op, input.sizes(), weight.sizes(), params);
+  const ConvRequest r =
+      make_conv_request(*d, p, input, weight, conv_output_memory_format(input, weight),
+                        static_cast<int>(compute_capability));
+  return a->has_kernel(*d) && a->can_implement(p, r);
+}
+
+int64_t parallel_threads_op() {
+  std::mutex mutex;
+  std::set<std::thread::id> seen;
+  at::parallel_for(0, 1 << 12, 1, [&](int64_t, int64_t) {
+    // Long enough that no thread finishes the whole range before the others start.
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::lock_guard<std::mutex> lock(mutex);
+    seen.insert(std::this_thread::get_id());
+  });
+  return static_cast<int64_t>(seen.size());
+}
+
+}  // namespace fastconv

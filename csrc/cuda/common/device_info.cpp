@@ -1,0 +1,26 @@
+#include "cuda/common/device_info.h"
+
+#include <ATen/cuda/CUDAContext.h>
+
+#include <map>
+#include <mutex>
+
+namespace fastconv::cuda {
+
+const DeviceInfo& device_info(c10::DeviceIndex index) {
+  static std::mutex mutex;
+  static std::map<c10::DeviceIndex, DeviceInfo> cache;
+  if (index < 0) index = c10::cuda::current_device();
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = cache.find(index);
+  if (it == cache.end()) {
+    const cudaDeviceProp* prop = at::cuda::getDeviceProperties(index);
+    DeviceInfo info{prop->major * 10 + prop->minor, prop->multiProcessorCount,
+                    int(prop->sharedMemPerBlock), int(prop->sharedMemPerBlockOptin),
+                    prop->maxThreadsPerBlock};
+    it = cache.emplace(index, info).first;
+  }
+  return it->second;
+}
+
+}  // namespace fastconv::cuda
