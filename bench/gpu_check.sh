@@ -53,10 +53,9 @@ if step build 200 pip install --no-build-isolation --no-deps -v -e .; then
   if [ -n "$sanitizer" ]; then
     # No caching allocator, so an access past a tensor's end is past an allocation's end.
     PYTORCH_NO_CUDA_MEMORY_CACHING=1 step memcheck 60 "$sanitizer" --tool memcheck --error-exitcode 1 \
-      python -m pytest -q -x tests/test_conv.py tests/test_roi.py \
-      -k "cuda and ((forward_matches_torch and float32 and (conv2d-basic or depthwise_multiplier or per_side or fcn32s or conv1d-basic)) or (gradients_match and float32 and (conv2d-groups4 or conv_transpose2d-basic)) or matches_python_reference or no_boxes or huge)"
+      python -m pytest -q -x -m "sanitizer and cuda" tests/test_conv.py tests/test_roi.py
     step racecheck 40 "$sanitizer" --tool racecheck --error-exitcode 1 \
-      python -m pytest -q -x tests/test_conv.py -k "cuda and gradients_match and float32 and (conv2d-basic or conv2d-depthwise)"
+      python -m pytest -q -x -m "racecheck and cuda" tests/test_conv.py
   else
     echo '{"step": "sanitizer", "rc": 1, "seconds": 0, "note": "compute-sanitizer not found"}' >> "$out/steps.jsonl"
     status=1

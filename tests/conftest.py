@@ -10,6 +10,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import fastconv  # noqa: E402
+import fastconv.functional as F  # noqa: E402
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -17,6 +18,15 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 @pytest.fixture(params=DEVICES)
 def device(request):
     return request.param
+
+
+def pytest_collection_modifyitems(items):
+    """Marks the CUDA variants, so that bench/gpu_check.sh selects its sanitizer subsets by
+    marker (-m "sanitizer and cuda") rather than by test names."""
+    for item in items:
+        params = getattr(item, "callspec", None)
+        if params is not None and params.params.get("device") == "cuda":
+            item.add_marker(pytest.mark.cuda)
 
 
 @pytest.fixture(autouse=True)
@@ -45,47 +55,44 @@ TOLERANCE = {
 }
 
 
-def claims(algorithm, groups, in_channels, kernel, stride, padding, output_padding=(0, 0),
-           dilation=(1, 1)):
-    """What each algorithm says it implements (mirrors its can_implement), so tests force
-    each one on exactly the cases it claims, and check it refuses the others. kernel, stride
-    and dilation are (h, w) pairs of the underlying convolution, padding its four sides;
-    output_padding is a transposed convolution's."""
-    if algorithm == "depthwise":
-        return groups == in_channels
-    if algorithm == "grouped_planes":
-        # It also refuses padded planes over 2**18 elements, far beyond every test shape here.
-        return groups > 1 and tuple(stride) == (1, 1)
-    if algorithm in ("winograd_2x2", "winograd_4x4"):
-        return tuple(kernel) == (3, 3) and tuple(stride) == (1, 1)
-    if algorithm == "direct_blocked":
-        # It also refuses images whose padded phases exceed 2**22 elements.
-        return groups == 1
-    if algorithm == "gemm_1x1":
-        return (tuple(kernel) == (1, 1) and tuple(stride) == (1, 1) and not any(padding)
-                and not any(output_padding))
-    return True  # im2col_gemm, direct (CPU); direct (CUDA)
+def operator_call(kind, x, w, kw):
+    """The fastconv operator call that fastconv.functional.<kind>(x, w, **kw) makes: (2-D
+    input, 2-D weight, stride, per-side padding, dilation, groups, output_padding or None),
+    from the functional layer's own argument handling."""
+    fn = f"fastconv.functional.{kind}"
+    dims = 1 if kind.endswith("1d") else 2
+    transposed = kind.startswith("conv_transpose")
+    if x.dim() == dims + 1:  # unbatched
+        x = x.unsqueeze(0)
+    stride = F._ints(fn, "stride", kw.get("stride", 1), dims)
+    dilation = F._ints(fn, "dilation", kw.get("dilation", 1), dims)
+    if transposed:
+        padding = F._explicit_padding(fn, kw.get("padding", 0), dims)
+        output_padding = F._ints(fn, "output_padding", kw.get("output_padding", 0), dims)
+    else:
+        padding = F._padding(fn, kw.get("padding", 0), tuple(w.shape[2:]), stride, dilation)
+        output_padding = None
+    if dims == 1:
+        x, w = x.unsqueeze(2), w.unsqueeze(2)
+        stride, dilation, padding = (1,) + stride, (1,) + dilation, (0, 0) + padding
+        output_padding = None if output_padding is None else (0,) + output_padding
+    return x, w, stride, padding, dilation, kw.get("groups", 1), output_padding
 
 
-def claims_call(algorithm, w_shape, kw):
-    """claims() for a functional call (conv or transposed, 1-D or 2-D) with weight shape
-    w_shape and keyword arguments kw: the underlying convolution has the same kernel, stride,
-    dilation and padding, and w_shape[1] * groups input channels in both cases."""
-    groups = kw.get("groups", 1)
-    kernel = tuple(w_shape[2:])
-    stride = kw.get("stride", 1)
-    stride = (stride,) * len(kernel) if isinstance(stride, int) else tuple(stride)
-    dilation = kw.get("dilation", 1)
-    dilation = (dilation,) * len(kernel) if isinstance(dilation, int) else tuple(dilation)
-    if len(kernel) == 1:
-        kernel, stride, dilation = (1, *kernel), (1, *stride), (1, *dilation)
-    padding = kw.get("padding", 0)
-    if isinstance(padding, str):  # 'valid' is none; 'same' is none exactly when the kernel is 1x1
-        padding = (0,) if padding == "valid" or kernel == (1, 1) else (1,)
-    padding = (padding,) if isinstance(padding, int) else tuple(padding)
-    output_padding = kw.get("output_padding", 0)
-    output_padding = (output_padding,) if isinstance(output_padding, int) else tuple(output_padding)
-    return claims(algorithm, groups, w_shape[1] * groups, kernel, stride, padding, output_padding, dilation)
+def claims(algorithm, kind, x, w, kw, grads=False, device=None):
+    """The library's own answer: whether `algorithm` implements every direction that
+    fastconv.functional.<kind>(x, w, **kw) runs, the forward pass only or with its gradients
+    (conv: fprop, then dgrad and wgrad; transposed: dgrad, then fprop and wgrad). x and w are
+    tensors (their dtype, layout and alignment count) or shapes (float64, contiguous)."""
+    as_tensor = lambda t: t if isinstance(t, torch.Tensor) else torch.empty(t, dtype=torch.float64, device="meta")  # noqa: E731
+    x4, w4, stride, padding, dilation, groups, output_padding = operator_call(kind, as_tensor(x), as_tensor(w), kw)
+    forward = "dgrad" if kind.startswith("conv_transpose") else "fprop"
+    directions = ["fprop", "dgrad", "wgrad"] if grads else [forward]
+    return all(
+        fastconv.algorithms.can_implement(algorithm, d, x4, w4, stride, padding, dilation, groups,
+                                          output_padding, device=device or x4.device.type)
+        for d in directions
+    )
 
 
 def algorithms(device):

@@ -7,7 +7,7 @@ import torch.nn.functional as TF
 
 import fastconv
 import fastconv.functional as F
-from conftest import TOLERANCE, algorithms, claims_call, rel_err
+from conftest import TOLERANCE, algorithms, claims, rel_err
 from conv_cases import (
     CONV1D_CASES,
     CONV2D_CASES,
@@ -67,8 +67,9 @@ def torch_call(kind, x, w, b, kw):
     return y[..., pad[0] : y.shape[-1] - pad[1]]
 
 
-def algorithm_params(kind, w_shape, kw, device):
-    return [a for a in [None] + algorithms(device) if a is None or claims_call(a, w_shape, kw)]
+def algorithm_params(kind, x, w, kw, device, grads=False):
+    """None (the automatic choice), then every algorithm the library says implements the call."""
+    return [a for a in [None] + algorithms(device) if a is None or claims(a, kind, x, w, kw, grads)]
 
 
 @pytest.mark.parametrize("kind,case", ALL_CASES, ids=ALL_IDS)
@@ -77,7 +78,7 @@ def test_forward_matches_torch(kind, case, dtype, device):
     name, x_shape, w_shape, kw = case
     x, w, b, kw = make(kind, x_shape, w_shape, kw, dtype, device)
     ref = reference(kind, x, w, b, kw)
-    for algorithm in algorithm_params(kind, w_shape, kw, device):
+    for algorithm in algorithm_params(kind, x, w, kw, device):
         with fastconv.algorithms.force(algorithm):
             out = getattr(F, kind)(x, w, b, **kw)
         assert out.shape == ref.shape
@@ -96,7 +97,7 @@ def test_gradients_match_torch(kind, case, dtype, device):
     grad = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     leaves_ref = [t for t in (xr, wr, br) if t is not None]
     grads_ref = torch.autograd.grad(ref, leaves_ref, grad, allow_unused=True)
-    for algorithm in algorithm_params(kind, w_shape, kw, device):
+    for algorithm in algorithm_params(kind, x, w, kw, device, grads=True):
         leaves = [t.detach().requires_grad_() for t in (x, w, b) if t is not None]
         xi, wi = leaves[0], leaves[1]
         bi = leaves[2] if b is not None else None
@@ -122,7 +123,7 @@ def test_half_gradients(kind, dtype, device):
     ref = torch_call(kind, xr, wr, br, kw)
     grad = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
     want = torch.autograd.grad(ref, (xr, wr, br), grad.double())
-    for algorithm in algorithm_params(kind, w_shape, kw, device):
+    for algorithm in algorithm_params(kind, x, w, kw, device, grads=True):
         leaves = [t.detach().requires_grad_() for t in (x, w, b)]
         with fastconv.algorithms.force(algorithm):
             got = torch.autograd.grad(getattr(F, kind)(*leaves, **kw), leaves, grad.to(device))
@@ -156,7 +157,7 @@ def test_channels_last_follows_torch(case, x_cl, w_cl, device):
     xt, wt = x.detach().cpu().requires_grad_(), w.detach().cpu().requires_grad_()
     grad = torch.randn(want.shape, dtype=torch.float64)
     torch_grads = torch.autograd.grad(TF.conv2d(xt, wt, None, **kw), (xt, wt), grad)
-    for algorithm in algorithm_params("conv2d", w_shape, kw, device):
+    for algorithm in algorithm_params("conv2d", x, w, kw, device, grads=True):
         with fastconv.algorithms.force(algorithm):
             out = F.conv2d(x, w, b, **kw)
             grads = torch.autograd.grad(F.conv2d(xg, wg, None, **kw), (xg, wg), grad.to(device))
@@ -181,7 +182,7 @@ def test_non_contiguous_inputs(kind, device):
     b_nc = torch.stack([b, b], 1)[:, 0]
     assert not x_nc.is_contiguous() and not w_nc.is_contiguous() and not b_nc.is_contiguous()
     ref = reference(kind, x, w, b, kw)
-    for algorithm in algorithm_params(kind, w_shape, kw, device):
+    for algorithm in algorithm_params(kind, x_nc, w_nc, kw, device, grads=True):
         with fastconv.algorithms.force(algorithm):
             out = getattr(F, kind)(x_nc, w_nc, b_nc, **kw)
             grad_out = torch.ones_like(out).expand_as(out)  # zero-stride, as from .sum()
@@ -255,14 +256,15 @@ def test_winograd_chunks_bound_the_tile_buffers(algorithm, dilation, layout):
     assert rel_err(up, TF.conv_transpose2d(ref.detach(), w, **kw)) <= 1e-12
 
 
-@pytest.mark.parametrize("algorithm", WINOGRAD)
 @pytest.mark.parametrize("where", ["input", "weight", "grad_output"])
-def test_winograd_hands_non_finite_values_to_im2col(algorithm, where):
-    """A tile transform would spread an inf or NaN over its whole tile; such inputs take
-    im2col's kernels, bit for bit, so an input's inf reaches exactly the outputs torch's does."""
-    x = torch.randn(2, 16, 12, 12)
-    w = torch.randn(16, 16, 3, 3)
-    grad = torch.randn(2, 16, 12, 12)
+def test_non_finite_operands_pass_winograd_by(where):
+    """A tile transform would spread an inf or NaN over its whole tile. Winograd declares that
+    it needs finite operands, so the automatic choice, which reads them, passes such a layer
+    on down the list to im2col: bit for bit its result, so an input's inf reaches exactly the
+    outputs torch's does. Forced onto such operands, Winograd refuses and says why."""
+    x = torch.randn(2, 64, 64, 64)  # a layer the automatic choice gives to winograd_4x4
+    w = torch.randn(64, 64, 3, 3)
+    grad = torch.randn(2, 64, 64, 64)
     if where == "input":
         x[0, 3, 5, 6] = float("inf")
         x[1, 0, 0, 0] = float("nan")
@@ -278,12 +280,16 @@ def test_winograd_hands_non_finite_values_to_im2col(algorithm, where):
             gi, gw = torch.autograd.grad(out, (xg, wg), grad)
         return out.detach(), gi, gw
 
-    # The forward reads x and w, the input gradient dy and w, the filter gradient x and dy.
-    handed = {"input": [0, 2], "weight": [0, 1], "grad_output": [1, 2]}[where]
-    for i in handed:
-        torch.testing.assert_close(run(algorithm)[i], run("im2col_gemm")[i], rtol=0, atol=0, equal_nan=True)
+    auto, im2col = run(None), run("im2col_gemm")
+    # The forward reads x and w, the input gradient dy and w, the filter gradient x and dy:
+    # the directions that read the non-finite operand are im2col's.
+    for i in {"input": [0, 2], "weight": [0, 1], "grad_output": [1, 2]}[where]:
+        torch.testing.assert_close(auto[i], im2col[i], rtol=0, atol=0, equal_nan=True)
     if where == "input":
-        assert torch.equal(torch.isfinite(run(algorithm)[0]), torch.isfinite(TF.conv2d(x, w, padding=1)))
+        assert torch.equal(torch.isfinite(auto[0]), torch.isfinite(TF.conv2d(x, w, padding=1)))
+    for algorithm in WINOGRAD:  # the forward refuses, or (grad_output) the backward does
+        with pytest.raises(NotImplementedError, match="inf or NaN"):
+            run(algorithm)
 
 
 @pytest.mark.parametrize(
@@ -307,3 +313,25 @@ def test_automatic_choice_of_winograd(shape, want):
     for other in others:
         with fastconv.algorithms.force(other):
             assert not torch.equal(auto, F.conv2d(x, w, padding=1)), other
+
+
+# What bench/gpu_check.sh runs under compute-sanitizer: memcheck over the kernels' boundary
+# cases (per-side padding, groups, a channel multiplier, the 64x64 stride-32 up-convolution,
+# 1-D), racecheck over the kernels with shared memory (the direct wgrad's tree).
+SANITIZER_CASES = [("conv2d", c) for c in CONV2D_CASES if c[0] in ("basic", "depthwise_multiplier", "per_side_padding")]
+SANITIZER_CASES += [("conv_transpose2d", c) for c in CONV_TRANSPOSE2D_CASES if c[0] in ("basic", "fcn32s_64x64_s32")]
+SANITIZER_CASES += [("conv1d", CONV1D_CASES[0])]
+
+
+@pytest.mark.sanitizer
+@pytest.mark.parametrize("kind,case", SANITIZER_CASES, ids=[f"{k}-{c[0]}" for k, c in SANITIZER_CASES])
+def test_sanitizer_subset(kind, case, device):
+    test_forward_matches_torch(kind, case, torch.float32, device)
+    test_gradients_match_torch(kind, case, torch.float32, device)
+
+
+@pytest.mark.racecheck
+@pytest.mark.parametrize("name", ["basic", "depthwise"])
+def test_racecheck_subset(name, device):
+    case = next(c for c in CONV2D_CASES if c[0] == name)
+    test_gradients_match_torch("conv2d", case, torch.float32, device)

@@ -8,7 +8,7 @@ from torch.autograd import gradcheck, gradgradcheck
 
 import fastconv
 import fastconv.functional as F
-from conftest import algorithms, claims_call
+from conftest import algorithms, claims
 
 CONV_CONFIGS = [
     ("dense", (2, 4, 6, 5), (4, 2, 3, 2), dict(stride=(2, 1), padding=(1, 0), dilation=(1, 2), groups=2)),
@@ -40,7 +40,7 @@ def test_conv2d(config, device):
     name, x_shape, w_shape, kw = config
     x, w, b = leaves(x_shape, w_shape, w_shape[0], device)
     for algorithm in [None] + algorithms(device):
-        if algorithm and not claims_call(algorithm, w_shape, kw):
+        if algorithm and not claims(algorithm, "conv2d", x, w, kw, grads=True):
             continue
         fn = forced(algorithm, lambda x, w, b: F.conv2d(x, w, b, **kw))
         assert gradcheck(fn, (x, w, b))
@@ -53,7 +53,7 @@ def test_conv_transpose2d(config, device):
     groups = kw.get("groups", 1)
     x, w, b = leaves(x_shape, w_shape, w_shape[1] * groups, device)
     for algorithm in [None] + algorithms(device):
-        if algorithm and not claims_call(algorithm, w_shape, kw):
+        if algorithm and not claims(algorithm, "conv_transpose2d", x, w, kw, grads=True):
             continue
         fn = forced(algorithm, lambda x, w, b: F.conv_transpose2d(x, w, b, **kw))
         assert gradcheck(fn, (x, w, b))

@@ -100,9 +100,7 @@ def test_ten_thousand_calls_leave_cuda_memory_steady(name):
 def test_kernel_loops_run_on_every_torch_thread():
     """The CPU kernels' own loops are at::parallel_for, compiled into fastconv's library: a
     build without the OpenMP flag torch was built with runs every one of them on one thread."""
-    import ctypes
-
-    probe = ctypes.CDLL(fastconv._C.__file__).fastconv_parallel_threads
+    probe = torch.ops.fastconv._parallel_threads
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)

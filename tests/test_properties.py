@@ -255,12 +255,16 @@ def conv_fastconv(p, x, w, b):
     return F.conv2d(x, w, b, p.stride, p.padding, p.dilation, p.groups)
 
 
-def claimed_by(p):
-    """(algorithms that claim the problem, those that do not). The underlying convolution's
-    input channels are the transposed convolution's output channels."""
-    channels = p.k if p.transposed else p.c
-    yes = [a for a in CPU_ALGORITHMS if claims(a, p.groups, channels, p.kernel, p.stride, sides(p.padding), p.output_padding, p.dilation)]
-    return yes, [a for a in CPU_ALGORITHMS if a not in yes]
+def claimed_by(p, x, w):
+    """The library's answer for these tensors: (algorithms that claim the forward pass and
+    every gradient, those that claim the forward pass only, those that refuse it)."""
+    kind = "conv_transpose2d" if p.transposed else "conv2d"
+    kw = dict(stride=p.stride, padding=p.padding, dilation=p.dilation, groups=p.groups)
+    if p.transposed:
+        kw["output_padding"] = p.output_padding
+    forward = [a for a in CPU_ALGORITHMS if claims(a, kind, x, w, kw)]
+    full = [a for a in forward if claims(a, kind, x, w, kw, grads=True)]
+    return full, [a for a in forward if a not in full], [a for a in CPU_ALGORITHMS if a not in forward]
 
 
 def grad_output(p, shape, gen, dtype):
@@ -283,8 +287,12 @@ def check_conv(p):
     xa = arrange(x, p.x_layout)
     wa = arrange(w, p.w_layout)
     ba = None if b is None else arrange(b, p.b_layout)
-    yes, no = claimed_by(p)
+    yes, forward_only, no = claimed_by(p, xa, wa)
     assert yes, "no CPU algorithm claims a valid problem"
+    for algorithm in forward_only:
+        with fastconv.algorithms.force(algorithm):
+            out = conv_fastconv(p, xa, wa, ba)
+        assert rel_err(out, ref) <= tol, f"forward, algorithm {algorithm}: rel_err {rel_err(out, ref):.3g}"
     for algorithm in yes:
         leaves = [t.detach().requires_grad_() for t in (xa, wa, ba) if t is not None]
         with fastconv.algorithms.force(algorithm):

@@ -77,6 +77,7 @@ def test_roi_align_matches_torchvision(output_size, scale, sampling_ratio, align
     assert rel_err(ga, gb) <= 1e-9
 
 
+@pytest.mark.sanitizer
 @pytest.mark.parametrize("aligned", [False, True])
 @pytest.mark.parametrize("sampling_ratio", [-1, 2])
 def test_roi_align_matches_python_reference(aligned, sampling_ratio, device, roi_kernel):
@@ -141,6 +142,7 @@ def test_box_list_format_equals_tensor_format(device):
     torch.testing.assert_close(F.roi_pool(x, boxes, 3), F.roi_pool(x, rois, 3))
 
 
+@pytest.mark.sanitizer
 def test_no_boxes(device):
     x = torch.randn(2, 3, 10, 10, device=device, requires_grad=True)
     rois = torch.zeros(0, 5, device=device)
@@ -173,6 +175,7 @@ def test_half_types_compute_in_float(dtype, device, roi_kernel):
     assert rel_err(pooled, torchvision_ops.roi_pool(x_half.double(), rois, (3, 3))) == 0
 
 
+@pytest.mark.sanitizer
 @pytest.mark.parametrize("aligned", [False, True])
 def test_huge_boxes_are_fast_and_defined(aligned, device, roi_kernel):
     """torchvision's CPU roi_align segfaults on one box 1e7 pixels wide with adaptive

@@ -7,7 +7,7 @@ import torch
 
 import fastconv
 import fastconv.functional as F
-from conftest import algorithms, claims_call, rel_err
+from conftest import algorithms, claims, rel_err
 
 common = pytest.importorskip("torch.testing._internal.common_methods_invocations")
 
@@ -33,7 +33,7 @@ def test_matches_torch_on_opinfo_samples(name, device):
         ref_grads = torch.autograd.grad(ref, leaves, grad)
         transposed = name.startswith("conv_transpose")
         for algorithm in [None] + algorithms(device):
-            if algorithm is not None and not claims_call(algorithm, w.shape, kwargs):
+            if algorithm is not None and not claims(algorithm, name, x, w, kwargs, grads=True):
                 continue
             with fastconv.algorithms.force(algorithm):
                 out = getattr(F, name)(x, w, b, **kwargs)
