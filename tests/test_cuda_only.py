@@ -21,7 +21,8 @@ def test_cuda_build_registers_every_operator():
             pytest.fail("FASTCONV_CUDA=1 but the extension was built without CUDA kernels")
         pytest.skip("CPU-only build")
     for name in torch._C._dispatch_get_all_op_names():
-        if name.startswith("fastconv::"):
+        # fastconv::_* are the library's queries, one kernel for every device.
+        if name.startswith("fastconv::") and not name.startswith("fastconv::_"):
             assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "CUDA"), name
     assert fastconv.algorithms.names("cuda")[-1] == "direct"
 

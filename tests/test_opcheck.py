@@ -70,13 +70,27 @@ def test_opcheck(name, device):
     torch.library.opcheck(op, args)
 
 
+def tensor_operators():
+    """fastconv's operators on tensors; fastconv::_* are the library's queries about its
+    algorithms (names, the forced one, _can_implement), which take no tensor or only read
+    sizes, dtypes and addresses, and have one kernel for every device."""
+    return {n for n in torch._C._dispatch_get_all_op_names()
+            if n.startswith("fastconv::") and not n.startswith("fastconv::_")}
+
+
 def test_every_operator_is_checked():
-    defined = {n for n in torch._C._dispatch_get_all_op_names() if n.startswith("fastconv::")}
+    defined = tensor_operators()
     checked = {op._qualified_op_name for op, _ in cases("cpu").values()}
     assert defined == checked
 
 
 def test_every_operator_has_a_cpu_kernel():
-    for name in torch._C._dispatch_get_all_op_names():
-        if name.startswith("fastconv::"):
-            assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "CPU"), name
+    for name in tensor_operators():
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "CPU"), name
+
+
+def test_queries_run_on_any_device():
+    x = torch.empty(1, 4, 5, 5, device="meta")
+    w = torch.empty(2, 4, 3, 3, device="meta")
+    assert torch.ops.fastconv._can_implement("direct", "cpu", "fprop", x, w, [1, 1], [0, 0, 0, 0], [1, 1], 1, None)
+    assert "direct" in torch.ops.fastconv._algorithm_names("cpu")

@@ -41,16 +41,19 @@ def demangle(names):
 
 
 def short(mangled, name):
-    """'fastconv::cuda::(anonymous namespace)::fprop_kernel<float>(...)' from conv2d_direct.cu
-    -> 'conv2d_direct: fprop_kernel<float>'"""
+    """'void fastconv::cuda::direct::fprop_kernel<float, true>(...)' -> 'direct::fprop_kernel<float,
+    true>': kernels live in a namespace per family (csrc/cuda/kernels.h); one in an anonymous
+    namespace is named by its source file instead."""
     source = re.search(r"_GLOBAL__N__\w+?_\d+_(\w+?)_cu_", mangled)
     name = re.sub(r"\(.*$", "", name.replace("(anonymous namespace)::", ""))
     name = name.replace("fastconv::cuda::", "").replace("c10::", "").replace("void ", "")
-    return f"{source.group(1) if source else '?'}: {name}"
+    return f"{source.group(1)}: {name}" if source else name
 
 
 def main():
-    ops = sorted(n for n in torch._C._dispatch_get_all_op_names() if n.startswith("fastconv::"))
+    # The algorithm queries (fastconv::_can_implement, ...) have one kernel for every device.
+    ops = sorted(n for n in torch._C._dispatch_get_all_op_names()
+                 if n.startswith("fastconv::") and not n.startswith("fastconv::_"))
     built = bool(fastconv.algorithms.names("cuda"))
     print(f"fastconv built with CUDA kernels: {built}; CUDA algorithms: {fastconv.algorithms.names('cuda')}")
     if not built:
