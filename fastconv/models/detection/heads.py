@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Callable, Optional, Sequence
 
+import torch.fx
 import torch.nn.functional as TF
 from torch import Tensor, nn
 
@@ -25,6 +26,30 @@ __all__ = [
 
 # --------------------------------------------------------------------------- box head
 
+def _checked_roi_features(x: Tensor, features: int) -> Tensor:
+    """x [K, C·H·W], after checking that it has the box head's number of features."""
+    if x.shape[1] != features:
+        raise ValueError(f"TwoMLPHead: expected {features} features per RoI (C·H·W), got {x.shape[1]}")
+    return x
+
+
+def _checked_predictor_input(x: Tensor) -> Tensor:
+    """x, after checking that it is [K, C] or [K, C, 1, 1]."""
+    if x.dim() == 4 and tuple(x.shape[2:]) != (1, 1):
+        raise ValueError(
+            f"FastRCNNPredictor: a 4-D input must be [K, C, 1, 1], got {tuple(x.shape)}"
+        )
+    if x.dim() not in (2, 4):
+        raise ValueError(f"FastRCNNPredictor: input must be [K, C] or [K, C, 1, 1], got {tuple(x.shape)}")
+    return x
+
+
+# Leaves for torch.fx (see fastconv.functional): the checks read the input's shape, so symbolic
+# tracing records one call to each, which runs when the traced module runs.
+torch.fx.wrap("_checked_roi_features")
+torch.fx.wrap("_checked_predictor_input")
+
+
 class TwoMLPHead(nn.Module):
     """Fast R-CNN's box head: the flattened C×7×7 RoI feature through two fully connected
     layers with ReLU (`fc6`, `fc7`)."""
@@ -37,11 +62,7 @@ class TwoMLPHead(nn.Module):
         self.fc7 = nn.Linear(representation_size, representation_size)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x.flatten(start_dim=1)
-        if x.shape[1] != self.fc6.in_features:
-            raise ValueError(
-                f"TwoMLPHead: expected {self.fc6.in_features} features per RoI (C·H·W), got {x.shape[1]}"
-            )
+        x = _checked_roi_features(x.flatten(start_dim=1), self.fc6.in_features)
         return TF.relu(self.fc7(TF.relu(self.fc6(x))))
 
 
@@ -59,13 +80,7 @@ class FastRCNNPredictor(nn.Module):
         self.bbox_pred = nn.Linear(in_channels, num_classes * 4)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        if x.dim() == 4 and tuple(x.shape[2:]) != (1, 1):
-            raise ValueError(
-                f"FastRCNNPredictor: a 4-D input must be [K, C, 1, 1], got {tuple(x.shape)}"
-            )
-        if x.dim() not in (2, 4):
-            raise ValueError(f"FastRCNNPredictor: input must be [K, C] or [K, C, 1, 1], got {tuple(x.shape)}")
-        x = x.flatten(start_dim=1)
+        x = _checked_predictor_input(x).flatten(start_dim=1)
         return self.cls_score(x), self.bbox_pred(x)
 
 
