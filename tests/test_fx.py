@@ -60,11 +60,11 @@ def eager_with_conv_calls(model, *inputs):
     return out, counts
 
 
-def traced_with_stack_traces(model):
+def traced_with_stack_traces(model, concrete_args=None):
     """symbolic_trace, with each node's Python stack recorded."""
     tracer = torch.fx.Tracer()
     tracer.record_stack_traces = True
-    graph = tracer.trace(model)
+    graph = tracer.trace(model, concrete_args)
     return torch.fx.GraphModule(tracer.root, graph)
 
 
@@ -75,11 +75,11 @@ def assert_no_argument_checks(graph_module):
         assert "fastconv/functional.py" not in (node.stack_trace or ""), (node, node.stack_trace)
 
 
-def trace_and_compare(model, *inputs):
+def trace_and_compare(model, *inputs, concrete_args=None):
     """Trace `model` (eval mode), check one node per fastconv op and no argument checks, and
     return (graph module, eager output, traced output)."""
     model.eval()
-    gm = traced_with_stack_traces(model)
+    gm = traced_with_stack_traces(model, concrete_args)
     calls = fastconv_calls(gm)
     convs = collections.Counter({k: v for k, v in calls.items() if k not in ("roi_align", "roi_pool")})
     eager, ran = eager_with_conv_calls(model, *inputs)
@@ -113,22 +113,31 @@ def test_converted_torchvision_model_traces(name):
 
 # --------------------------------------------------------------------------- fastconv.models builders
 
+def randn(*shape):
+    return lambda: torch.randn(shape)
+
+
+# (builder, its keyword arguments, the input, concrete_args for symbolic_trace)
 BUILDERS = [
-    ("resnet18", {}, (1, 3, 64, 64)),
-    ("densenet121", {}, (1, 3, 32, 32)),
-    ("vgg11", {"num_classes": 10}, (1, 3, 64, 64)),
-    ("googlenet", {"num_classes": 10}, (1, 3, 32, 32)),
-    ("unet", {"base_width": 8}, (1, 3, 64, 64)),
-    ("lenet5", {}, (2, 1, 32, 32)),
-    ("fcn8s", {"num_classes": 5, "width_mult": 0.125}, (1, 3, 48, 40)),
+    ("resnet18", {}, randn(1, 3, 64, 64), None),
+    ("densenet121", {}, randn(1, 3, 32, 32), None),
+    ("vgg11", {"num_classes": 10}, randn(1, 3, 64, 64), None),
+    ("googlenet", {"num_classes": 10}, randn(1, 3, 32, 32), None),
+    ("unet", {"base_width": 8}, randn(1, 3, 64, 64), None),
+    ("lenet5", {}, randn(2, 1, 32, 32), None),
+    ("fcn8s", {"num_classes": 5, "width_mult": 0.125}, randn(1, 3, 48, 40), None),
+    # forward(x, sample=None) branches on `sample`: fix it to its default
+    ("vae", {}, randn(2, 1, 28, 28), {"sample": None}),
+    ("text_cnn", {"vocab_size": 50, "embed_dim": 16, "num_filters": 8}, lambda: torch.randint(0, 50, (2, 12)), None),
+    ("tdnn", {"num_classes": 5, "channels": (16, 16, 16, 16, 32), "embedding_dim": 8}, randn(2, 40, 30), None),
 ]
 
 
-@pytest.mark.parametrize("name,kwargs,shape", BUILDERS, ids=[b[0] for b in BUILDERS])
-def test_fastconv_model_builder_traces(name, kwargs, shape):
+@pytest.mark.parametrize("name,kwargs,make_input,concrete_args", BUILDERS, ids=[b[0] for b in BUILDERS])
+def test_fastconv_model_builder_traces(name, kwargs, make_input, concrete_args):
     torch.manual_seed(0)
     model = models.get_model(name, **kwargs)
-    gm, eager, traced = trace_and_compare(model, torch.randn(shape))
+    gm, eager, traced = trace_and_compare(model, make_input(), concrete_args=concrete_args)
     assert sum(fastconv_calls(gm).values()) > 0
     assert_bitwise(traced, eager)
 
@@ -137,7 +146,10 @@ def test_fastconv_model_builder_traces(name, kwargs, shape):
     (lambda: models.unet(base_width=4, depth=2), torch.randn(1, 3, 10, 12), "divisible by 4"),
     (lambda: models.lenet5(), torch.randn(1, 1, 28, 28), r"\[N, 1, 32, 32\]"),
     (lambda: models.fcn32s(num_classes=3, width_mult=0.125), torch.randn(3, 32, 32), "FCN expects input"),
-], ids=["unet", "lenet5", "fcn32s"])
+    (lambda: models.text_cnn(50, embed_dim=8, num_filters=4), torch.randint(0, 50, (2, 4)), "shorter than"),
+    (lambda: models.text_cnn(50, embed_dim=8, num_filters=4), torch.randint(50, 60, (2, 9)), "token ids must be"),
+    (lambda: models.tdnn(num_classes=3), torch.randn(2, 40, 10), "receptive field"),
+], ids=["unet", "lenet5", "fcn32s", "text_cnn-length", "text_cnn-ids", "tdnn"])
 def test_model_input_checks_run_in_the_traced_module(model, bad, match):
     model = model().eval()
     gm = torch.fx.symbolic_trace(model)
