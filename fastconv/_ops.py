@@ -8,6 +8,8 @@ own, so gradients of any order stay on fastconv's kernels.
 import torch
 from torch._prims_common import suggest_memory_format
 
+from ._conv_formulas import conv_output_size, transposed_output_size
+
 ops = torch.ops.fastconv
 
 
@@ -22,14 +24,6 @@ def _empty(shape, like, memory_format=torch.contiguous_format, dtype=None):
     return torch.empty(
         shape, dtype=dtype or like.dtype, device=like.device, memory_format=memory_format
     )
-
-
-def _conv_output_size(size, kernel, pad_begin, pad_end, stride, dilation):
-    return (size + pad_begin + pad_end - dilation * (kernel - 1) - 1) // stride + 1
-
-
-def _transposed_output_size(size, kernel, pad_begin, pad_end, stride, dilation, output_padding):
-    return (size - 1) * stride - pad_begin - pad_end + dilation * (kernel - 1) + output_padding + 1
 
 
 def _check_4d(op, **tensors):
@@ -54,8 +48,8 @@ def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
         lambda: f"fastconv::conv2d: weight {tuple(weight.shape)} with groups={groups} expects "
         f"{c_per_group * groups} input channels, got {c}",
     )
-    p = _conv_output_size(h, r, padding[0], padding[1], stride[0], dilation[0])
-    q = _conv_output_size(w, s, padding[2], padding[3], stride[1], dilation[1])
+    p = conv_output_size(h, r, padding[0], padding[1], stride[0], dilation[0])
+    q = conv_output_size(w, s, padding[2], padding[3], stride[1], dilation[1])
     return _empty((n, k, p, q), input, _output_memory_format(input, weight))
 
 
@@ -80,10 +74,10 @@ def _conv_transpose2d_fake(
         lambda: f"fastconv::conv_transpose2d: weight {tuple(weight.shape)} expects "
         f"{weight.shape[0]} input channels, got {c}",
     )
-    out_h = _transposed_output_size(
+    out_h = transposed_output_size(
         h, weight.shape[2], padding[0], padding[1], stride[0], dilation[0], output_padding[0]
     )
-    out_w = _transposed_output_size(
+    out_w = transposed_output_size(
         w, weight.shape[3], padding[2], padding[3], stride[1], dilation[1], output_padding[1]
     )
     shape = (n, weight.shape[1] * groups, out_h, out_w)

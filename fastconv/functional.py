@@ -14,6 +14,7 @@ import operator
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.fx
 from torch import Tensor
 
 from . import _ops  # noqa: F401  (registers fake kernels and autograd)
@@ -21,6 +22,18 @@ from . import _ops  # noqa: F401  (registers fake kernels and autograd)
 ops = torch.ops.fastconv
 
 __all__ = ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "roi_align", "roi_pool"]
+
+# torch.fx: each function here is a leaf of symbolic tracing. While torch.fx traces, it
+# replaces these names in this module's namespace (which is also what `F.conv2d` reads in
+# fastconv.nn and elsewhere) by a stand-in that records one call_function node to the function
+# itself, so the argument checks below never see a Proxy and never enter the graph; when the
+# GraphModule runs, the real function runs, checks included, as in eager mode.
+torch.fx.wrap("conv1d")
+torch.fx.wrap("conv2d")
+torch.fx.wrap("conv_transpose1d")
+torch.fx.wrap("conv_transpose2d")
+torch.fx.wrap("roi_align")
+torch.fx.wrap("roi_pool")
 
 
 def _check_tensor(fn, name, value):

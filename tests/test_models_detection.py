@@ -326,7 +326,7 @@ def test_without_torchvision_the_own_nms_serves_the_detector(monkeypatch):
     proposals = [random_boxes(30, 128, generator=g, dtype=torch.float32)]
     with torch.no_grad():
         with_tv = heads(feats, proposals, [(128, 128)])[0]
-        monkeypatch.setattr(det, "_TORCHVISION_OPS", [None])  # as if torchvision were not importable
+        monkeypatch.setattr(det.box_ops, "_TORCHVISION_OPS", [None])  # as if torchvision were not importable
         without = heads(feats, proposals, [(128, 128)])[0]
     assert len(with_tv["boxes"]) > 3
     for key in with_tv:

@@ -1,11 +1,11 @@
-"""fastconv.models.summary: per-layer shapes, parameters, activation memory and FLOPs."""
+"""fastconv.summary: per-layer shapes, parameters, activation memory and FLOPs."""
 
 import pytest
 import torch
 
 import fastconv
 import fastconv.models as models
-from fastconv.models import summary
+from fastconv.summary import summary
 
 # The lecture's VGG-16 table at 224x224: (layer, output channels, output side) in order.
 VGG16_LECTURE = [
@@ -139,3 +139,8 @@ def test_bad_arguments(kwargs, error, match):
         summary(fastconv.Conv2d(3, 4, 3), **kwargs, verbose=False)
     with pytest.raises(TypeError, match="model"):
         summary(lambda x: x, (1, 3, 8, 8))
+
+
+def test_models_summary_is_a_compatibility_alias():
+    assert models.summary is summary
+    assert models.ModelSummary is fastconv.summary.ModelSummary

@@ -12,6 +12,13 @@ import torch
 import torch.nn.functional as TF
 
 import fastconv.functional as F
+from fastconv._conv_formulas import (
+    conv_flops,
+    conv_min_bytes,
+    conv_output_size,
+    transposed_as_conv,
+    transposed_output_size,
+)
 
 ops = torch.ops.fastconv
 
@@ -63,10 +70,10 @@ class ConvCase:
         dh, dw = self.dilation
         if self.transposed:
             oph, opw = self.output_padding
-            return ((self.H - 1) * sh - 2 * ph + dh * (self.R - 1) + oph + 1,
-                    (self.W - 1) * sw - 2 * pw + dw * (self.S - 1) + opw + 1)
-        return ((self.H + 2 * ph - dh * (self.R - 1) - 1) // sh + 1,
-                (self.W + 2 * pw - dw * (self.S - 1) - 1) // sw + 1)
+            return (transposed_output_size(self.H, self.R, ph, ph, sh, dh, oph),
+                    transposed_output_size(self.W, self.S, pw, pw, sw, dw, opw))
+        return (conv_output_size(self.H, self.R, ph, ph, sh, dh),
+                conv_output_size(self.W, self.S, pw, pw, sw, dw))
 
     def shape_text(self, n):
         p, q = self.output_size()
@@ -87,22 +94,21 @@ class ConvCase:
     def _conv_sizes(self, n):
         p, q = self.output_size()
         if self.transposed:  # conv activation is the transposed output
-            return dict(N=n, C=self.K, H=p, W=q, K=self.C, P=self.H, Q=self.W)
+            return transposed_as_conv(N=n, C=self.C, H=self.H, W=self.W, K=self.K, P=p, Q=q)
         return dict(N=n, C=self.C, H=self.H, W=self.W, K=self.K, P=p, Q=q)
 
     def flops(self, n, direction):
         s = self._conv_sizes(n)
-        one = 2.0 * s["N"] * s["K"] * s["P"] * s["Q"] * (s["C"] // self.groups) * self.R * self.S
+        one = float(conv_flops(s["N"], s["C"], s["K"], s["P"], s["Q"], self.R, self.S, self.groups))
         return one * (3 if direction == "all" else 1)
 
     def min_bytes(self, n, direction, element_size):
         s = self._conv_sizes(n)
-        x = s["N"] * s["C"] * s["H"] * s["W"]
-        y = s["N"] * s["K"] * s["P"] * s["Q"]
-        w = s["K"] * (s["C"] // self.groups) * self.R * self.S
         # fprop reads x and w and writes y; dgrad and wgrad likewise touch three tensors of
         # these sizes; "all" does the three passes.
-        return element_size * (x + y + w) * (3 if direction == "all" else 1)
+        one = conv_min_bytes(s["N"], s["C"], s["H"], s["W"], s["K"], s["P"], s["Q"], self.R, self.S,
+                             self.groups, element_size)
+        return one * (3 if direction == "all" else 1)
 
     def make(self, n, device, dtype, layout, generator):
         def rand(*shape):

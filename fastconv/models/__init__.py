@@ -7,10 +7,11 @@ torchvision's, so a torchvision state_dict loads with strict=True and gives the 
 import importlib
 import pkgutil
 
+from ..summary import LayerSummary, ModelSummary, summary  # compatibility: summary lives in fastconv.summary
 from ._registry import get_model, list_models, register_model
 
 # Every module of this package registers its builders on import.
-__all__ = ["get_model", "list_models", "register_model"]
+__all__ = ["get_model", "list_models", "register_model", "summary", "LayerSummary", "ModelSummary"]
 for _info in pkgutil.iter_modules(__path__):
     if not _info.name.startswith("_"):
         _module = importlib.import_module(f"{__name__}.{_info.name}")

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
+import torch.fx
 from torch import Tensor, nn
 
 from .. import nn as fnn
@@ -76,6 +77,30 @@ def _check_image(fn: str, x: Tensor, channels: int, argument: str = "in_channels
         )
     if not x.is_floating_point():
         raise TypeError(f"{fn}: input must be a floating-point tensor, got {x.dtype}")
+
+
+def _checked_vae_image(x: Tensor, in_channels: int, image_size: Tuple[int, int]) -> Tensor:
+    """x, after checking that VAE.encode can take it."""
+    _check_image("VAE.encode", x, in_channels)
+    if tuple(x.shape[-2:]) != image_size:
+        raise ValueError(
+            f"VAE.encode: input is {x.shape[-2]}x{x.shape[-1]}, the model was built for "
+            f"image_size={image_size[0]}x{image_size[1]}"
+        )
+    return x
+
+
+def _checked_vae_code(z: Tensor, latent_dim: int) -> Tensor:
+    """z, after checking that VAE.decode can take it."""
+    if z.dim() != 2 or z.shape[1] != latent_dim:
+        raise ValueError(f"VAE.decode: z must be [N, {latent_dim}], got shape {tuple(z.shape)}")
+    return z
+
+
+# Leaves for torch.fx (see fastconv.functional): the checks read the input's type and shape, so
+# symbolic tracing records one call to each, which runs when the traced module runs.
+torch.fx.wrap("_checked_vae_image")
+torch.fx.wrap("_checked_vae_code")
 
 
 class _UpStage(nn.Module):
@@ -297,13 +322,7 @@ class VAE(nn.Module):
 
     def encode(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         """[N, in_channels, *image_size] -> (mu, logvar), each [N, latent_dim]."""
-        _check_image("VAE.encode", x, self.in_channels)
-        if tuple(x.shape[-2:]) != self.image_size:
-            raise ValueError(
-                f"VAE.encode: input is {x.shape[-2]}x{x.shape[-1]}, the model was built for "
-                f"image_size={self.image_size[0]}x{self.image_size[1]}"
-            )
-        features = self.encoder(x)
+        features = self.encoder(_checked_vae_image(x, self.in_channels, self.image_size))
         return self.fc_mu(features), self.fc_logvar(features)
 
     @staticmethod
@@ -315,9 +334,7 @@ class VAE(nn.Module):
 
     def decode(self, z: Tensor) -> Tensor:
         """[N, latent_dim] -> logits [N, in_channels, *image_size]."""
-        if z.dim() != 2 or z.shape[1] != self.latent_dim:
-            raise ValueError(f"VAE.decode: z must be [N, {self.latent_dim}], got shape {tuple(z.shape)}")
-        return self.decoder(z)
+        return self.decoder(_checked_vae_code(z, self.latent_dim))
 
     def forward(self, x: Tensor, sample: Optional[bool] = None) -> Tuple[Tensor, Tensor, Tensor]:
         mu, logvar = self.encode(x)

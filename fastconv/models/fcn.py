@@ -46,6 +46,7 @@ layer names of the paper's reference networks. The model returns the score tenso
 from __future__ import annotations
 
 import torch
+import torch.fx
 from torch import nn
 
 import fastconv.nn as fnn
@@ -111,6 +112,20 @@ def _fuse(up: torch.Tensor, skip: torch.Tensor, offset: int) -> torch.Tensor:
     height = min(up.shape[-2], skip.shape[-2] - offset)
     width = min(up.shape[-1], skip.shape[-1] - offset)
     return _crop(up, 0, height, width) + _crop(skip, offset, height, width)
+
+
+def _checked_input(x: torch.Tensor) -> torch.Tensor:
+    if x.dim() != 4:
+        raise ValueError(f"FCN expects input [N, C, H, W], got shape {tuple(x.shape)}")
+    return x
+
+
+# Leaves for torch.fx (see fastconv.functional): the input check and the crops depend on the
+# maps' sizes, so symbolic tracing records one call to each, which runs when the traced
+# module runs.
+torch.fx.wrap("_checked_input")
+torch.fx.wrap("_crop")
+torch.fx.wrap("_fuse")
 
 
 def _conv_out_channels(layers) -> int:
@@ -203,9 +218,8 @@ class FCN(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4:
-            raise ValueError(f"FCN expects input [N, C, H, W], got shape {tuple(x.shape)}")
-        height, width = x.shape[-2:]
+        x = _checked_input(x)
+        height, width = x.shape[-2], x.shape[-1]
         pool3 = pool4 = None
         for i, layer in enumerate(self.features):
             x = layer(x)

@@ -13,6 +13,7 @@ and a linear output layer for a cross-entropy loss instead of the Euclidean RBF 
 from __future__ import annotations
 
 import torch
+import torch.fx
 from torch import nn
 
 from .. import nn as fnn
@@ -45,10 +46,19 @@ class LeNet5(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The fully connected layers fix the input size; say so instead of failing in a matmul.
-        if x.dim() != 4 or tuple(x.shape[1:]) != (1, 32, 32):
-            raise ValueError(f"LeNet5 expects input of shape [N, 1, 32, 32], got {list(x.shape)}")
-        return self.classifier(torch.flatten(self.features(x), 1))
+        return self.classifier(torch.flatten(self.features(_checked_input(x)), 1))
+
+
+def _checked_input(x: torch.Tensor) -> torch.Tensor:
+    # The fully connected layers fix the input size; say so instead of failing in a matmul.
+    if x.dim() != 4 or tuple(x.shape[1:]) != (1, 32, 32):
+        raise ValueError(f"LeNet5 expects input of shape [N, 1, 32, 32], got {list(x.shape)}")
+    return x
+
+
+# A leaf for torch.fx (see fastconv.functional): symbolic tracing records one call to the
+# shape check, which runs when the traced module runs.
+torch.fx.wrap("_checked_input")
 
 
 @register_model

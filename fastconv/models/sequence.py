@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Optional, Sequence, Tuple
 
 import torch
+import torch.fx
 from torch import Tensor, nn
 
 from .. import nn as fnn
@@ -49,6 +50,58 @@ def _int_list(name: str, value) -> Tuple[int, ...]:
 
 def _compiling() -> bool:
     return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
+def _checked_tokens(tokens: Tensor, kernel_sizes: Sequence[int], vocab_size: int) -> Tensor:
+    """tokens, after checking that TextCNN can take them."""
+    if not isinstance(tokens, Tensor):
+        raise TypeError(f"TextCNN: tokens must be a Tensor of token ids, got {type(tokens).__name__}")
+    if tokens.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"TextCNN: tokens must be int64 (or int32) token ids, got {tokens.dtype}")
+    if tokens.dim() != 2:
+        raise ValueError(f"TextCNN: tokens must be 2-D [N, L], got shape {tuple(tokens.shape)}")
+    widest = max(kernel_sizes)
+    if tokens.shape[1] < widest:
+        raise ValueError(
+            f"TextCNN: sequences of length {tokens.shape[1]} are shorter than the widest kernel "
+            f"({widest}); pad them to at least {widest} tokens with padding_idx"
+        )
+    # An out-of-range id is an IndexError on the CPU but a device-side assert on a GPU;
+    # checking costs a host sync, so it is skipped while compiling or tracing.
+    if not _compiling() and tokens.numel() > 0:
+        low, high = int(tokens.min()), int(tokens.max())
+        if low < 0 or high >= vocab_size:
+            raise ValueError(
+                f"TextCNN: token ids must be in [0, vocab_size={vocab_size}), got ids in [{low}, {high}]"
+            )
+    return tokens
+
+
+def _checked_frames(x: Tensor, in_features: int, receptive_field: int) -> Tensor:
+    """x, after checking that TDNN can take it."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"TDNN: input must be a Tensor, got {type(x).__name__}")
+    if x.dim() != 3:
+        raise ValueError(f"TDNN: input must be 3-D [N, in_features, T], got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"TDNN: input must be a floating-point tensor, got {x.dtype}")
+    if x.shape[1] != in_features:
+        raise ValueError(
+            f"TDNN: input has {x.shape[1]} features per frame, the model was built for "
+            f"in_features={in_features}"
+        )
+    if x.shape[2] < receptive_field:
+        raise ValueError(
+            f"TDNN: input has T={x.shape[2]} frames, fewer than the receptive field of "
+            f"{receptive_field} frames"
+        )
+    return x
+
+
+# Leaves for torch.fx (see fastconv.functional): the checks read the input's type, shape and
+# values, so symbolic tracing records one call to each, which runs when the traced module runs.
+torch.fx.wrap("_checked_tokens")
+torch.fx.wrap("_checked_frames")
 
 
 _EMBEDDING_MODES = ("non-static", "static", "multichannel")
@@ -139,31 +192,9 @@ class TextCNN(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(num_filters * len(self.kernel_sizes), num_classes)
 
-    def _check_tokens(self, tokens: Tensor) -> None:
-        if not isinstance(tokens, Tensor):
-            raise TypeError(f"TextCNN: tokens must be a Tensor of token ids, got {type(tokens).__name__}")
-        if tokens.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"TextCNN: tokens must be int64 (or int32) token ids, got {tokens.dtype}")
-        if tokens.dim() != 2:
-            raise ValueError(f"TextCNN: tokens must be 2-D [N, L], got shape {tuple(tokens.shape)}")
-        widest = max(self.kernel_sizes)
-        if tokens.shape[1] < widest:
-            raise ValueError(
-                f"TextCNN: sequences of length {tokens.shape[1]} are shorter than the widest kernel "
-                f"({widest}); pad them to at least {widest} tokens with padding_idx"
-            )
-        # An out-of-range id is an IndexError on the CPU but a device-side assert on a GPU;
-        # checking costs a host sync, so it is skipped while compiling or tracing.
-        if not _compiling() and tokens.numel() > 0:
-            low, high = int(tokens.min()), int(tokens.max())
-            if low < 0 or high >= self.vocab_size:
-                raise ValueError(
-                    f"TextCNN: token ids must be in [0, vocab_size={self.vocab_size}), got ids in [{low}, {high}]"
-                )
-
     def features(self, tokens: Tensor) -> Tensor:
         """The max-over-time features [N, len(kernel_sizes)·num_filters], before dropout."""
-        self._check_tokens(tokens)
+        tokens = _checked_tokens(tokens, self.kernel_sizes, self.vocab_size)
         embedded = self.embedding(tokens)
         if self.embedding_mode == "multichannel":
             embedded = torch.cat([embedded, self.static_embedding(tokens)], dim=2)
@@ -280,28 +311,9 @@ class TDNN(nn.Module):
         )
         self.classifier = nn.Linear(embedding_dim, num_classes)
 
-    def _check_input(self, x: Tensor) -> None:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"TDNN: input must be a Tensor, got {type(x).__name__}")
-        if x.dim() != 3:
-            raise ValueError(f"TDNN: input must be 3-D [N, in_features, T], got shape {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise TypeError(f"TDNN: input must be a floating-point tensor, got {x.dtype}")
-        if x.shape[1] != self.in_features:
-            raise ValueError(
-                f"TDNN: input has {x.shape[1]} features per frame, the model was built for "
-                f"in_features={self.in_features}"
-            )
-        if x.shape[2] < self.receptive_field:
-            raise ValueError(
-                f"TDNN: input has T={x.shape[2]} frames, fewer than the receptive field of "
-                f"{self.receptive_field} frames"
-            )
-
     def frame_features(self, x: Tensor) -> Tensor:
         """The frame-level output [N, channels[-1], T - receptive_field + 1]."""
-        self._check_input(x)
-        return self.frames(x)
+        return self.frames(_checked_frames(x, self.in_features, self.receptive_field))
 
     def embed(self, x: Tensor) -> Tensor:
         """The segment embedding (the x-vector) [N, embedding_dim]."""

@@ -18,6 +18,7 @@ torchvision has no U-Net, so the module names are this file's own.
 from __future__ import annotations
 
 import torch
+import torch.fx
 from torch import nn
 
 import fastconv.nn as fnn
@@ -98,15 +99,7 @@ class UNet(nn.Module):
                     nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4:
-            raise ValueError(f"UNet expects input [N, C, H, W], got shape {tuple(x.shape)}")
-        multiple = 2**self.depth
-        h, w = x.shape[-2:]
-        if h % multiple or w % multiple:
-            raise ValueError(
-                f"UNet with depth={self.depth} needs H and W divisible by {multiple}; "
-                f"got input size {h}x{w} (HxW)"
-            )
+        x = _checked_input(x, self.depth)
         skips = []
         for stage in self.encoder:
             x = stage(x)
@@ -116,6 +109,25 @@ class UNet(nn.Module):
         for up, stage, skip in zip(self.up, self.decoder, reversed(skips)):
             x = stage(torch.cat([skip, up(x)], dim=1))
         return self.head(x)
+
+
+def _checked_input(x: torch.Tensor, depth: int) -> torch.Tensor:
+    """x, after checking that UNet of this depth can take it."""
+    if x.dim() != 4:
+        raise ValueError(f"UNet expects input [N, C, H, W], got shape {tuple(x.shape)}")
+    multiple = 2**depth
+    h, w = x.shape[-2:]
+    if h % multiple or w % multiple:
+        raise ValueError(
+            f"UNet with depth={depth} needs H and W divisible by {multiple}; "
+            f"got input size {h}x{w} (HxW)"
+        )
+    return x
+
+
+# A leaf for torch.fx (see fastconv.functional): the checks depend on the input's shape, so
+# symbolic tracing records one call to them, which runs when the traced module runs.
+torch.fx.wrap("_checked_input")
 
 
 @register_model

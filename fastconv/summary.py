@@ -34,6 +34,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from ._conv_formulas import conv_flops, transposed_as_conv
+
 __all__ = ["LayerSummary", "ModelSummary", "summary"]
 
 
@@ -142,10 +144,14 @@ def _conv_flops(op, args, out) -> int:
     """2 * multiply-adds of a fastconv convolution from its operands' shapes."""
     x, w = args[0], args[1]
     if op is torch.ops.fastconv.conv2d.default:
-        # each output element reduces over (C/groups) * R * S products
-        return 2 * out.numel() * w.shape[1] * w.shape[2] * w.shape[3]
-    # transposed: each input element scatters into (K/groups) * R * S outputs
-    return 2 * x.numel() * w.shape[1] * w.shape[2] * w.shape[3]
+        n, k, p, q = out.shape
+        return conv_flops(n, x.shape[1], k, p, q, w.shape[2], w.shape[3], groups=x.shape[1] // w.shape[1])
+    # transposed: the dgrad of the convolution from its output (out) to its input (x)
+    n, c, h, w_ = x.shape
+    k = out.shape[1]
+    sizes = transposed_as_conv(n, c, h, w_, k, out.shape[2], out.shape[3])
+    return conv_flops(sizes["N"], sizes["C"], sizes["K"], sizes["P"], sizes["Q"], w.shape[2], w.shape[3],
+                      groups=k // w.shape[1])
 
 
 def _matmul_flops(op, args, out) -> int:
