@@ -498,19 +498,32 @@ inline void Runner::run_block(LaunchState& LS, Dim3 bidx) {
       for (unsigned l = 0; l < warp_lanes(w); ++l) {
         Thread& t = lane(w, l);
         if (t.state != TState::collective) continue;
-        std::string missing;
+        // the lanes that keep it waiting, as runs of lanes with the same reason
+        std::string missing, run_reason;
+        int run_start = -1, run_end = -1;
+        auto flush = [&] {
+          if (run_start < 0) return;
+          missing += run_start == run_end ? " lane " + std::to_string(run_start)
+                                          : " lanes " + std::to_string(run_start) + ".." +
+                                                std::to_string(run_end);
+          missing += " (" + run_reason + ");";
+          run_start = -1;
+        };
         for (unsigned m = 0; m < 32; ++m) {
           if (!(t.coll.mask >> m & 1u) || m >= warp_lanes(w)) continue;
           const Thread& o = lane(w, m);
           if (o.state == TState::collective && o.coll.mask == t.coll.mask &&
               o.coll.kind == t.coll.kind)
             continue;
-          missing += " lane " + std::to_string(m) +
-                     (o.state == TState::exited    ? " (exited)"
-                      : o.state == TState::barrier ? " (waiting at syncthreads)"
-                                                   : " (waiting in another collective: " +
-                                                         std::string(coll_name(o.coll.kind)) + ")");
+          const std::string reason =
+              o.state == TState::exited    ? "exited"
+              : o.state == TState::barrier ? "waiting at syncthreads"
+                                           : std::string("waiting in ") + coll_name(o.coll.kind);
+          if (run_start >= 0 && (reason != run_reason || int(m) != run_end + 1)) flush();
+          if (run_start < 0) run_start = int(m), run_reason = reason;
+          run_end = int(m);
         }
+        flush();
         cur = &t;
         char buf[16];
         std::snprintf(buf, sizeof buf, "0x%08x", t.coll.mask);
