@@ -256,6 +256,11 @@ class GlobalPtr {
       return nullptr;
     return reinterpret_cast<V*>(base_ + off_);
   }
+  // n bytes from here read as one access (checked, traced): cp.async's source. nullptr if outside.
+  const std::byte* checked_read_bytes(size_t n) const {
+    if (!detail::global_access(base_, bytes_, off_, n, false, false, 1, name_)) return nullptr;
+    return base_ + off_;
+  }
   int64_t size_bytes() const { return bytes_; }
   int64_t offset_bytes() const { return off_; }
 
@@ -333,8 +338,12 @@ class SharedPtr {
       return nullptr;
     return reinterpret_cast<V*>(detail::runner().arena.data() + off_);
   }
-  // The byte offset in the shared window (what cvta.to.shared would give on the GPU).
+  // The byte offset in the shared window (what cvta.to.shared would give on the GPU), and the
+  // bounds of the array the pointer came from.
   int64_t window_offset() const { return off_; }
+  int64_t lo_bound() const { return lo_; }
+  int64_t hi_bound() const { return hi_; }
+  int array_id() const { return array_; }
 
   template <typename U> friend class SharedPtr;
   template <typename U, typename W> friend SharedPtr<U> shared_cast(SharedPtr<W>);

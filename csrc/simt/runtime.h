@@ -113,7 +113,7 @@ struct LaunchOptions {
   size_t max_dynamic_shared_bytes = limits::default_dynamic_shared_bytes;
   // __launch_bounds__(max_threads_per_block): a launch with a larger block fails, as on the GPU.
   unsigned max_threads_per_block = limits::max_threads_per_block;
-  size_t max_errors = 64;  // records kept; LaunchReport::error_count counts them all
+  size_t max_errors = 64;  // records kept per checker; LaunchReport::error_count counts them all
 };
 
 struct Error {
@@ -224,6 +224,14 @@ struct Access {
   uint32_t first_byte;  // global: offset of the first byte inside its first sector
 };
 
+// A cp.async copy issued but not yet completed: the source bytes (read at issue) and where they go.
+struct AsyncCopy {
+  int64_t off, lo, hi;
+  int array;
+  uint32_t bytes;
+  uint8_t data[16];
+};
+
 struct Thread {
   ucontext_t ctx;
   void* stack = nullptr;
@@ -239,6 +247,8 @@ struct Thread {
   Coll coll;
   unsigned n_decl = 0;  // shared_array declarations made so far
   std::vector<Access> gload, gstore, shared;  // traces for the metrics
+  std::vector<AsyncCopy> async_open;          // cp.async issued since the last commit_group
+  std::vector<std::vector<AsyncCopy>> async_groups;  // committed groups, oldest first
 };
 
 // What racecheck remembers about one shared byte: the last writer and up to two readers since.
@@ -296,6 +306,7 @@ class Runner {
   // results of this runner, merged into the report at the end of the launch
   std::vector<Error> errors;
   uint64_t error_count = 0;
+  uint64_t kept[8] = {};  // records per checker
   Metrics metrics;
   std::unordered_set<uint64_t> sectors;
 
@@ -344,7 +355,7 @@ inline std::string thread_str(const Thread& t) { return "thread " + to_string(t.
 inline void Runner::error(Checker c, std::string msg, std::string space, int64_t offset,
                           const Thread* other) {
   ++error_count;
-  if (errors.size() >= L->opt.max_errors) return;
+  if (kept[size_t(c)]++ >= L->opt.max_errors) return;
   Error e;
   e.checker = c;
   e.block = block_idx;
@@ -386,6 +397,11 @@ inline void Runner::fiber_entry() {
   Thread& t = *r.cur;
   try {
     r.L->body();
+    size_t pending = t.async_open.size();
+    for (const auto& g : t.async_groups) pending += g.size();
+    if (pending)
+      r.error(Checker::synccheck, "exits with " + std::to_string(pending) +
+                                      " cp.async copy(ies) never waited for (cp_async_wait_group)");
   } catch (const Abort&) {
   } catch (const std::exception& e) {
     r.error(Checker::exception, std::string("kernel threw: ") + e.what());
@@ -457,6 +473,8 @@ inline void Runner::run_block(LaunchState& LS, Dim3 bidx) {
     t.gload.clear();
     t.gstore.clear();
     t.shared.clear();
+    t.async_open.clear();
+    t.async_groups.clear();
   }
 
   std::vector<unsigned> order(nthreads);
@@ -513,7 +531,7 @@ inline void Runner::run_block(LaunchState& LS, Dim3 bidx) {
           if (!(t.coll.mask >> m & 1u) || m >= warp_lanes(w)) continue;
           const Thread& o = lane(w, m);
           if (o.state == TState::collective && o.coll.mask == t.coll.mask &&
-              o.coll.kind == t.coll.kind)
+              o.coll.kind == t.coll.kind && o.coll.variant == t.coll.variant)
             continue;
           const std::string reason =
               o.state == TState::exited    ? "exited"
@@ -679,6 +697,7 @@ inline std::unique_ptr<Runner> take_runner(size_t stack_bytes) {
 inline void give_runner(std::unique_ptr<Runner> r) {
   r->errors.clear();
   r->error_count = 0;
+  std::fill(std::begin(r->kept), std::end(r->kept), 0);
   r->metrics = Metrics{};
   r->sectors.clear();
   std::lock_guard<std::mutex> g(pool_mutex());
@@ -790,7 +809,9 @@ LaunchReport launch(Kernel&& kernel, Dim3 grid, Dim3 block, size_t dynamic_share
   };
   std::stable_sort(rep.errors.begin(), rep.errors.end(),
                    [&](const Error& a, const Error& b) { return key(a) < key(b); });
-  if (rep.errors.size() > options.max_errors) rep.errors.resize(options.max_errors);
+  uint64_t kept[8] = {};
+  std::erase_if(rep.errors,
+                [&](const Error& e) { return kept[size_t(e.checker)]++ >= options.max_errors; });
   return rep;
 }
 

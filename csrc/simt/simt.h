@@ -5,3 +5,5 @@
 #include "simt/runtime.h"
 #include "simt/memory.h"
 #include "simt/warp.h"
+#include "simt/mma.h"
+#include "simt/async.h"

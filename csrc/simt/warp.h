@@ -113,7 +113,8 @@ inline void warp_arrive(Coll c, Resolver resolve = resolve_builtin) {
                                        " of the mask has already exited");
       r.abort_self();
     }
-    const bool same = o.state == TState::collective && o.coll.mask == mask && o.coll.kind == c.kind;
+    const bool same = o.state == TState::collective && o.coll.mask == mask &&
+                      o.coll.kind == c.kind && o.coll.variant == c.variant;
     // A lane waiting in another collective whose mask names this lane waits for this lane
     // there, while this lane waits for it here: they disagree. (One whose mask does not name
     // this lane may still come here once its own collective completes.)
