@@ -32,7 +32,7 @@ class Ref {
   operator V() const { return p_.load(); }
   P operator&() const { return p_; }
 
-  const Ref& operator=(const V& v) const
+  const Ref& operator=(V v) const
     requires(!std::is_const_v<T>)
   {
     p_.store(v);
@@ -422,6 +422,12 @@ auto atomic_rmw(P p, F f) {
   V* a = p.checked_address(true);
   if (!a) return V{};
   if constexpr (std::is_same_v<P, GlobalPtr<typename P::element_type>>) {
+    if (reinterpret_cast<uintptr_t>(a) % std::atomic_ref<V>::required_alignment != 0) {
+      runner().error(Checker::memcheck, "atomic on a misaligned global address (" +
+                                            std::to_string(sizeof(V)) + "-byte element)",
+                     "global", p.offset_bytes());
+      return V{};
+    }
     std::atomic_ref<V> ref(*a);
     V old = ref.load(std::memory_order_relaxed);
     while (!ref.compare_exchange_weak(old, f(old), std::memory_order_relaxed)) {

@@ -166,6 +166,12 @@ int main() {
       check(r.count(Checker::synccheck) == 2, "synccheck: barrier in a divergent branch (both blocks), schedule " +
                                                   std::to_string(s), r.summary());
     }
+    simt::LaunchOptions two = shuf;
+    two.threads = 2;
+    auto many = simt::launch(divergent_barrier, {8}, {64}, 0, two, o);
+    bool sorted = many.count(Checker::synccheck) == 8;
+    for (size_t i = 0; i < many.errors.size(); ++i) sorted &= many.errors[i].block.x == i;
+    check(sorted, "synccheck: 8 blocks on 2 OS threads, one record each, in block order", many.summary());
     auto r = simt::launch(divergent_barrier, {1}, {64}, 0, fwd, o);
     std::printf("   e.g. %s\n", first_message(r, Checker::synccheck).c_str());
     auto e = simt::launch(barrier_after_exit, {1}, {64}, 0, rev, o);

@@ -97,7 +97,46 @@ void dynamic_count(GlobalPtr<const int> x, GlobalPtr<int> out) {
   if (t == 0) out[simt::block_idx().x] = odd;
 }
 
+// __syncthreads_and / _or, global atomics from several blocks on several OS threads.
+void votes_and_atomics(GlobalPtr<int> flags, GlobalPtr<float> sum, GlobalPtr<int> maxv) {
+  const unsigned t = simt::thread_idx().x;
+  const int all_small = simt::syncthreads_and(t < 1000);
+  const int any_five = simt::syncthreads_or(t == 5);
+  const int none = simt::syncthreads_or(0);
+  if (t == 0) flags[simt::block_idx().x] = all_small * 4 + any_five * 2 + none;
+  simt::atomic_add(&sum[0], 0.5f);
+  simt::atomic_max(maxv + 0, int(simt::block_idx().x * 1000 + t));
+}
+
+// A kernel with a large local array needs a larger fiber stack (LaunchOptions::stack_bytes).
+void big_stack(GlobalPtr<int> out) {
+  volatile int local[40000];  // 160 KB
+  for (int i = 0; i < 40000; ++i) local[i] = i;
+  simt::syncthreads();
+  out[simt::thread_idx().x] = local[39999];
+}
+
 int main() {
+  {
+    simt::LaunchOptions opt;
+    opt.threads = 2;
+    opt.schedule = simt::Schedule::shuffle;
+    std::vector<int> flags(16, -1);
+    float sum = 0;
+    int maxv = -1;
+    auto rep = simt::launch(votes_and_atomics, {16}, {64}, 0, opt, simt::global(flags.data(), 16),
+                            simt::global(&sum, 1), simt::global(&maxv, 1));
+    bool right = sum == 16 * 64 * 0.5f && maxv == 15 * 1000 + 63;
+    for (int f : flags) right &= f == 6;
+    check(right && rep.ok(), "syncthreads_and/or; global atomics across blocks on 2 OS threads", rep.summary());
+    std::vector<int> out(32);
+    simt::LaunchOptions big;
+    big.stack_bytes = 256 * 1024;
+    auto b = simt::launch(big_stack, {2}, {32}, 0, big, simt::global(out.data(), 32));
+    check(b.ok() && out[0] == 39999 && out[31] == 39999, "stack_bytes: 160 KB of locals on a 256 KiB stack",
+          b.summary());
+  }
+
   const simt::Schedule schedules[] = {simt::Schedule::forward, simt::Schedule::reverse,
                                       simt::Schedule::shuffle};
   const char* names[] = {"forward", "reverse", "shuffle"};
