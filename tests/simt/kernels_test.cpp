@@ -116,7 +116,28 @@ void big_stack(GlobalPtr<int> out) {
   out[simt::thread_idx().x] = local[39999];
 }
 
+// 3-D blocks and grids: linear thread id = x + y * bx + z * bx * by; warp = linear / 32.
+void indices(GlobalPtr<unsigned> out) {
+  const auto t = simt::thread_idx(), b = simt::block_idx(), bd = simt::block_dim(), gd = simt::grid_dim();
+  const unsigned lin = t.x + t.y * bd.x + t.z * bd.x * bd.y;
+  const unsigned blk = b.x + b.y * gd.x + b.z * gd.x * gd.y;
+  const unsigned i = blk * unsigned(bd.size()) + lin;
+  out[i] = (blk << 20) | (simt::warp_id() << 10) | (simt::lane_id() << 5) | (lin == simt::linear_thread_id());
+}
+
 int main() {
+  {
+    std::vector<unsigned> out(12 * 64, 0);
+    simt::LaunchOptions opt;
+    opt.schedule = simt::Schedule::shuffle;
+    auto rep = simt::launch(indices, {2, 3, 2}, {8, 4, 2}, 0, opt, simt::global(out.data(), 12 * 64));
+    bool right = rep.ok();
+    for (unsigned i = 0; i < 12 * 64; ++i) {
+      const unsigned lin = i % 64;
+      right &= out[i] == (((i / 64) << 20) | ((lin / 32) << 10) | ((lin % 32) << 5) | 1u);
+    }
+    check(right, "3-D grid and block indices, warp and lane ids", rep.summary());
+  }
   {
     simt::LaunchOptions opt;
     opt.threads = 2;
