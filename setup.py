@@ -81,7 +81,38 @@ def openmp_flags():
     return ["-fopenmp"] if uses_openmp and sys.platform.startswith("linux") else []
 
 
+def simt_sources():
+    """The CUDA sources for the emulation build: each .cu (and cuda/ .cpp) compiled as host
+    C++ through a one-line .cpp that includes it, since the host compiler takes no .cu files."""
+    out_dir = os.path.join("build", "simt_sources")
+    os.makedirs(out_dir, exist_ok=True)
+    wrappers = []
+    for src in sources("cuda/**/*.cu") + sources("cuda/**/*.cpp"):
+        rel = os.path.relpath(src, "csrc")
+        wrapper = os.path.join(out_dir, rel.replace(os.sep, "__") + ".cpp")
+        text = f'#include "{rel}"\n'
+        if not os.path.exists(wrapper) or open(wrapper).read() != text:
+            with open(wrapper, "w") as f:
+                f.write(text)
+        wrappers.append(wrapper)
+    return wrappers
+
+
 def extension():
+    if os.environ.get("FASTCONV_SIMT", "").strip() == "1":
+        # The emulation build: the CPU build plus the CUDA kernels compiled for the host
+        # against csrc/simt/, for fastconv.testing.emulated_cuda(). No nvcc, no GPU.
+        print("fastconv: building CPU kernels and the emulated CUDA kernels (FASTCONV_SIMT=1)")
+        cpu_sources = sources("*.cpp") + sources("common/**/*.cpp") + sources("cpu/**/*.cpp")
+        flags = ["-O2", "-fvisibility=hidden"] + openmp_flags()
+        return CppExtension(
+            "fastconv._C",
+            cpu_sources + simt_sources(),
+            include_dirs=[os.path.join(ROOT, "csrc")],
+            define_macros=[("FASTCONV_SIMT", "1")],
+            extra_compile_args={"cxx": flags},
+            extra_link_args=openmp_flags() + ["-pthread"],
+        )
     use_cuda, reason = cuda_decision()
     # Every source under each folder, subfolders included: a kernel family lives in a folder
     # of its own (the rules are at the top of csrc/cuda/kernels.h).

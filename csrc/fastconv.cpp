@@ -66,4 +66,10 @@ TORCH_LIBRARY(fastconv, m) {
       "int compute_capability=-1) -> bool",
       &fastconv::can_implement_op);
   m.def("_parallel_threads() -> int", &fastconv::parallel_threads_op);
+  m.def("_emulation_built() -> bool", &fastconv::emulation_built_op);
+  // a @ bt.T for bf16 a [16, 16] and bt [8, 16], through mma.sync, ldmatrix and cp.async
+  // (csrc/cuda/selftest/): on a GPU, and on CPU tensors in the emulation build.
+  m.def("_tensor_core_check(Tensor a, Tensor bt) -> Tensor");
+  m.def("_set_emulation(bool active, int schedule, int seed, int threads) -> ()",
+        &fastconv::set_emulation_op);
 }

@@ -93,3 +93,15 @@ def test_inputs_on_another_gpu_or_the_cpu():
         y = F.conv2d(x1, w1)  # runs on cuda:1 although cuda:0 is current
         assert y.device == x1.device
         assert rel_err(y, torch.nn.functional.conv2d(x1.cpu(), w1.cpu())) <= 1e-12
+
+
+@needs_gpu
+def test_tensor_core_wrappers_on_the_gpu():
+    """cp.async, ldmatrix and mma.sync as csrc/cuda/common/primitives.h writes them in PTX,
+    on the card: one 16x8x16 bf16 tile against a float64 product."""
+    if not CUDA_BUILD:
+        pytest.skip("CPU-only build")
+    a = torch.randn(16, 16, device="cuda").bfloat16()
+    bt = torch.randn(8, 16, device="cuda").bfloat16()
+    d = torch.ops.fastconv._tensor_core_check(a, bt)
+    torch.testing.assert_close(d.cpu(), a.double().matmul(bt.double().T).float().cpu(), rtol=1e-5, atol=1e-5)

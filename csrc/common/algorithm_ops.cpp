@@ -4,6 +4,7 @@
 #include "common/checks.h"
 #include "common/conv_ops.h"
 #include "common/conv_problem.h"
+#include "common/emulation.h"
 
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
@@ -65,6 +66,12 @@ bool can_implement_op(const std::string& algorithm, const std::string& device,
       make_conv_request(*d, p, input, weight, conv_output_memory_format(input, weight),
                         static_cast<int>(compute_capability));
   return a->has_kernel(*d) && a->can_implement(p, r);
+}
+
+bool emulation_built_op() { return emulation_built(); }
+
+void set_emulation_op(bool active, int64_t schedule, int64_t seed, int64_t threads) {
+  set_emulation({active, int(schedule), uint64_t(seed), int(threads)});
 }
 
 int64_t parallel_threads_op() {

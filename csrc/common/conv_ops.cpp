@@ -3,6 +3,7 @@
 #include "common/algorithms.h"
 #include "common/checks.h"
 #include "common/conv_problem.h"
+#include "common/emulation.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -107,7 +108,7 @@ void run(Direction direction, const ConvProblem& p, const Operands& o, at::Memor
   const ConvRequest request =
       make_conv_request(direction, p, o.first, o.second, format, -1);
   const ConvAlgorithm& a =
-      choose_conv_algorithm(o.first.device().type(), p, request, &operands_finite, &o);
+      choose_conv_algorithm(kernel_device(o.first), p, request, &operands_finite, &o);
   const KernelLayouts layouts = a.layouts_for(p, request);
   const auto in_format = memory_format_of(layouts.inputs);
   const auto out_format = memory_format_of(layouts.output);
@@ -161,7 +162,7 @@ ConvRequest make_conv_request(Direction direction, const ConvProblem& p, const a
                          uint64_t(p.K_per_group()) * element;
   r.alignment = largest_power_of_two_dividing(spans, 16);
   if (compute_capability < 0) {
-    const auto& query = compute_capability_query(first.device().type());
+    const auto& query = compute_capability_query(kernel_device(first));
     compute_capability = query ? query(first.device().index()) : 0;
   }
   r.compute_capability = compute_capability;

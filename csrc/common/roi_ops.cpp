@@ -3,6 +3,7 @@
 #include "common/acc_type.h"
 #include "common/algorithms.h"
 #include "common/checks.h"
+#include "common/emulation.h"
 
 #include <ATen/ATen.h>
 #include <c10/core/DeviceGuard.h>
@@ -28,9 +29,10 @@ std::map<c10::DeviceType, RoiKernels>& kernel_table() {
 
 RoiKernels kernels_for(const at::Tensor& t, const char* op) {
   std::lock_guard<std::mutex> lock(kernels_mutex());
-  auto it = kernel_table().find(t.device().type());
+  const c10::DeviceType device = kernel_device(t);
+  auto it = kernel_table().find(device);
   TORCH_CHECK(it != kernel_table().end(), op, ": no kernels for device ", t.device());
-  check_verified(it->second.verified, std::string(op) + " on " + c10::DeviceTypeName(t.device().type()));
+  check_verified(it->second.verified, std::string(op) + " on " + c10::DeviceTypeName(device));
   return it->second;
 }
 

@@ -3,15 +3,20 @@
 //
 // Where things go, and the rules every kernel file keeps:
 //
-//   csrc/cuda/common/     launch helpers (launch.cuh), compile-time switches
-//                         (static_switch.h), the cached device query (device_info.h).
+//   csrc/cuda/common/     primitives.h (every construct that is not plain C++: indices,
+//                         barriers, shared memory, warp collectives, atomics, mma.sync,
+//                         ldmatrix, cp.async, the launch; CUDA under nvcc, the emulator of
+//                         csrc/simt/ under FASTCONV_SIMT), launch helpers (launch.cuh),
+//                         compile-time switches (static_switch.h), the cached device query
+//                         (device_info.h).
 //   csrc/cuda/<family>/   one folder per kernel family: direct/, roi/, and the ones to come
 //                         (implicit_gemm/, depthwise/). A family holds
 //                           config.h          its tile configurations, each a struct of
 //                                             constants checked by static_asserts (never
 //                                             constants inside a kernel body);
-//                           *_kernels.cuh     device code only: __global__ and __device__
-//                                             functions, no host code, no ATen calls;
+//                           *_kernels.cuh     device code only (FASTCONV_GLOBAL and
+//                                             FASTCONV_DEVICE functions reaching memory only
+//                                             through gptr/sptr/View4), no host code, no ATen;
 //                           <name>.cu         the launcher: dtype dispatch, grid and shared
 //                                             memory sizes, stream, launch check; no math;
 //                           <name>_<config>.cu one explicit instantiation per file where a
@@ -20,7 +25,8 @@
 //                         and the algorithm factory declared below.
 //
 // A kernel file includes only the CUDA helpers in cuda/common/, its own folder and
-// csrc/common/. It never allocates its outputs, checks arguments, converts layouts, adds a
+// csrc/common/, and writes no CUDA keyword, intrinsic or PTX itself (primitives.h has them
+// all), so that it also compiles for the emulator. It never allocates its outputs, checks arguments, converts layouts, adds a
 // bias it did not fuse, or calls another algorithm: the operators in common/conv_ops.cpp do
 // all of that once for every device, and hand it operands in the layouts it declares.
 //

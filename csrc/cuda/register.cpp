@@ -1,18 +1,22 @@
 // The CUDA registration: the convolution algorithm list (the direct kernel last), the RoI
-// kernels, and every operator for the CUDA dispatch key. Compiled only in CUDA builds.
+// kernels, and every operator for the CUDA dispatch key. Compiled in CUDA builds, and in the
+// emulation build (FASTCONV_SIMT=1) where the same lists serve fastconv.testing.emulated_cuda.
 //
 // None of these kernels has run on a GPU yet: they are registered unverified, so a CUDA
 // tensor raises NotImplementedError unless FASTCONV_ALLOW_UNVERIFIED_KERNELS=1 is set (the
 // GPU check sets it). Flip `verified` once bench/gpu_check.sh passes on a real GPU.
 #include "common/algorithms.h"
 #include "common/conv_ops.h"
+#include "common/emulation.h"
 #include "common/roi_ops.h"
 #include "cuda/common/device_info.h"
 #include "cuda/kernels.h"
 
 #include <torch/library.h>
 
-TORCH_LIBRARY_IMPL(fastconv, CUDA, m) {
+namespace {
+
+void register_cuda_kernels() {
   using namespace fastconv;
   register_conv_algorithms(c10::DeviceType::CUDA, {cuda::direct_algorithm()});
   register_compute_capability_query(c10::DeviceType::CUDA, [](c10::DeviceIndex index) {
@@ -21,6 +25,26 @@ TORCH_LIBRARY_IMPL(fastconv, CUDA, m) {
   register_roi_kernels(c10::DeviceType::CUDA,
                        {&cuda::roi_align_forward, &cuda::roi_align_backward,
                         &cuda::roi_pool_forward, &cuda::roi_pool_backward, /*verified=*/false});
+}
+
+}  // namespace
+
+#if defined(FASTCONV_SIMT)
+
+// The emulation build: the same kernels, compiled for the host, as the CUDA list that CPU
+// tensors take inside fastconv.testing.emulated_cuda(). No CUDA dispatch key: a real GPU
+// tensor never reaches host-compiled kernels.
+static const bool emulated_cuda_registered = [] {
+  register_cuda_kernels();
+  fastconv::mark_emulation_built();
+  return true;
+}();
+
+#else
+
+TORCH_LIBRARY_IMPL(fastconv, CUDA, m) {
+  using namespace fastconv;
+  register_cuda_kernels();
   m.impl("conv2d", &conv2d);
   m.impl("conv2d_backward", &conv2d_backward);
   m.impl("conv_transpose2d", &conv_transpose2d);
@@ -30,3 +54,5 @@ TORCH_LIBRARY_IMPL(fastconv, CUDA, m) {
   m.impl("roi_pool", &roi_pool);
   m.impl("roi_pool_backward", &roi_pool_backward);
 }
+
+#endif

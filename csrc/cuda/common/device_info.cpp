@@ -1,5 +1,19 @@
 #include "cuda/common/device_info.h"
 
+#if defined(FASTCONV_SIMT)
+
+namespace fastconv::cuda {
+
+// Under emulation every device is an H100 (SXM): the limits the emulator enforces.
+const DeviceInfo& device_info(c10::DeviceIndex) {
+  static const DeviceInfo h100{90, 132, 48 * 1024, 227 * 1024, 1024};
+  return h100;
+}
+
+}  // namespace fastconv::cuda
+
+#else
+
 #include <ATen/cuda/CUDAContext.h>
 
 #include <map>
@@ -24,3 +38,5 @@ const DeviceInfo& device_info(c10::DeviceIndex index) {
 }
 
 }  // namespace fastconv::cuda
+
+#endif

@@ -1,12 +1,11 @@
 // Launch helpers shared by the CUDA kernel families: block size, grid sizes for grid-stride
-// loops over a 64-bit index (tensors may pass 2^31 elements), the current stream, and the
-// launch check (C10_CUDA_KERNEL_LAUNCH_CHECK after every launch).
+// loops over a 64-bit index (tensors may pass 2^31 elements), and the grid-stride loop itself.
+// Launches go through launch_kernel (cuda/common/primitives.h), which checks them.
 #pragma once
 
+#include "common/strided.h"
+#include "cuda/common/primitives.h"
 #include "cuda/common/static_switch.h"
-
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -14,6 +13,16 @@
 namespace fastconv::cuda {
 
 constexpr int kThreads = 256;
+
+// A tensor seen by a kernel: its strides, and a pointer into global memory (bounds-checked
+// under emulation).
+template <typename T>
+using View4 = Strided4<T, gptr<T>>;
+
+template <typename T, typename Tensor>
+View4<T> view4(const Tensor& t, const char* name) {
+  return View4<T>(global_view<T>(t, name), t);
+}
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -23,10 +32,10 @@ inline unsigned int blocks_for(int64_t n, int threads = kThreads) {
   return static_cast<unsigned int>(std::clamp<int64_t>(ceil_div(n, threads), 1, int64_t(1) << 20));
 }
 
-inline cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
-
 }  // namespace fastconv::cuda
 
-#define FASTCONV_GRID_STRIDE_LOOP(i, n)                                                  \
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n);             \
-       i += int64_t(blockDim.x) * gridDim.x)
+#define FASTCONV_GRID_STRIDE_LOOP(i, n)                                                      \
+  for (int64_t i = int64_t(::fastconv::cuda::block_index().x) *                             \
+                       ::fastconv::cuda::block_size().x +                                   \
+                   ::fastconv::cuda::thread_index().x;                                      \
+       i < (n); i += int64_t(::fastconv::cuda::block_size().x) * ::fastconv::cuda::grid_size().x)

@@ -11,21 +11,19 @@ namespace fastconv::cuda {
 namespace {
 
 template <typename scalar_t>
-const scalar_t* bias_data(const at::Tensor& bias) {
-  return bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
+gptr<const scalar_t> bias_data(const at::Tensor& bias) {
+  return bias.defined() ? global_view<const scalar_t>(bias, "bias") : gptr<const scalar_t>();
 }
 
 void fprop(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& x,
            const at::Tensor& w, const at::Tensor& bias, at::Tensor& y) {
   const auto blocks = blocks_for(p.N * p.K * p.P * p.Q);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "direct_fprop", [&] {
-    const Strided4<const scalar_t> xs(x), ws(w);
-    const Strided4<scalar_t> ys(y);
     bool_switch(layouts.output == Layout::nhwc, [&](auto channels_last) {
-      direct::fprop_kernel<scalar_t, decltype(channels_last)::value>
-          <<<blocks, kThreads, 0, current_stream()>>>(p, xs, ws, bias_data<scalar_t>(bias), ys);
+      launch_kernel("direct::fprop_kernel", direct::fprop_kernel<scalar_t, decltype(channels_last)::value>,
+                    blocks, kThreads, 0, p, view4<const scalar_t>(x, "x"),
+                    view4<const scalar_t>(w, "w"), bias_data<scalar_t>(bias), view4<scalar_t>(y, "y"));
     });
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
 
@@ -33,13 +31,11 @@ void dgrad(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor&
            const at::Tensor& w, const at::Tensor& bias, at::Tensor& dx) {
   const auto blocks = blocks_for(p.N * p.C * p.H * p.W);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), "direct_dgrad", [&] {
-    const Strided4<const scalar_t> dys(dy), ws(w);
-    const Strided4<scalar_t> dxs(dx);
     bool_switch(layouts.output == Layout::nhwc, [&](auto channels_last) {
-      direct::dgrad_kernel<scalar_t, decltype(channels_last)::value>
-          <<<blocks, kThreads, 0, current_stream()>>>(p, dys, ws, bias_data<scalar_t>(bias), dxs);
+      launch_kernel("direct::dgrad_kernel", direct::dgrad_kernel<scalar_t, decltype(channels_last)::value>,
+                    blocks, kThreads, 0, p, view4<const scalar_t>(dy, "dy"),
+                    view4<const scalar_t>(w, "w"), bias_data<scalar_t>(bias), view4<scalar_t>(dx, "dx"));
     });
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
 
@@ -48,9 +44,9 @@ void wgrad(const ConvProblem& p, const KernelLayouts&, const at::Tensor& x, cons
   const int64_t elements = p.K * p.C_per_group() * p.R * p.S;
   const auto blocks = static_cast<unsigned int>(std::min<int64_t>(elements, int64_t(1) << 20));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "direct_wgrad", [&] {
-    direct::wgrad_kernel<scalar_t><<<blocks, kThreads, 0, current_stream()>>>(
-        p, Strided4<const scalar_t>(x), Strided4<const scalar_t>(dy), Strided4<scalar_t>(dw));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_kernel("direct::wgrad_kernel", direct::wgrad_kernel<scalar_t>, blocks, kThreads, 0, p,
+                  view4<const scalar_t>(x, "x"), view4<const scalar_t>(dy, "dy"),
+                  view4<scalar_t>(dw, "dw"));
   });
 }
 

@@ -28,9 +28,9 @@ void roi_align_forward(const at::Tensor& input, const at::Tensor& rois, const Ro
   const align::Shape s = shape_of(rois, input.sizes(), a);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align", [&] {
     using acc_t = acc_type<scalar_t>;
-    align::forward_kernel<scalar_t, acc_t><<<blocks_for(out.numel()), kThreads, 0, current_stream()>>>(
-        input.const_data_ptr<scalar_t>(), rois.const_data_ptr<acc_t>(), out.data_ptr<scalar_t>(), s, a);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_kernel("align::forward_kernel", align::forward_kernel<scalar_t, acc_t>,
+                  blocks_for(out.numel()), kThreads, 0, global_view<const scalar_t>(input, "input"),
+                  global_view<const acc_t>(rois, "rois"), global_view<scalar_t>(out, "out"), s, a);
   });
 }
 
@@ -40,16 +40,16 @@ void roi_align_backward(const at::Tensor& grad, const at::Tensor& rois, const Ro
   const int64_t N = grad_input.size(0);
   const bool deterministic = at::globalContext().deterministicAlgorithms();
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "roi_align_backward", [&] {
+    const auto g = global_view<const scalar_t>(grad, "grad");
+    const auto r = global_view<const scalar_t>(rois, "rois");
+    const auto gi = global_view<scalar_t>(grad_input, "grad_input");
     if (deterministic) {
-      align::backward_deterministic_kernel<scalar_t><<<blocks_for(N * s.C), kThreads, 0, current_stream()>>>(
-          grad.const_data_ptr<scalar_t>(), rois.const_data_ptr<scalar_t>(),
-          grad_input.data_ptr<scalar_t>(), N, s, a);
+      launch_kernel("align::backward_deterministic_kernel", align::backward_deterministic_kernel<scalar_t>,
+                    blocks_for(N * s.C), kThreads, 0, g, r, gi, N, s, a);
     } else {
-      align::backward_atomic_kernel<scalar_t><<<blocks_for(grad.numel()), kThreads, 0, current_stream()>>>(
-          grad.const_data_ptr<scalar_t>(), rois.const_data_ptr<scalar_t>(),
-          grad_input.data_ptr<scalar_t>(), s, a);
+      launch_kernel("align::backward_atomic_kernel", align::backward_atomic_kernel<scalar_t>,
+                    blocks_for(grad.numel()), kThreads, 0, g, r, gi, s, a);
     }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
 

@@ -20,9 +20,28 @@ struct Shape {
   int64_t K, C, H, W, pooled_h, pooled_w;
 };
 
+// RoI k's five numbers (batch index, x1, y1, x2, y2), read once into registers.
+template <typename acc_t>
+struct Box {
+  acc_t v[5];
+};
+
+template <typename acc_t>
+FASTCONV_DEVICE Box<acc_t> load_box(gptr<const acc_t> rois, int64_t k) {
+  Box<acc_t> b;
+  for (int j = 0; j < 5; ++j) b.v[j] = rois[k * 5 + j];
+  return b;
+}
+
+template <typename acc_t, typename scalar_t>
+FASTCONV_DEVICE acc_t load(gptr<const scalar_t> p, int64_t i) {
+  const scalar_t v = p[i];
+  return acc_t(v);
+}
+
 // Calls visit(y_tap, x_tap) for every sample of bin (ph, pw) that lands on the image.
 template <typename T, typename Visit>
-__device__ void for_each_sample(const RoiAlignGeometry<T>& g, int64_t ph, int64_t pw,
+FASTCONV_DEVICE void for_each_sample(const RoiAlignGeometry<T>& g, int64_t ph, int64_t pw,
                                 const Shape& s, Visit visit) {
   const T base_y = g.start_h + T(ph) * g.bin_h;
   const T base_x = g.start_w + T(pw) * g.bin_w;
@@ -41,35 +60,35 @@ __device__ void for_each_sample(const RoiAlignGeometry<T>& g, int64_t ph, int64_
 }
 
 template <typename scalar_t, typename acc_t>
-__global__ void forward_kernel(const scalar_t* __restrict__ input, const acc_t* __restrict__ rois,
-                               scalar_t* __restrict__ out, Shape s, RoiArgs a) {
+FASTCONV_GLOBAL void forward_kernel(gptr<const scalar_t> input, gptr<const acc_t> rois,
+                                    gptr<scalar_t> out, Shape s, RoiArgs a) {
   const int64_t bins = s.pooled_h * s.pooled_w;
   FASTCONV_GRID_STRIDE_LOOP(i, s.K * s.C * bins) {
     const int64_t pw = i % s.pooled_w;
     const int64_t ph = (i / s.pooled_w) % s.pooled_h;
     const int64_t c = (i / bins) % s.C;
     const int64_t k = i / (bins * s.C);
-    const acc_t* roi = rois + k * 5;
-    const auto g = roi_align_geometry<acc_t>(roi, acc_t(a.spatial_scale), s.pooled_h, s.pooled_w,
+    const Box<acc_t> roi = load_box(rois, k);
+    const auto g = roi_align_geometry<acc_t>(roi.v, acc_t(a.spatial_scale), s.pooled_h, s.pooled_w,
                                              a.sampling_ratio, a.aligned);
     if (!g.valid) {
       out[i] = scalar_t(std::numeric_limits<float>::quiet_NaN());
       continue;
     }
-    const scalar_t* plane = input + (int64_t(roi[0]) * s.C + c) * s.H * s.W;
+    const gptr<const scalar_t> plane = input + (int64_t(roi.v[0]) * s.C + c) * s.H * s.W;
     acc_t sum = 0;
     for_each_sample(g, ph, pw, s, [&](const BilinearAxis<acc_t>& y, const BilinearAxis<acc_t>& x) {
-      sum += y.low_weight * x.low_weight * acc_t(plane[y.low * s.W + x.low]) +
-             y.low_weight * x.high_weight * acc_t(plane[y.low * s.W + x.high]) +
-             y.high_weight * x.low_weight * acc_t(plane[y.high * s.W + x.low]) +
-             y.high_weight * x.high_weight * acc_t(plane[y.high * s.W + x.high]);
+      sum += y.low_weight * x.low_weight * load<acc_t>(plane, y.low * s.W + x.low) +
+             y.low_weight * x.high_weight * load<acc_t>(plane, y.low * s.W + x.high) +
+             y.high_weight * x.low_weight * load<acc_t>(plane, y.high * s.W + x.low) +
+             y.high_weight * x.high_weight * load<acc_t>(plane, y.high * s.W + x.high);
     });
     out[i] = scalar_t(sum / g.count);
   }
 }
 
 template <typename acc_t>
-__device__ void scatter(acc_t* plane, const Shape& s, const BilinearAxis<acc_t>& y,
+FASTCONV_DEVICE void scatter(gptr<acc_t> plane, const Shape& s, const BilinearAxis<acc_t>& y,
                         const BilinearAxis<acc_t>& x, acc_t g, bool atomic) {
   const int64_t index[4] = {y.low * s.W + x.low, y.low * s.W + x.high, y.high * s.W + x.low,
                             y.high * s.W + x.high};
@@ -77,7 +96,7 @@ __device__ void scatter(acc_t* plane, const Shape& s, const BilinearAxis<acc_t>&
                           g * (y.high_weight * x.low_weight), g * (y.high_weight * x.high_weight)};
   for (int j = 0; j < 4; ++j) {
     if (atomic) {
-      atomicAdd(plane + index[j], value[j]);
+      atomic_add(plane + index[j], value[j]);
     } else {
       plane[index[j]] += value[j];
     }
@@ -85,20 +104,20 @@ __device__ void scatter(acc_t* plane, const Shape& s, const BilinearAxis<acc_t>&
 }
 
 template <typename acc_t>
-__global__ void backward_atomic_kernel(const acc_t* __restrict__ grad, const acc_t* __restrict__ rois,
-                                       acc_t* __restrict__ grad_input, Shape s, RoiArgs a) {
+FASTCONV_GLOBAL void backward_atomic_kernel(gptr<const acc_t> grad, gptr<const acc_t> rois,
+                                            gptr<acc_t> grad_input, Shape s, RoiArgs a) {
   const int64_t bins = s.pooled_h * s.pooled_w;
   FASTCONV_GRID_STRIDE_LOOP(i, s.K * s.C * bins) {
     const int64_t pw = i % s.pooled_w;
     const int64_t ph = (i / s.pooled_w) % s.pooled_h;
     const int64_t c = (i / bins) % s.C;
     const int64_t k = i / (bins * s.C);
-    const acc_t* roi = rois + k * 5;
-    const auto g = roi_align_geometry<acc_t>(roi, acc_t(a.spatial_scale), s.pooled_h, s.pooled_w,
+    const Box<acc_t> roi = load_box(rois, k);
+    const auto g = roi_align_geometry<acc_t>(roi.v, acc_t(a.spatial_scale), s.pooled_h, s.pooled_w,
                                              a.sampling_ratio, a.aligned);
     if (!g.valid) continue;
-    acc_t* plane = grad_input + (int64_t(roi[0]) * s.C + c) * s.H * s.W;
-    const acc_t bin_grad = grad[i] / g.count;
+    const gptr<acc_t> plane = grad_input + (int64_t(roi.v[0]) * s.C + c) * s.H * s.W;
+    const acc_t bin_grad = load<acc_t>(grad, i) / g.count;
     for_each_sample(g, ph, pw, s, [&](const BilinearAxis<acc_t>& y, const BilinearAxis<acc_t>& x) {
       scatter(plane, s, y, x, bin_grad, /*atomic=*/true);
     });
@@ -106,23 +125,22 @@ __global__ void backward_atomic_kernel(const acc_t* __restrict__ grad, const acc
 }
 
 template <typename acc_t>
-__global__ void backward_deterministic_kernel(const acc_t* __restrict__ grad,
-                                              const acc_t* __restrict__ rois,
-                                              acc_t* __restrict__ grad_input, int64_t N, Shape s,
-                                              RoiArgs a) {
+FASTCONV_GLOBAL void backward_deterministic_kernel(gptr<const acc_t> grad, gptr<const acc_t> rois,
+                                                   gptr<acc_t> grad_input, int64_t N, Shape s,
+                                                   RoiArgs a) {
   const int64_t bins = s.pooled_h * s.pooled_w;
   FASTCONV_GRID_STRIDE_LOOP(i, N * s.C) {
     const int64_t c = i % s.C;
     const int64_t n = i / s.C;
-    acc_t* plane = grad_input + i * s.H * s.W;
+    const gptr<acc_t> plane = grad_input + i * s.H * s.W;
     for (int64_t k = 0; k < s.K; ++k) {
-      const acc_t* roi = rois + k * 5;
-      if (int64_t(roi[0]) != n) continue;
-      const auto g = roi_align_geometry<acc_t>(roi, acc_t(a.spatial_scale), s.pooled_h,
+      const Box<acc_t> roi = load_box(rois, k);
+      if (int64_t(roi.v[0]) != n) continue;
+      const auto g = roi_align_geometry<acc_t>(roi.v, acc_t(a.spatial_scale), s.pooled_h,
                                                s.pooled_w, a.sampling_ratio, a.aligned);
       if (!g.valid) continue;
       for (int64_t b = 0; b < bins; ++b) {
-        const acc_t bin_grad = grad[(k * s.C + c) * bins + b] / g.count;
+        const acc_t bin_grad = load<acc_t>(grad, (k * s.C + c) * bins + b) / g.count;
         for_each_sample(g, b / s.pooled_w, b % s.pooled_w, s,
                         [&](const BilinearAxis<acc_t>& y, const BilinearAxis<acc_t>& x) {
                           scatter(plane, s, y, x, bin_grad, /*atomic=*/false);

@@ -18,10 +18,10 @@ void roi_pool_forward(const at::Tensor& input, const at::Tensor& rois, const Roi
   const pool::Shape s{rois.size(0), input.size(1), input.size(2), input.size(3), a.pooled_height, a.pooled_width};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_pool", [&] {
     using acc_t = acc_type<scalar_t>;
-    pool::forward_kernel<scalar_t, acc_t><<<blocks_for(out.numel()), kThreads, 0, current_stream()>>>(
-        input.const_data_ptr<scalar_t>(), rois.const_data_ptr<acc_t>(), out.data_ptr<scalar_t>(),
-        argmax.data_ptr<int64_t>(), s, acc_t(a.spatial_scale));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_kernel("pool::forward_kernel", pool::forward_kernel<scalar_t, acc_t>,
+                  blocks_for(out.numel()), kThreads, 0, global_view<const scalar_t>(input, "input"),
+                  global_view<const acc_t>(rois, "rois"), global_view<scalar_t>(out, "out"),
+                  global_view<int64_t>(argmax, "argmax"), s, acc_t(a.spatial_scale));
   });
 }
 
@@ -32,16 +32,17 @@ void roi_pool_backward(const at::Tensor& grad, const at::Tensor& rois, const at:
   const int64_t N = grad_input.size(0);
   const bool deterministic = at::globalContext().deterministicAlgorithms();
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "roi_pool_backward", [&] {
+    const auto g = global_view<const scalar_t>(grad, "grad");
+    const auto r = global_view<const scalar_t>(rois, "rois");
+    const auto am = global_view<const int64_t>(argmax, "argmax");
+    const auto gi = global_view<scalar_t>(grad_input, "grad_input");
     if (deterministic) {
-      pool::backward_deterministic_kernel<scalar_t><<<blocks_for(N * s.C), kThreads, 0, current_stream()>>>(
-          grad.const_data_ptr<scalar_t>(), rois.const_data_ptr<scalar_t>(),
-          argmax.const_data_ptr<int64_t>(), grad_input.data_ptr<scalar_t>(), N, s);
+      launch_kernel("pool::backward_deterministic_kernel", pool::backward_deterministic_kernel<scalar_t>,
+                    blocks_for(N * s.C), kThreads, 0, g, r, am, gi, N, s);
     } else {
-      pool::backward_atomic_kernel<scalar_t><<<blocks_for(grad.numel()), kThreads, 0, current_stream()>>>(
-          grad.const_data_ptr<scalar_t>(), rois.const_data_ptr<scalar_t>(),
-          argmax.const_data_ptr<int64_t>(), grad_input.data_ptr<scalar_t>(), s);
+      launch_kernel("pool::backward_atomic_kernel", pool::backward_atomic_kernel<scalar_t>,
+                    blocks_for(grad.numel()), kThreads, 0, g, r, am, gi, s);
     }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
 

@@ -19,16 +19,16 @@ struct Shape {
 };
 
 template <typename scalar_t, typename acc_t>
-__global__ void forward_kernel(const scalar_t* __restrict__ input, const acc_t* __restrict__ rois,
-                               scalar_t* __restrict__ out, int64_t* __restrict__ argmax, Shape s,
-                               acc_t scale) {
+FASTCONV_GLOBAL void forward_kernel(gptr<const scalar_t> input, gptr<const acc_t> rois,
+                                    gptr<scalar_t> out, gptr<int64_t> argmax, Shape s, acc_t scale) {
   const int64_t bins = s.pooled_h * s.pooled_w;
   FASTCONV_GRID_STRIDE_LOOP(i, s.K * s.C * bins) {
     const int64_t pw = i % s.pooled_w;
     const int64_t ph = (i / s.pooled_w) % s.pooled_h;
     const int64_t c = (i / bins) % s.C;
     const int64_t k = i / (bins * s.C);
-    const acc_t* roi = rois + k * 5;
+    acc_t roi[5];
+    for (int j = 0; j < 5; ++j) roi[j] = rois[k * 5 + j];
     bool finite = true;
     for (int j = 1; j < 5; ++j) finite = finite && isfinite(double(roi[j] * scale));
     if (!finite) {
@@ -45,12 +45,13 @@ __global__ void forward_kernel(const scalar_t* __restrict__ input, const acc_t* 
     roi_pool_bin(ph, start_h, bin_h, s.H, &h0, &h1);
     roi_pool_bin(pw, start_w, bin_w, s.W, &w0, &w1);
     const bool empty = h1 <= h0 || w1 <= w0;
-    const scalar_t* plane = input + (int64_t(roi[0]) * s.C + c) * s.H * s.W;
+    const gptr<const scalar_t> plane = input + (int64_t(roi[0]) * s.C + c) * s.H * s.W;
     acc_t best = empty ? acc_t(0) : acc_t(-FLT_MAX);  // torchvision's starting value
     int64_t best_index = -1;
     for (int64_t h = h0; h < h1; ++h) {
       for (int64_t w = w0; w < w1; ++w) {
-        const acc_t v = acc_t(plane[h * s.W + w]);
+        const scalar_t value = plane[h * s.W + w];
+        const acc_t v = acc_t(value);
         if (v > best) {
           best = v;
           best_index = h * s.W + w;
@@ -63,35 +64,37 @@ __global__ void forward_kernel(const scalar_t* __restrict__ input, const acc_t* 
 }
 
 template <typename acc_t>
-__global__ void backward_atomic_kernel(const acc_t* __restrict__ grad, const acc_t* __restrict__ rois,
-                                       const int64_t* __restrict__ argmax,
-                                       acc_t* __restrict__ grad_input, Shape s) {
+FASTCONV_GLOBAL void backward_atomic_kernel(gptr<const acc_t> grad, gptr<const acc_t> rois,
+                                            gptr<const int64_t> argmax, gptr<acc_t> grad_input,
+                                            Shape s) {
   const int64_t bins = s.pooled_h * s.pooled_w;
   FASTCONV_GRID_STRIDE_LOOP(i, s.K * s.C * bins) {
     const int64_t index = argmax[i];
     if (index < 0 || index >= s.H * s.W) continue;
     const int64_t c = (i / bins) % s.C;
     const int64_t k = i / (bins * s.C);
-    atomicAdd(grad_input + (int64_t(rois[k * 5]) * s.C + c) * s.H * s.W + index, grad[i]);
+    const acc_t batch = rois[k * 5], g = grad[i];
+    atomic_add(grad_input + (int64_t(batch) * s.C + c) * s.H * s.W + index, g);
   }
 }
 
 template <typename acc_t>
-__global__ void backward_deterministic_kernel(const acc_t* __restrict__ grad,
-                                              const acc_t* __restrict__ rois,
-                                              const int64_t* __restrict__ argmax,
-                                              acc_t* __restrict__ grad_input, int64_t N, Shape s) {
+FASTCONV_GLOBAL void backward_deterministic_kernel(gptr<const acc_t> grad, gptr<const acc_t> rois,
+                                                   gptr<const int64_t> argmax,
+                                                   gptr<acc_t> grad_input, int64_t N, Shape s) {
   const int64_t bins = s.pooled_h * s.pooled_w;
   FASTCONV_GRID_STRIDE_LOOP(i, N * s.C) {
     const int64_t c = i % s.C;
     const int64_t n = i / s.C;
-    acc_t* plane = grad_input + i * s.H * s.W;
+    const gptr<acc_t> plane = grad_input + i * s.H * s.W;
     for (int64_t k = 0; k < s.K; ++k) {
-      if (int64_t(rois[k * 5]) != n) continue;
+      const acc_t batch = rois[k * 5];
+      if (int64_t(batch) != n) continue;
       const int64_t offset = (k * s.C + c) * bins;
       for (int64_t b = 0; b < bins; ++b) {
         const int64_t index = argmax[offset + b];
-        if (index >= 0 && index < s.H * s.W) plane[index] += grad[offset + b];
+        const acc_t g = grad[offset + b];
+        if (index >= 0 && index < s.H * s.W) plane[index] += g;
       }
     }
   }

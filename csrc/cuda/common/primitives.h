@@ -1,0 +1,270 @@
+// Everything a CUDA kernel of fastconv uses that is not plain C++, in one place, so that each
+// kernel source compiles twice: with nvcc for the GPU, and with the host compiler against the
+// emulation layer (csrc/simt/, FASTCONV_SIMT=1) for the tests. Under nvcc each name is the real
+// CUDA construct; under FASTCONV_SIMT it is the emulator's, which checks every access.
+//
+//   FASTCONV_GLOBAL / FASTCONV_DEVICE   __global__ / __device__ __forceinline__
+//   gptr<T>                             a pointer into global memory (T*; emulated: with bounds)
+//   thread_index(), block_index(),      threadIdx, blockIdx, blockDim, gridDim
+//   block_size(), grid_size()
+//   sync_threads()                      __syncthreads()
+//   FASTCONV_SHARED(T, name, n)         __shared__ T name[n]
+//   sptr<T>                             a pointer into shared memory (T*; emulated: with bounds)
+//   atomic_add(p, v)                    atomicAdd(p, v)
+//   shfl_sync, shfl_up_sync,            __shfl_sync, __shfl_up_sync, __shfl_down_sync,
+//   shfl_down_sync, shfl_xor_sync,      __shfl_xor_sync, __ballot_sync, __any_sync,
+//   ballot_sync, any_sync, all_sync,    __all_sync, __syncwarp
+//   sync_warp(mask)
+//   mma_m16n8k16_bf16 / _f16,           mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}
+//   mma_m16n8k8_tf32                    mma.sync.aligned.m16n8k8.row.col.f32.tf32 (inline PTX)
+//   ldmatrix_x1 / _x2 / _x4 (+ _trans)  ldmatrix.sync.aligned.m8n8.x{1,2,4}[.trans].shared.b16
+//   cp_async(dst, src, bytes[, src_bytes]),
+//   cp_async_commit_group(),            cp.async.{ca,cg}.shared.global, commit_group,
+//   cp_async_wait_group<N>(),           wait_group N, wait_all
+//   cp_async_wait_all()
+//   launch_kernel(kernel, grid, block, shared_bytes, args...)
+//                                       kernel<<<grid, block, shared_bytes, stream>>>(args...)
+//                                       and the launch check; emulated: every checker on, and
+//                                       any finding raised as an error naming the kernel.
+//
+// Rules for kernel code (so both builds agree): read an element into a typed variable
+// (`T v = p[i]`, not `auto`), and reach global memory only through gptr<T> or Strided4.
+#pragma once
+
+#include <cstdint>
+
+#if defined(FASTCONV_SIMT)
+
+#include "simt/simt.h"
+
+#include <c10/util/Exception.h>
+
+#include <cmath>
+#include <string>
+
+#define FASTCONV_GLOBAL
+#define FASTCONV_DEVICE inline
+
+namespace fastconv::cuda {
+
+template <typename T>
+using gptr = simt::GlobalPtr<T>;
+template <typename T>
+using sptr = simt::SharedPtr<T>;
+using Dim3 = simt::Dim3;
+
+using std::isfinite;
+
+inline Dim3 thread_index() { return simt::thread_idx(); }
+inline Dim3 block_index() { return simt::block_idx(); }
+inline Dim3 block_size() { return simt::block_dim(); }
+inline Dim3 grid_size() { return simt::grid_dim(); }
+inline void sync_threads() { simt::syncthreads(); }
+
+using simt::atomic_add;
+using simt::all_sync;
+using simt::any_sync;
+using simt::ballot_sync;
+using simt::shfl_down_sync;
+using simt::shfl_sync;
+using simt::shfl_up_sync;
+using simt::shfl_xor_sync;
+inline void sync_warp(unsigned mask = 0xffffffffu) { simt::syncwarp(mask); }
+
+using simt::ldmatrix_x1;
+using simt::ldmatrix_x1_trans;
+using simt::ldmatrix_x2;
+using simt::ldmatrix_x2_trans;
+using simt::ldmatrix_x4;
+using simt::ldmatrix_x4_trans;
+using simt::mma_m16n8k16_bf16;
+using simt::mma_m16n8k16_f16;
+using simt::mma_m16n8k8_tf32;
+
+using simt::cp_async;
+using simt::cp_async_commit_group;
+using simt::cp_async_wait_all;
+template <int N>
+void cp_async_wait_group() {
+  simt::cp_async_wait_group(N);
+}
+
+// The scheduling order, seed and OS threads of emulated launches (fastconv.testing).
+simt::LaunchOptions& emulation_options();
+
+template <typename Kernel, typename... Args>
+void launch_kernel(const char* name, Kernel kernel, Dim3 grid, Dim3 block, size_t shared_bytes,
+                   Args&&... args) {
+  const simt::LaunchReport report =
+      simt::launch(kernel, grid, block, shared_bytes, emulation_options(), std::forward<Args>(args)...);
+  TORCH_CHECK(report.ok(), "fastconv: the emulated CUDA kernel ", name, " failed: ", report.summary());
+}
+
+// A global-memory view of a tensor's storage, from its data pointer to the storage's end.
+template <typename T, typename Tensor>
+gptr<T> global_view(const Tensor& t, const char* name) {
+  T* data = static_cast<T*>(const_cast<void*>(t.const_data_ptr()));
+  const int64_t bytes = int64_t(t.storage().nbytes()) - int64_t(t.storage_offset()) * int64_t(t.element_size());
+  return simt::global<T>(data, bytes / int64_t(sizeof(T)), name);
+}
+
+}  // namespace fastconv::cuda
+
+#else  // nvcc
+
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
+
+#define FASTCONV_GLOBAL __global__
+#define FASTCONV_DEVICE __device__ __forceinline__
+#define FASTCONV_SHARED(T, name, count) __shared__ T name[count]
+
+namespace fastconv::cuda {
+
+template <typename T>
+using gptr = T*;
+template <typename T>
+using sptr = T*;
+using Dim3 = dim3;
+
+__device__ __forceinline__ dim3 thread_index() { return threadIdx; }
+__device__ __forceinline__ dim3 block_index() { return blockIdx; }
+__device__ __forceinline__ dim3 block_size() { return blockDim; }
+__device__ __forceinline__ dim3 grid_size() { return gridDim; }
+__device__ __forceinline__ void sync_threads() { __syncthreads(); }
+
+template <typename T, typename V>
+__device__ __forceinline__ T atomic_add(T* p, V v) {
+  return atomicAdd(p, T(v));
+}
+
+template <typename T>
+__device__ __forceinline__ T shfl_sync(unsigned mask, T v, int lane, int width = 32) {
+  return __shfl_sync(mask, v, lane, width);
+}
+template <typename T>
+__device__ __forceinline__ T shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+  return __shfl_up_sync(mask, v, delta, width);
+}
+template <typename T>
+__device__ __forceinline__ T shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+  return __shfl_down_sync(mask, v, delta, width);
+}
+template <typename T>
+__device__ __forceinline__ T shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
+  return __shfl_xor_sync(mask, v, lane_mask, width);
+}
+__device__ __forceinline__ unsigned ballot_sync(unsigned mask, int p) { return __ballot_sync(mask, p); }
+__device__ __forceinline__ int any_sync(unsigned mask, int p) { return __any_sync(mask, p); }
+__device__ __forceinline__ int all_sync(unsigned mask, int p) { return __all_sync(mask, p); }
+__device__ __forceinline__ void sync_warp(unsigned mask = 0xffffffffu) { __syncwarp(mask); }
+
+// The one place where inline PTX appears. Fragments as the PTX ISA lays them out per lane:
+// a: 4 registers of 2 halves (m16n8k16) or 4 tf32 values (m16n8k8), b: 2, c and d: 4 floats.
+__device__ __forceinline__ void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4],
+                                                  const uint32_t (&b)[2], const float (&c)[4]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%10,%11,%12,%13};\n"
+      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]),
+        "f"(c[2]), "f"(c[3]));
+}
+__device__ __forceinline__ void mma_m16n8k16_f16(float (&d)[4], const uint32_t (&a)[4],
+                                                 const uint32_t (&b)[2], const float (&c)[4]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%10,%11,%12,%13};\n"
+      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]),
+        "f"(c[2]), "f"(c[3]));
+}
+__device__ __forceinline__ void mma_m16n8k8_tf32(float (&d)[4], const uint32_t (&a)[4],
+                                                 const uint32_t (&b)[2], const float (&c)[4]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%10,%11,%12,%13};\n"
+      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]),
+        "f"(c[2]), "f"(c[3]));
+}
+
+// row: this lane's row address in shared memory (lanes 0..8N-1 give one each).
+template <typename T>
+__device__ __forceinline__ void ldmatrix_x1(uint32_t& r0, T* row, bool trans = false) {
+  const auto a = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  if (trans)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x1.trans.shared.b16 {%0}, [%1];\n" : "=r"(r0) : "r"(a));
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];\n" : "=r"(r0) : "r"(a));
+}
+template <typename T>
+__device__ __forceinline__ void ldmatrix_x2(uint32_t& r0, uint32_t& r1, T* row, bool trans = false) {
+  const auto a = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  if (trans)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n"
+                 : "=r"(r0), "=r"(r1) : "r"(a));
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n"
+                 : "=r"(r0), "=r"(r1) : "r"(a));
+}
+template <typename T>
+__device__ __forceinline__ void ldmatrix_x4(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3,
+                                            T* row, bool trans = false) {
+  const auto a = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  if (trans)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(a));
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(a));
+}
+template <typename T>
+__device__ __forceinline__ void ldmatrix_x1_trans(uint32_t& r0, T* row) { ldmatrix_x1(r0, row, true); }
+template <typename T>
+__device__ __forceinline__ void ldmatrix_x2_trans(uint32_t& r0, uint32_t& r1, T* row) {
+  ldmatrix_x2(r0, r1, row, true);
+}
+template <typename T>
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t& r0, uint32_t& r1, uint32_t& r2,
+                                                  uint32_t& r3, T* row) {
+  ldmatrix_x4(r0, r1, r2, r3, row, true);
+}
+
+// bytes: 4, 8 or 16; src_bytes < bytes zero-fills the rest (src_bytes < 0: all of it read).
+template <typename D, typename S>
+__device__ __forceinline__ void cp_async(D* dst, const S* src, int bytes, int src_bytes = -1) {
+  const auto d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  const int n = src_bytes < 0 ? bytes : src_bytes;
+  if (bytes == 16)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(n));
+  else if (bytes == 8)
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(d), "l"(src), "r"(n));
+  else
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(n));
+}
+__device__ __forceinline__ void cp_async_commit_group() {
+  asm volatile("cp.async.commit_group;\n" ::);
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait_group() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::); }
+
+template <typename... KernelArgs, typename... Args>
+void launch_kernel(const char*, void (*kernel)(KernelArgs...), dim3 grid, dim3 block,
+                   size_t shared_bytes, Args&&... args) {
+  kernel<<<grid, block, shared_bytes, c10::cuda::getCurrentCUDAStream().stream()>>>(
+      std::forward<Args>(args)...);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <typename T, typename Tensor>
+gptr<T> global_view(const Tensor& t, const char*) {
+  return static_cast<T*>(const_cast<void*>(t.const_data_ptr()));
+}
+
+}  // namespace fastconv::cuda
+
+#endif

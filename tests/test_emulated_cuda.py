@@ -1,0 +1,184 @@
+"""fastconv's CUDA kernels, run on the CPU under the emulation layer (csrc/simt/) with every
+checker on: forced over the conv case table on every CUDA algorithm that claims each case, in
+every dtype and both layouts, forward and gradients; the RoI kernels forward and backward,
+atomic and deterministic; and under three thread schedules. Needs the emulation build
+(FASTCONV_SIMT=1; CI's tools/simt_check.sh makes one); skipped in other builds."""
+
+import pytest
+import torch
+
+import fastconv
+import fastconv.functional as F
+import fastconv.testing
+from conftest import TOLERANCE, claims, rel_err
+from fastconv._ops import _output_memory_format
+from conv_cases import CONV1D_CASES, CONV2D_CASES, CONV_TRANSPOSE1D_CASES, CONV_TRANSPOSE2D_CASES
+from roi_reference import roi_align as roi_align_reference
+from test_conv import make, reference, torch_call
+
+pytestmark = pytest.mark.skipif(
+    not fastconv.testing.emulation_available(),
+    reason="needs the emulation build: FASTCONV_SIMT=1 pip install --no-build-isolation .",
+)
+
+KINDS = {
+    "conv1d": CONV1D_CASES,
+    "conv2d": CONV2D_CASES,
+    "conv_transpose1d": CONV_TRANSPOSE1D_CASES,
+    "conv_transpose2d": CONV_TRANSPOSE2D_CASES,
+}
+CASES = [(kind, case) for kind, cases in KINDS.items() for case in cases]
+IDS = [f"{kind}-{case[0]}" for kind, case in CASES]
+DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+
+
+def cuda_algorithms(kind, x, w, kw, grads):
+    with fastconv.testing.emulated_cuda():
+        return [a for a in fastconv.algorithms.names("cuda") if claims(a, kind, x, w, kw, grads, device="cuda")]
+
+
+@pytest.mark.parametrize("kind,case", CASES, ids=IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).split(".")[-1])
+def test_forward(kind, case, dtype):
+    name, x_shape, w_shape, kw = case
+    x, w, b, kw = make(kind, x_shape, w_shape, kw, dtype, "cpu")
+    ref = reference(kind, x, w, b, kw)
+    algorithms = cuda_algorithms(kind, x, w, kw, grads=False)
+    assert algorithms, "no CUDA algorithm claims the case"
+    for algorithm in algorithms:
+        with fastconv.testing.emulated_cuda(), fastconv.algorithms.force(algorithm):
+            out = getattr(F, kind)(x, w, b, **kw)
+        assert out.shape == ref.shape and out.dtype == dtype
+        assert rel_err(out, ref) <= TOLERANCE[dtype], f"algorithm {algorithm}"
+
+
+@pytest.mark.parametrize("kind,case", CASES, ids=IDS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=["float64", "bfloat16"])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "channels_last"])
+def test_gradients(kind, case, dtype, layout):
+    name, x_shape, w_shape, kw = case
+    x, w, b, kw = make(kind, x_shape, w_shape, kw, dtype, "cpu")
+    if layout == torch.channels_last:
+        if x.dim() != 4:
+            pytest.skip("channels_last is a 4-D layout")
+        x = x.contiguous(memory_format=layout)
+    xr, wr = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+    br = None if b is None else b.detach().double().requires_grad_()
+    ref = torch_call(kind, xr, wr, br, kw)
+    grad = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    leaves_ref = [t for t in (xr, wr, br) if t is not None]
+    grads_ref = torch.autograd.grad(ref, leaves_ref, grad)
+    for algorithm in cuda_algorithms(kind, x, w, kw, grads=True):
+        leaves = [t.detach().requires_grad_() for t in (x, w, b) if t is not None]
+        xi, wi = leaves[0], leaves[1]
+        bi = leaves[2] if b is not None else None
+        with fastconv.testing.emulated_cuda(), fastconv.algorithms.force(algorithm):
+            out = getattr(F, kind)(xi, wi, bi, **kw)
+            grads = torch.autograd.grad(out, leaves, grad.to(dtype))
+        assert out.is_contiguous(memory_format=_output_memory_format(xi, wi))
+        for got, want, what in zip(grads, grads_ref, ["input", "weight", "bias"]):
+            assert rel_err(got, want) <= TOLERANCE[dtype] * 10, f"{what} grad, algorithm {algorithm}"
+
+
+@pytest.mark.parametrize("schedule,seed", [("reverse", 0), ("shuffle", 1), ("shuffle", 2)])
+def test_thread_schedules_give_the_same_bits(schedule, seed):
+    """The direct kernels' shared-memory tree (wgrad) and everything else do not depend on
+    the order a block's threads run in; blocks on two OS threads change nothing either."""
+    x, w, b, kw = make("conv2d", (2, 4, 8, 8), (6, 2, 3, 3), {"groups": 2, "padding": 1, "stride": 2}, torch.float32, "cpu")
+    grad = torch.randn(2, 6, 4, 4)
+
+    def run(**settings):
+        xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
+        with fastconv.testing.emulated_cuda(**settings):
+            y = F.conv2d(xg, wg, b, **kw)
+            return (y.detach(), *torch.autograd.grad(y, (xg, wg), grad))
+
+    for got, want in zip(run(schedule=schedule, seed=seed, threads=2), run()):
+        assert torch.equal(got, want)
+
+
+ROI_FEATURES = (2, 5, 12, 14)
+ROIS = torch.tensor(
+    [
+        [0, 1.0, 1.0, 6.0, 7.0],
+        [1, 0.0, 2.0, 11.0, 9.5],
+        [0, 3.2, 3.2, 3.2, 3.2],  # a point
+        [1, 5.0, 4.0, 2.0, 1.0],  # corners swapped: empty
+        [0, -40.0, -30.0, 500.0, 400.0],  # far beyond the image
+        [1, 2.5, 0.5, 13.5, 11.0],
+    ]
+)
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize("sampling_ratio", [-1, 2])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16],
+                         ids=["float64", "float32", "float16", "bfloat16"])
+def test_roi_align(aligned, sampling_ratio, dtype):
+    feat = torch.randn(ROI_FEATURES, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    want = roi_align_reference(feat, ROIS.double(), (3, 4), 0.5, sampling_ratio, aligned)
+    with fastconv.testing.emulated_cuda():
+        got = F.roi_align(feat.to(dtype), ROIS.to(dtype), (3, 4), 0.5, sampling_ratio, aligned)
+    assert got.dtype == dtype
+    assert rel_err(got, want) <= max(TOLERANCE[dtype], 1e-9)
+
+
+@pytest.mark.parametrize("op", ["roi_align", "roi_pool"])
+def test_roi_backward_atomic_and_deterministic(op):
+    """The atomic backward equals the CPU's within rounding; the deterministic one (no
+    atomics) is bitwise the same under every schedule and within rounding of the atomic."""
+    feat = torch.randn(ROI_FEATURES, generator=torch.Generator().manual_seed(1))
+    call = {"roi_align": lambda f: F.roi_align(f, ROIS, 3, 0.5, 2, True),
+            "roi_pool": lambda f: F.roi_pool(f, ROIS, 3, 0.5)}[op]
+
+    def grad_of(**settings):
+        f = feat.clone().requires_grad_()
+        with fastconv.testing.emulated_cuda(**settings):
+            out = call(f)
+            return torch.autograd.grad(out, f, torch.ones_like(out))[0]
+
+    f = feat.clone().requires_grad_()
+    out = call(f)
+    cpu = torch.autograd.grad(out, f, torch.ones_like(out))[0]
+    atomic = grad_of(threads=2)
+    assert rel_err(atomic, cpu) <= 1e-6
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        runs = [grad_of(schedule=s, seed=1) for s in ("forward", "reverse", "shuffle")]
+    finally:
+        torch.use_deterministic_algorithms(before)
+    assert all(torch.equal(r, runs[0]) for r in runs)
+    assert rel_err(runs[0], atomic) <= 1e-6
+
+
+def test_no_boxes():
+    feat = torch.randn(ROI_FEATURES)
+    with fastconv.testing.emulated_cuda():
+        assert F.roi_align(feat, torch.zeros(0, 5), 3).shape == (0, 5, 3, 3)
+        assert F.roi_pool(feat, torch.zeros(0, 5), 3).shape == (0, 5, 3, 3)
+
+
+def test_emulation_switch_is_scoped():
+    x, w = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)
+    with fastconv.testing.emulated_cuda():
+        with fastconv.testing.emulated_cuda(schedule="reverse"):
+            F.conv2d(x, w)
+        F.conv2d(x, w)
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        with fastconv.algorithms.force("winograd_4x4"), fastconv.testing.emulated_cuda():
+            F.conv2d(x, w)  # a CPU algorithm is not in the CUDA list
+    with pytest.raises(ValueError, match="schedule"):
+        with fastconv.testing.emulated_cuda(schedule="sideways"):
+            pass
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_tensor_core_path(seed):
+    """cp.async, ldmatrix.x4/.x2 and mma.sync m16n8k16 through the kernel-side wrappers, as
+    one GEMM tile: the emulated fragment layouts and the kernel agree with a @ bt.T."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(16, 16, generator=g).bfloat16()
+    bt = torch.randn(8, 16, generator=g).bfloat16()
+    d = torch.ops.fastconv._tensor_core_check(a, bt)
+    torch.testing.assert_close(d, a.double().matmul(bt.double().T).float(), rtol=1e-5, atol=1e-5)
