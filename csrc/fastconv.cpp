@@ -70,6 +70,7 @@ TORCH_LIBRARY(fastconv, m) {
   // a @ bt.T for bf16 a [16, 16] and bt [8, 16], through mma.sync, ldmatrix and cp.async
   // (csrc/cuda/selftest/): on a GPU, and on CPU tensors in the emulation build.
   m.def("_tensor_core_check(Tensor a, Tensor bt) -> Tensor");
-  m.def("_set_emulation(bool active, int schedule, int seed, int threads) -> ()",
+  m.def("_set_emulation(bool active, int schedule, int seed, int threads, bool metrics=False) -> ()",
         &fastconv::set_emulation_op);
+  m.def("_emulated_launches() -> str[]", &fastconv::emulated_launches_op);
 }

@@ -24,7 +24,7 @@ import torch
 
 from . import _C  # noqa: F401  (loads the library and its operators)
 
-__all__ = ["emulation_available", "emulated_cuda", "SCHEDULES"]
+__all__ = ["emulation_available", "emulated_cuda", "emulated_launches", "SCHEDULES"]
 
 # The orders a block's threads are run in: results that depend on the order show up as
 # differences between them.
@@ -39,13 +39,14 @@ def emulation_available():
 
 
 @contextlib.contextmanager
-def emulated_cuda(schedule="forward", seed=0, threads=1):
+def emulated_cuda(schedule="forward", seed=0, threads=1, metrics=False):
     """Runs fastconv's operators on CPU tensors through the emulated CUDA kernels.
 
     schedule: "forward", "reverse" or "shuffle" (seeded by `seed`), the order in which a
     block's threads run between synchronisation points. threads: OS threads that run blocks
     (1, the default, is deterministic; 0 uses every core). Process-wide, like
-    fastconv.algorithms.force, so that autograd's threads see it too; nests.
+    fastconv.algorithms.force, so that autograd's threads see it too; nests. metrics: trace
+    every access and keep each launch's traffic (emulated_launches() takes them).
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"fastconv.testing.emulated_cuda: schedule must be one of {sorted(SCHEDULES)}, got {schedule!r}")
@@ -53,11 +54,21 @@ def emulated_cuda(schedule="forward", seed=0, threads=1):
         raise ValueError(f"fastconv.testing.emulated_cuda: seed must be a non-negative int, got {seed!r}")
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
         raise ValueError(f"fastconv.testing.emulated_cuda: threads must be a non-negative int, got {threads!r}")
-    settings = (True, SCHEDULES[schedule], seed, threads)
+    settings = (True, SCHEDULES[schedule], seed, threads, bool(metrics))
     torch.ops.fastconv._set_emulation(*settings)
     _active.append(settings)
     try:
         yield
     finally:
         _active.pop()
-        torch.ops.fastconv._set_emulation(*(_active[-1] if _active else (False, 0, 0, 1)))
+        torch.ops.fastconv._set_emulation(*(_active[-1] if _active else (False, 0, 0, 1, False)))
+
+
+def emulated_launches():
+    """The traffic of each emulated launch since the last call (inside emulated_cuda(metrics=True)),
+    one dict per launch: kernel, grid, block; global load and store requests (warp-wide) and
+    the 32-byte sectors they touched; bytes requested by all threads; distinct sectors over the
+    launch; shared-memory requests, wavefronts and bank conflicts (extra wavefronts)."""
+    import json
+
+    return [json.loads(text) for text in torch.ops.fastconv._emulated_launches()]

@@ -4,6 +4,8 @@ every dtype and both layouts, forward and gradients; the RoI kernels forward and
 atomic and deterministic; and under three thread schedules. Needs the emulation build
 (FASTCONV_SIMT=1; CI's tools/simt_check.sh makes one); skipped in other builds."""
 
+import json
+
 import pytest
 import torch
 
@@ -182,3 +184,38 @@ def test_tensor_core_path(seed):
     bt = torch.randn(8, 16, generator=g).bfloat16()
     d = torch.ops.fastconv._tensor_core_check(a, bt)
     torch.testing.assert_close(d, a.double().matmul(bt.double().T).float(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_traffic_report_of_the_direct_kernel(layout, tmp_path, capsys):
+    """fastconv-bench traffic on a layer whose warps write 32 consecutive floats (along W in
+    NCHW, along K in channels_last): 4 sectors per store request, and the distinct bytes of
+    the launch within a sector's rounding of the problem's minimum. In channels_last the
+    direct kernel's lanes read one x value (1 sector) and 32 filters a filter apart (32
+    sectors): 16.5 per load request, the price of a reference kernel's thread order."""
+    from fastconv.bench import traffic
+
+    out = tmp_path / "t.json"
+    assert traffic.main(["--layer", "N=1,C=8,H=8,W=32,K=32,R=3,pad=1", "--layout", layout, "--json", str(out)]) == 0
+    row = json.loads(out.read_text())["rows"][0]
+    (launch,) = row["launches"]
+    assert launch["kernel"] == "direct::fprop_kernel"
+    assert launch["sectors_per_store"] == 4.0
+    if layout == "nhwc":
+        assert launch["sectors_per_load"] == 16.5
+    else:
+        assert 1.0 <= launch["sectors_per_load"] <= 5.0
+    assert 0.95 <= row["distinct_over_min"] <= 1.2
+    assert "direct::fprop_kernel" in capsys.readouterr().out
+
+
+def test_traffic_scaling_keeps_the_seed_suite_small():
+    from fastconv.bench import suites, traffic
+
+    for case in suites.seed_suite():
+        if isinstance(case, suites.ConvCase):
+            small = traffic.scaled(case, 6e5)
+            assert small.groups == case.groups and (small.R, small.S) == (case.R, case.S)
+            assert small.K >= min(case.K, 32) and small.W == case.W or small.H == traffic._extent(small, 0) or small.one_d
+            fits = small.flops(1, "fprop") / 2 <= 6e5
+            assert fits or small.W == traffic._extent(small, 1), case.name

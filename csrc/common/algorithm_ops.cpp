@@ -70,9 +70,11 @@ bool can_implement_op(const std::string& algorithm, const std::string& device,
 
 bool emulation_built_op() { return emulation_built(); }
 
-void set_emulation_op(bool active, int64_t schedule, int64_t seed, int64_t threads) {
-  set_emulation({active, int(schedule), uint64_t(seed), int(threads)});
+void set_emulation_op(bool active, int64_t schedule, int64_t seed, int64_t threads, bool metrics) {
+  set_emulation({active, int(schedule), uint64_t(seed), int(threads), metrics});
 }
+
+std::vector<std::string> emulated_launches_op() { return take_emulated_launches(); }
 
 int64_t parallel_threads_op() {
   std::mutex mutex;

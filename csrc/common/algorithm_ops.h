@@ -32,7 +32,8 @@ bool can_implement_op(const std::string& algorithm, const std::string& device,
 
 // The emulated-CUDA mode (common/emulation.h): whether this build has it, and switching it.
 bool emulation_built_op();
-void set_emulation_op(bool active, int64_t schedule, int64_t seed, int64_t threads);
+void set_emulation_op(bool active, int64_t schedule, int64_t seed, int64_t threads, bool metrics);
+std::vector<std::string> emulated_launches_op();
 
 // How many threads an at::parallel_for compiled into this library runs on: the build must
 // give ATen's header-only OpenMP loop its -fopenmp, or every kernel silently runs serially.

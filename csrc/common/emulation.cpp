@@ -4,6 +4,9 @@
 
 #include <atomic>
 #include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace fastconv {
 
@@ -12,6 +15,7 @@ namespace {
 std::atomic<bool> built{false};
 std::mutex settings_mutex;
 EmulationSettings current;
+std::vector<std::string> launches;
 
 }  // namespace
 
@@ -34,6 +38,18 @@ void set_emulation(const EmulationSettings& settings) {
                     settings.threads);
   std::lock_guard<std::mutex> lock(settings_mutex);
   current = settings;
+}
+
+void record_emulated_launch(std::string json) {
+  std::lock_guard<std::mutex> lock(settings_mutex);
+  launches.push_back(std::move(json));
+}
+
+std::vector<std::string> take_emulated_launches() {
+  std::lock_guard<std::mutex> lock(settings_mutex);
+  std::vector<std::string> out;
+  out.swap(launches);
+  return out;
 }
 
 c10::DeviceType kernel_device(const at::Tensor& t) {

@@ -235,4 +235,8 @@ def main(argv=None):
         return compare_main(argv[1:])
     if argv and argv[0] == "plot":
         return plot_main(argv[1:])
+    if argv and argv[0] == "traffic":
+        from . import traffic
+
+        return traffic.main(argv[1:])
     return run(argv)

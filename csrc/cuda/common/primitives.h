@@ -91,6 +91,8 @@ void cp_async_wait_group() {
 
 // The scheduling order, seed and OS threads of emulated launches (fastconv.testing).
 simt::LaunchOptions& emulation_options();
+// Keeps the launch's traffic figures when the metrics report asked for them.
+void record_launch(const char* name, Dim3 grid, Dim3 block, const simt::LaunchReport& report);
 
 template <typename Kernel, typename... Args>
 void launch_kernel(const char* name, Kernel kernel, Dim3 grid, Dim3 block, size_t shared_bytes,
@@ -98,6 +100,7 @@ void launch_kernel(const char* name, Kernel kernel, Dim3 grid, Dim3 block, size_
   const simt::LaunchReport report =
       simt::launch(kernel, grid, block, shared_bytes, emulation_options(), std::forward<Args>(args)...);
   TORCH_CHECK(report.ok(), "fastconv: the emulated CUDA kernel ", name, " failed: ", report.summary());
+  record_launch(name, grid, block, report);
 }
 
 // A global-memory view of a tensor's storage, from its data pointer to the storage's end.
