@@ -59,9 +59,10 @@ int main() {
       fastconv::make_conv_problem("test", x.sizes(), w.sizes(), {{2, 1}, {1, 1, 0, 2}, {1, 2}, 2});
   const auto request = fastconv::make_conv_request(fastconv::Direction::fprop, problem, x, w,
                                                    at::MemoryFormat::Contiguous, -1);
+  // Channel runs of 2 doubles (C/g) and 3 doubles (K/g): 16 and 24 bytes, so 8-byte vectors.
   expect(request.compute_capability == 0 && request.layout == fastconv::Layout::nchw &&
-             request.alignment == 16,
-         "the CPU request: no SM version, NCHW, 16-byte channel runs (2 doubles per group)");
+             request.alignment == 8,
+         "the CPU request: no SM version, NCHW, 8-byte alignment");
   for (const auto& algorithm : list) {
     if (!algorithm.implements(problem, request)) continue;
     fastconv::set_forced_algorithm(algorithm.name);
