@@ -1,5 +1,6 @@
 #include "common/conv_ops.h"
 
+#include "common/acc_type.h"
 #include "common/algorithms.h"
 #include "common/checks.h"
 #include "common/conv_problem.h"
@@ -7,7 +8,6 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <c10/core/DeviceGuard.h>
 
@@ -18,6 +18,7 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <mutex>
 
 namespace fastconv {
 
@@ -54,7 +55,7 @@ bool all_finite(const at::Tensor& t) {
   if (!t.device().is_cpu()) return at::isfinite(t).all().item<bool>();
   bool finite = true;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.scalar_type(), "all_finite", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
+    using acc_t = acc_type<scalar_t>;
     // Any dense layout will do, so a channels-last tensor is read where it lies.
     const at::Tensor c = t.is_contiguous(at::MemoryFormat::ChannelsLast) ? t : t.contiguous();
     const scalar_t* p = c.const_data_ptr<scalar_t>();
@@ -88,9 +89,27 @@ uint64_t conformed_address(const at::Tensor& t, at::MemoryFormat format) {
   return reinterpret_cast<uint64_t>(t.const_data_ptr());
 }
 
-std::function<int(c10::DeviceIndex)>& compute_capability_query(c10::DeviceType device) {
-  static std::map<c10::DeviceType, std::function<int(c10::DeviceIndex)>> queries;
-  return queries[device];
+// Installed once per device type by its registration, read by every request (autograd's
+// threads included), hence the lock.
+std::mutex& queries_mutex() {
+  static std::mutex m;
+  return m;
+}
+
+std::map<c10::DeviceType, std::function<int(c10::DeviceIndex)>>& queries() {
+  static std::map<c10::DeviceType, std::function<int(c10::DeviceIndex)>> q;
+  return q;
+}
+
+// The device's SM version (0 where no query is installed: the CPU).
+int compute_capability_of(c10::DeviceType device, c10::DeviceIndex index) {
+  std::function<int(c10::DeviceIndex)> query;
+  {
+    std::lock_guard<std::mutex> lock(queries_mutex());
+    auto it = queries().find(device);
+    if (it != queries().end()) query = it->second;
+  }
+  return query ? query(index) : 0;
 }
 
 // Runs one direction through the device's list: conforms the operands to the chosen
@@ -145,7 +164,8 @@ void check_grad_output(const char* op, const at::Tensor& grad_output, const at::
 
 void register_compute_capability_query(c10::DeviceType device,
                                        std::function<int(c10::DeviceIndex)> query) {
-  compute_capability_query(device) = std::move(query);
+  std::lock_guard<std::mutex> lock(queries_mutex());
+  queries()[device] = std::move(query);
 }
 
 ConvRequest make_conv_request(Direction direction, const ConvProblem& p, const at::Tensor& first,
@@ -161,10 +181,8 @@ ConvRequest make_conv_request(Direction direction, const ConvProblem& p, const a
                          uint64_t(p.C_per_group()) * element |
                          uint64_t(p.K_per_group()) * element;
   r.alignment = largest_power_of_two_dividing(spans, 16);
-  if (compute_capability < 0) {
-    const auto& query = compute_capability_query(kernel_device(first));
-    compute_capability = query ? query(first.device().index()) : 0;
-  }
+  if (compute_capability < 0)
+    compute_capability = compute_capability_of(kernel_device(first), first.device().index());
   r.compute_capability = compute_capability;
   return r;
 }
