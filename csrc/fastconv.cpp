@@ -67,6 +67,10 @@ TORCH_LIBRARY(fastconv, m) {
       &fastconv::can_implement_op);
   m.def("_parallel_threads() -> int", &fastconv::parallel_threads_op);
   m.def("_emulation_built() -> bool", &fastconv::emulation_built_op);
+  m.def("_algorithm_states(str device) -> str[]", &fastconv::algorithm_states_op);
+  m.def("_selftest_result(int device) -> int", &fastconv::selftest_result_op);
+  m.def("_set_selftest_result(int device, bool passed) -> ()", &fastconv::set_selftest_result_op);
+  m.def("_set_selftest_trial(bool on) -> ()", &fastconv::set_selftest_trial_op);
   // a @ bt.T for bf16 a [16, 16] and bt [8, 16], through mma.sync, ldmatrix and cp.async
   // (csrc/cuda/selftest/): on a GPU, and on CPU tensors in the emulation build.
   m.def("_tensor_core_check(Tensor a, Tensor bt) -> Tensor");

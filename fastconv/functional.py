@@ -36,6 +36,15 @@ torch.fx.wrap("roi_align")
 torch.fx.wrap("roi_pool")
 
 
+def _on_gpu(t):
+    """The first call on each GPU runs fastconv's on-device self-test (fastconv.selftest),
+    which switches its emulated CUDA kernels on there; later calls cost a set lookup."""
+    if t.is_cuda and not torch.compiler.is_compiling():
+        from . import selftest
+
+        selftest.ensure(t.device)
+
+
 def _check_tensor(fn, name, value):
     if not isinstance(value, Tensor):
         raise TypeError(f"{fn}: argument '{name}' must be a Tensor, got {type(value).__name__}")
@@ -144,6 +153,7 @@ def conv2d(
 ) -> Tensor:
     fn = "fastconv.functional.conv2d"
     _check_tensor(fn, "input", input)
+    _on_gpu(input)
     _check_tensor(fn, "weight", weight)
     _check_bias(fn, bias)
     batched = _batched(fn, input, 4)
@@ -167,6 +177,7 @@ def conv1d(
 ) -> Tensor:
     fn = "fastconv.functional.conv1d"
     _check_tensor(fn, "input", input)
+    _on_gpu(input)
     _check_tensor(fn, "weight", weight)
     _check_bias(fn, bias)
     batched = _batched(fn, input, 3)
@@ -200,6 +211,7 @@ def conv_transpose2d(
 ) -> Tensor:
     fn = "fastconv.functional.conv_transpose2d"
     _check_tensor(fn, "input", input)
+    _on_gpu(input)
     _check_tensor(fn, "weight", weight)
     _check_bias(fn, bias)
     batched = _batched(fn, input, 4)
@@ -232,6 +244,7 @@ def conv_transpose1d(
 ) -> Tensor:
     fn = "fastconv.functional.conv_transpose1d"
     _check_tensor(fn, "input", input)
+    _on_gpu(input)
     _check_tensor(fn, "weight", weight)
     _check_bias(fn, bias)
     batched = _batched(fn, input, 3)
@@ -307,6 +320,7 @@ def roi_align(
     """torchvision.ops.roi_align on fastconv's kernels: average of bilinear samples per bin."""
     fn = "fastconv.functional.roi_align"
     _check_tensor(fn, "input", input)
+    _on_gpu(input)
     rois = _rois(fn, boxes)
     ph, pw = _output_size(fn, output_size)
     return ops.roi_align(
@@ -324,6 +338,7 @@ def roi_pool(
     """torchvision.ops.roi_pool on fastconv's kernels: maximum per bin of the quantised box."""
     fn = "fastconv.functional.roi_pool"
     _check_tensor(fn, "input", input)
+    _on_gpu(input)
     rois = _rois(fn, boxes)
     ph, pw = _output_size(fn, output_size)
     return ops.roi_pool(input, rois, _float(fn, "spatial_scale", spatial_scale), ph, pw)[0]

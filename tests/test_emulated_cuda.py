@@ -219,3 +219,15 @@ def test_traffic_scaling_keeps_the_seed_suite_small():
             assert small.K >= min(case.K, 32) and small.W == case.W or small.H == traffic._extent(small, 0) or small.one_d
             fits = small.flops(1, "fprop") / 2 <= 6e5
             assert fits or small.W == traffic._extent(small, 1), case.name
+
+
+def test_selftest_case_matrix_under_emulation():
+    """The self-test's case matrix, run through the emulated CUDA list as a GPU would run it:
+    it passes, and a kernel that cannot run is reported by name, not raised."""
+    import fastconv.selftest
+
+    with fastconv.testing.emulated_cuda():
+        assert fastconv.selftest.run_cases(torch.device("cpu"), fastconv.algorithms.names("cuda")) == []
+        failures = fastconv.selftest.run_cases(torch.device("cpu"), ["no_such_kernel"])
+    assert failures and all(line.startswith(("no_such_kernel:", "RoI kernels:")) for line in failures)
+    assert any("no_such_kernel: basic float32 nchw" in line for line in failures)

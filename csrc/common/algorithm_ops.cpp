@@ -68,6 +68,17 @@ bool can_implement_op(const std::string& algorithm, const std::string& device,
   return a->has_kernel(*d) && a->can_implement(p, r);
 }
 
+int64_t selftest_result_op(int64_t device) { return selftest_result(int(device)); }
+void set_selftest_result_op(int64_t device, bool passed) { set_selftest_result(int(device), passed); }
+void set_selftest_trial_op(bool on) { set_selftest_trial(on); }
+
+std::vector<std::string> algorithm_states_op(const std::string& device) {
+  std::vector<std::string> states;
+  for (const auto& name : algorithm_names_op(device))
+    states.emplace_back(state_name(find_conv_algorithm(parse_device("fastconv::_algorithm_states", device), name)->state));
+  return states;
+}
+
 bool emulation_built_op() { return emulation_built(); }
 
 void set_emulation_op(bool active, int64_t schedule, int64_t seed, int64_t threads, bool metrics) {

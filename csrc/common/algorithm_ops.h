@@ -35,6 +35,14 @@ bool emulation_built_op();
 void set_emulation_op(bool active, int64_t schedule, int64_t seed, int64_t threads, bool metrics);
 std::vector<std::string> emulated_launches_op();
 
+// The on-device self-test's bookkeeping (fastconv/selftest.py): per GPU index, -1 not run,
+// 0 failed, 1 passed; the trial lets emulated kernels run while the self-test tries them.
+int64_t selftest_result_op(int64_t device);
+void set_selftest_result_op(int64_t device, bool passed);
+void set_selftest_trial_op(bool on);
+// Each CUDA algorithm's state ("unverified", "emulated", "verified"), in list order.
+std::vector<std::string> algorithm_states_op(const std::string& device);
+
 // How many threads an at::parallel_for compiled into this library runs on: the build must
 // give ATen's header-only OpenMP loop its -fopenmp, or every kernel silently runs serially.
 int64_t parallel_threads_op();

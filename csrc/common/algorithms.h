@@ -35,6 +35,12 @@ enum class Layout { nchw, nhwc };
 const char* layout_name(Layout l);
 at::MemoryFormat memory_format_of(Layout l);
 
+// How far a kernel is proved. unverified: compiled only. emulated: passes the emulation
+// suite in CI (every checker on); on a GPU it runs once fastconv's on-device self-test has
+// passed there (fastconv/selftest.py). verified: passed bench/gpu_check.sh on real hardware.
+enum class KernelState { unverified, emulated, verified };
+const char* state_name(KernelState s);
+
 // What an operator asks of an algorithm, apart from the shapes.
 struct ConvRequest {
   Direction direction;
@@ -48,6 +54,9 @@ struct ConvRequest {
   int alignment;
   // SM version as major * 10 + minor (90 for the H100/H200); 0 on the CPU.
   int compute_capability;
+  // The device's index (-1 for the CPU): whether an emulated kernel may run depends on the
+  // self-test of that GPU.
+  int device_index = -1;
   // Whether x, w and dy hold only finite values. Known only to algorithms that declare
   // needs_finite_operands, for which the dispatcher reads the operands (see below);
   // assumed true elsewhere.
@@ -90,9 +99,8 @@ struct ConvAlgorithm {
   // operands before choosing (on the CPU one pass over them, a few per cent of a Winograd
   // layer; a GPU algorithm must never set this, as the read would be a device-to-host sync).
   bool needs_finite_operands = false;
-  // Whether the kernels have run, and passed the test suite, on real hardware of their
-  // device. Unverified kernels (compiled, never run) stay off unless the user allows them.
-  bool verified = true;
+  // How far the kernels are proved (see KernelState): only verified ones run by default.
+  KernelState state = KernelState::verified;
   // For the automatic choice only: whether this algorithm should take a problem it can
   // implement (a speed rule, where can_implement is a capability). A forced algorithm runs
   // whatever this says. nullptr: every problem it can implement.
@@ -122,11 +130,20 @@ const ConvAlgorithm& choose_conv_algorithm(c10::DeviceType device, const ConvPro
                                            ConvRequest request, FinitenessProbe finite,
                                            const void* context);
 
-// Kernels compiled but never run on their hardware run only with
-// FASTCONV_ALLOW_UNVERIFIED_KERNELS=1 (read once); otherwise asking for one raises
-// NotImplementedError naming `what`.
+// Whether a kernel in `state` may run on this device: verified ones always; emulated ones on
+// a GPU whose self-test passed (or while the self-test itself runs them); every one with
+// FASTCONV_ALLOW_UNVERIFIED_KERNELS=1 (read once) or under emulation (no GPU is touched).
 bool unverified_kernels_allowed();
-void check_verified(bool verified, const std::string& what);
+bool may_run(KernelState state, c10::DeviceType device, int device_index);
+// Raises NotImplementedError naming `what` and saying how to switch it on, unless may_run.
+void check_runnable(KernelState state, c10::DeviceType device, int device_index,
+                    const std::string& what);
+
+// The on-device self-test's result per GPU index: -1 not run, 0 failed, 1 passed. The trial
+// lets emulated kernels run while the self-test exercises them.
+int selftest_result(int device_index);
+void set_selftest_result(int device_index, bool passed);
+void set_selftest_trial(bool on);
 
 // Process-wide, so that it also reaches autograd's worker threads. Empty means "choose".
 // The environment variable FASTCONV_ALGO sets it when the library loads.

@@ -175,6 +175,7 @@ ConvRequest make_conv_request(Direction direction, const ConvProblem& p, const a
   r.direction = direction;
   r.dtype = first.scalar_type();
   r.layout = format == at::MemoryFormat::ChannelsLast ? Layout::nhwc : Layout::nchw;
+  r.device_index = first.device().is_cuda() ? first.device().index() : -1;
   const uint64_t element = first.element_size();
   // Outputs are fresh allocations, aligned far beyond 16 bytes.
   const uint64_t spans = conformed_address(first, format) | conformed_address(second, format) |

@@ -32,7 +32,8 @@ RoiKernels kernels_for(const at::Tensor& t, const char* op) {
   const c10::DeviceType device = kernel_device(t);
   auto it = kernel_table().find(device);
   TORCH_CHECK(it != kernel_table().end(), op, ": no kernels for device ", t.device());
-  check_verified(it->second.verified, std::string(op) + " on " + c10::DeviceTypeName(device));
+  check_runnable(it->second.state, device, t.device().index(),
+                 std::string(op) + " on " + c10::DeviceTypeName(device));
   return it->second;
 }
 

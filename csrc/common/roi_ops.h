@@ -3,6 +3,8 @@
 // for its dispatch key.
 #pragma once
 
+#include "common/algorithms.h"
+
 #include <ATen/core/Tensor.h>
 #include <c10/core/DeviceType.h>
 
@@ -37,7 +39,7 @@ struct RoiKernels {
   RoiAlignBackward* align_backward;
   RoiPoolForward* pool_forward;
   RoiPoolBackward* pool_backward;
-  bool verified;  // see ConvAlgorithm::verified
+  KernelState state;  // see ConvAlgorithm::state
   bool align_takes_channels_last = false;
 };
 

@@ -23,7 +23,7 @@ TORCH_LIBRARY_IMPL(fastconv, CPU, m) {
   m.impl("conv_transpose2d_backward", &conv_transpose2d_backward);
   register_roi_kernels(c10::DeviceType::CPU,
                        {&cpu::roi_align_forward, &cpu::roi_align_backward,
-                        &cpu::roi_pool_forward, &cpu::roi_pool_backward, /*verified=*/true,
+                        &cpu::roi_pool_forward, &cpu::roi_pool_backward, KernelState::verified,
                         /*align_takes_channels_last=*/true});
   m.impl("roi_align", &roi_align);
   m.impl("roi_align_backward", &roi_align_backward);

@@ -2,9 +2,10 @@
 // kernels, and every operator for the CUDA dispatch key. Compiled in CUDA builds, and in the
 // emulation build (FASTCONV_SIMT=1) where the same lists serve fastconv.testing.emulated_cuda.
 //
-// None of these kernels has run on a GPU yet: they are registered unverified, so a CUDA
-// tensor raises NotImplementedError unless FASTCONV_ALLOW_UNVERIFIED_KERNELS=1 is set (the
-// GPU check sets it). Flip `verified` once bench/gpu_check.sh passes on a real GPU.
+// None of these kernels has run on a GPU yet. They pass the emulation suite, so they are
+// registered emulated: on a GPU they run once fastconv's self-test has passed there (or with
+// FASTCONV_ALLOW_UNVERIFIED_KERNELS=1, as the GPU check sets). Set KernelState::verified once
+// bench/gpu_check.sh passes on a real GPU.
 #include "common/algorithms.h"
 #include "common/conv_ops.h"
 #include "common/emulation.h"
@@ -24,7 +25,7 @@ void register_cuda_kernels() {
   });
   register_roi_kernels(c10::DeviceType::CUDA,
                        {&cuda::roi_align_forward, &cuda::roi_align_backward,
-                        &cuda::roi_pool_forward, &cuda::roi_pool_backward, /*verified=*/false});
+                        &cuda::roi_pool_forward, &cuda::roi_pool_backward, KernelState::emulated});
 }
 
 }  // namespace

@@ -109,6 +109,20 @@ int main() {
   }
   expect(threw, "a bad groups argument throws an error naming it");
 
+  // An emulated kernel runs on a GPU once that GPU's self-test has passed; an unverified one
+  // only when the user asks (FASTCONV_ALLOW_UNVERIFIED_KERNELS, unset here).
+  using fastconv::KernelState;
+  const auto cuda = c10::DeviceType::CUDA;
+  expect(fastconv::may_run(KernelState::verified, cuda, 5), "a verified kernel runs");
+  expect(!fastconv::may_run(KernelState::emulated, cuda, 5), "an emulated kernel waits for the self-test");
+  fastconv::set_selftest_result(5, true);
+  expect(fastconv::may_run(KernelState::emulated, cuda, 5) &&
+             !fastconv::may_run(KernelState::emulated, cuda, 6),
+         "the self-test of GPU 5 switches its emulated kernels on, and no other GPU's");
+  expect(!fastconv::may_run(KernelState::unverified, cuda, 5), "an unverified kernel stays off");
+  fastconv::set_selftest_result(5, false);
+  expect(!fastconv::may_run(KernelState::emulated, cuda, 5), "a failed self-test keeps it off");
+
   std::printf("%d failure(s)\n", failures);
   return failures == 0 ? 0 : 1;
 }
