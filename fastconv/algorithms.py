@@ -74,8 +74,9 @@ def usable(device="cpu"):
     """Whether fastconv can run convolutions on `device` ("cpu" or "cuda") in this process.
 
     The CPU always can. CUDA needs a GPU, a build with the CUDA kernels, and those kernels
-    switched on (kernels not yet verified on a GPU are off unless
-    FASTCONV_ALLOW_UNVERIFIED_KERNELS=1). Examples use it to pick their device.
+    switched on: verified ones are; emulated ones once fastconv's self-test has passed on the
+    GPU (run here if it has not); every one with FASTCONV_ALLOW_UNVERIFIED_KERNELS=1.
+    Examples use it to pick their device.
     """
     if device not in _DEVICES:
         raise ValueError(f"fastconv.algorithms.usable: device must be 'cpu' or 'cuda', got {device!r}")
@@ -86,8 +87,11 @@ def usable(device="cpu"):
 
         ok = torch.cuda.is_available() and bool(names("cuda"))
         if ok:
-            # The verified gate lives in C++; one tiny convolution asks it.
+            # The gate lives in C++; the self-test may open it, then one tiny convolution asks.
             try:
+                from . import selftest
+
+                selftest.ensure(torch.device("cuda", torch.cuda.current_device()))
                 x = torch.zeros(1, 1, 1, 1, device="cuda")
                 torch.ops.fastconv.conv2d(x, x, None, [1, 1], [0, 0, 0, 0], [1, 1], 1)
             except (NotImplementedError, RuntimeError):

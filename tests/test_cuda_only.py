@@ -28,11 +28,16 @@ def test_cuda_build_registers_every_operator():
 
 
 @needs_gpu
-def test_unverified_kernels_need_the_switch():
+def test_emulated_kernels_wait_for_the_self_test():
+    """Straight to the operator (fastconv.functional would run the self-test first), an
+    emulated kernel on a GPU whose self-test has not passed refuses and says how to proceed."""
     if os.environ.get("FASTCONV_ALLOW_UNVERIFIED_KERNELS") == "1":
         pytest.skip("the switch is on in this process")
-    with pytest.raises(NotImplementedError, match="FASTCONV_ALLOW_UNVERIFIED_KERNELS"):
-        F.conv2d(torch.randn(1, 1, 3, 3, device="cuda"), torch.randn(1, 1, 3, 3, device="cuda"))
+    if torch.ops.fastconv._selftest_result(torch.cuda.current_device()) == 1:
+        pytest.skip("the self-test already passed in this process")
+    x = torch.randn(1, 1, 3, 3, device="cuda")
+    with pytest.raises(NotImplementedError, match="self-test"):
+        torch.ops.fastconv.conv2d(x, x, None, [1, 1], [0, 0, 0, 0], [1, 1], 1)
 
 
 def test_usable_says_where_convolutions_can_run():
