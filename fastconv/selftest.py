@@ -30,6 +30,8 @@ from . import functional as F
 
 __all__ = ["run", "ensure", "cache_path", "run_cases", "SelfTestResult"]
 
+_ensured = set()  # GPU indices whose self-test has been run or read in this process
+
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5, torch.bfloat16: 2e-2}
 
 # (name, op, input shape, weight shape, keyword arguments): the shapes that break kernels
@@ -186,6 +188,7 @@ def run(device=None, again=False):
     if device.type != "cuda":
         raise ValueError(f"fastconv.selftest.run: device must be a CUDA device, got {device}")
     index = device.index if device.index is not None else torch.cuda.current_device()
+    _ensured.add(index)  # the cases below call fastconv.functional, which must not start another run
     key = _key(index)
     cache = _load_cache()
     if not again and key in cache:
@@ -213,9 +216,6 @@ def run(device=None, again=False):
         warnings.warn("fastconv: the self-test failed on " + key + "; its emulated kernels stay off there:\n  "
                       + "\n  ".join(failures[:20]))
     return SelfTestResult(passed, failures, key, seconds, False)
-
-
-_ensured = set()
 
 
 def ensure(device):
