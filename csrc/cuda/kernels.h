@@ -35,7 +35,8 @@
 // version (for example "bf16 or fp16 only, channels_last, alignment >= 16, sm >= 80, and the
 // tile's shared memory within device_info().shared_memory_per_block_optin"); layouts says
 // what it takes (an implicit GEMM: nhwc in and out); preferred is its measured speed rule;
-// verified stays false until bench/gpu_check.sh passes on real hardware. It goes into the
+// state is emulated once it passes tests/test_emulated_cuda.py, verified once
+// bench/gpu_check.sh passes on real hardware. It goes into the
 // list in register.cpp ahead of the direct kernel, and the tests force it on every case the
 // library says it claims (fastconv::_can_implement).
 #pragma once
