@@ -10,34 +10,20 @@
 #include "common/roi_math.h"
 #include "common/roi_ops.h"
 #include "cuda/common/launch.cuh"
+#include "cuda/roi/roi_loads.cuh"
 
 #include <cfloat>
 #include <limits>
 
 namespace fastconv::cuda::align {
 
+using roi_loads::Box;
+using roi_loads::load;
+using roi_loads::load_box;
+
 struct Shape {
   int64_t K, C, H, W, pooled_h, pooled_w;
 };
-
-// RoI k's five numbers (batch index, x1, y1, x2, y2), read once into registers.
-template <typename acc_t>
-struct Box {
-  acc_t v[5];
-};
-
-template <typename acc_t>
-FASTCONV_DEVICE Box<acc_t> load_box(gptr<const acc_t> rois, int64_t k) {
-  Box<acc_t> b;
-  for (int j = 0; j < 5; ++j) b.v[j] = rois[k * 5 + j];
-  return b;
-}
-
-template <typename acc_t, typename scalar_t>
-FASTCONV_DEVICE acc_t load(gptr<const scalar_t> p, int64_t i) {
-  const scalar_t v = p[i];
-  return acc_t(v);
-}
 
 // Calls visit(y_tap, x_tap) for every sample of bin (ph, pw) that lands on the image.
 template <typename T, typename Visit>

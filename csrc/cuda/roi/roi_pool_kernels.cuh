@@ -8,6 +8,7 @@
 #include "common/roi_math.h"
 #include "common/roi_ops.h"
 #include "cuda/common/launch.cuh"
+#include "cuda/roi/roi_loads.cuh"
 
 #include <cfloat>
 #include <limits>
@@ -27,8 +28,8 @@ FASTCONV_GLOBAL void forward_kernel(gptr<const scalar_t> input, gptr<const acc_t
     const int64_t ph = (i / s.pooled_w) % s.pooled_h;
     const int64_t c = (i / bins) % s.C;
     const int64_t k = i / (bins * s.C);
-    acc_t roi[5];
-    for (int j = 0; j < 5; ++j) roi[j] = rois[k * 5 + j];
+    const roi_loads::Box<acc_t> box = roi_loads::load_box(rois, k);
+    const acc_t* roi = box.v;
     bool finite = true;
     for (int j = 1; j < 5; ++j) finite = finite && isfinite(double(roi[j] * scale));
     if (!finite) {
