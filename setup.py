@@ -104,7 +104,7 @@ def extension():
         # against csrc/simt/, for fastconv.testing.emulated_cuda(). No nvcc, no GPU.
         print("fastconv: building CPU kernels and the emulated CUDA kernels (FASTCONV_SIMT=1)")
         cpu_sources = sources("*.cpp") + sources("common/**/*.cpp") + sources("cpu/**/*.cpp")
-        flags = ["-O2", "-fvisibility=hidden"] + openmp_flags()
+        flags = ["-std=c++20", "-O2", "-fvisibility=hidden"] + openmp_flags()
         return CppExtension(
             "fastconv._C",
             cpu_sources + simt_sources(),
@@ -117,7 +117,8 @@ def extension():
     # Every source under each folder, subfolders included: a kernel family lives in a folder
     # of its own (the rules are at the top of csrc/cuda/kernels.h).
     cpu_sources = sources("*.cpp") + sources("common/**/*.cpp") + sources("cpu/**/*.cpp")
-    cxx_flags = ["-O3", "-fvisibility=hidden"] + openmp_flags()
+    # Stated, not inherited: torch 2.11's cpp_extension defaults to C++17, later ones to C++20.
+    cxx_flags = ["-std=c++20", "-O3", "-fvisibility=hidden"] + openmp_flags()
     link_flags = openmp_flags()
     include_dirs = [os.path.join(ROOT, "csrc")]
     if not use_cuda:
@@ -143,7 +144,7 @@ def extension():
         define_macros=[("FASTCONV_WITH_CUDA", "1")],
         extra_compile_args={
             "cxx": cxx_flags,
-            "nvcc": ["-O3", "--expt-relaxed-constexpr", "-lineinfo", "-Xptxas=-v"],
+            "nvcc": ["-std=c++20", "-O3", "--expt-relaxed-constexpr", "-lineinfo", "-Xptxas=-v"],
         },
         extra_link_args=link_flags,
     )

@@ -37,8 +37,9 @@ def _no_forced_algorithm():
 
 
 def rel_err(out, ref):
-    """||out - ref|| / ||ref||, computed in float64 (0 when both are empty or zero)."""
-    out, ref = out.double(), ref.double()
+    """||out - ref|| / ||ref||, computed in float64 on the CPU (0 when both are empty or zero).
+    The CPU, because references are often computed there while the output is on the GPU."""
+    out, ref = out.detach().double().cpu(), ref.detach().double().cpu()
     denom = ref.norm()
     diff = (out - ref).norm()
     if denom == 0:
