@@ -127,6 +127,15 @@ def _check_roi(device, gen, deterministic):
 def run_cases(device, algorithms):
     """Runs the case matrix on `device` with each algorithm forced in turn; returns the
     failures as lines naming the algorithm and the case (empty when everything passed)."""
+    # fastconv.functional starts the self-test from wherever its first CUDA call is made: the
+    # cases need gradients and their own dtypes, not the caller's no_grad, inference_mode or
+    # autocast, under which they would fail and switch the kernels off on that GPU.
+    with torch.inference_mode(False), torch.enable_grad(), torch.autocast("cuda", enabled=False), \
+            torch.autocast("cpu", enabled=False):
+        return _run_cases(device, algorithms)
+
+
+def _run_cases(device, algorithms):
     gen = torch.Generator().manual_seed(20261129)
     failures = []
     for algorithm in algorithms:

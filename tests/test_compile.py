@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import fastconv
+import fastconv.selftest
 
 
 class Net(torch.nn.Module):
@@ -26,6 +27,9 @@ class Net(torch.nn.Module):
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
 def test_fullgraph_forward_and_backward(backend, device):
     torch.manual_seed(0)
+    # Compiled code calls the operators straight, without fastconv.functional's first-call
+    # self-test that switches the emulated CUDA kernels on: run (or read) it first.
+    fastconv.selftest.ensure(torch.device(device))
     model = Net().to(device)
     x = torch.randn(2, 3, 8, 8, device=device, requires_grad=True)
     rois = torch.tensor([[0, 0.0, 0.0, 8.0, 8.0], [1, 2.0, 1.0, 6.0, 7.0]], device=device)
@@ -41,6 +45,7 @@ def test_fullgraph_forward_and_backward(backend, device):
 
 def test_dynamic_shapes(device):
     conv = fastconv.nn.Conv2d(3, 4, 3, stride=2, padding=1).to(device)
+    fastconv.selftest.ensure(torch.device(device))  # as above
     torch._dynamo.reset()
     compiled = torch.compile(conv, fullgraph=True, dynamic=True, backend="aot_eager")
     for size in (9, 12, 17):

@@ -44,12 +44,16 @@ def test_usable_says_where_convolutions_can_run():
     assert fastconv.algorithms.usable("cpu")
     with pytest.raises(ValueError, match="device"):
         fastconv.algorithms.usable("tpu")
-    expected = (
-        torch.cuda.is_available()
-        and CUDA_BUILD
-        and os.environ.get("FASTCONV_ALLOW_UNVERIFIED_KERNELS") == "1"  # until the GPU check passes
-    )
-    assert fastconv.algorithms.usable("cuda") == expected
+    usable = fastconv.algorithms.usable("cuda")
+    switched_on = os.environ.get("FASTCONV_ALLOW_UNVERIFIED_KERNELS") == "1"  # until the GPU check passes
+    if torch.cuda.is_available() and CUDA_BUILD and not switched_on:
+        # usable() runs (or reads) the self-test, which switches the emulated kernels on
+        # where it passes.
+        result = torch.ops.fastconv._selftest_result(torch.cuda.current_device())
+        assert result in (0, 1), "usable('cuda') did not run the self-test"
+        switched_on = result == 1
+    expected = torch.cuda.is_available() and CUDA_BUILD and switched_on
+    assert usable == expected
 
 
 @needs_gpu

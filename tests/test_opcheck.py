@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import fastconv  # noqa: F401
+import fastconv.selftest
 
 ops = torch.ops.fastconv
 
@@ -66,6 +67,9 @@ CASE_NAMES = list(cases("cpu"))
 
 @pytest.mark.parametrize("name", CASE_NAMES)
 def test_opcheck(name, device):
+    # The raw operators skip fastconv.functional's first-call self-test, which switches the
+    # emulated CUDA kernels on: run (or read) it first.
+    fastconv.selftest.ensure(torch.device(device))
     op, args = cases(device)[name]
     torch.library.opcheck(op, args)
 

@@ -5,6 +5,7 @@ cuDNN, slow_conv, nnpack) nor torchvision operator anywhere."""
 import torch
 
 import fastconv
+import fastconv.selftest
 
 
 def test_only_fastconv_operators_do_the_work(device):
@@ -18,6 +19,9 @@ def test_only_fastconv_operators_do_the_work(device):
     pool = fastconv.nn.RoIPool(3, 1.0)
     x = torch.randn(2, 3, 8, 8, device=device, requires_grad=True)
     rois = torch.tensor([[0, 1.0, 1.0, 6.0, 6.0], [1, 0.0, 2.0, 7.0, 5.0]], device=device)
+    # On a GPU the first fastconv call runs the self-test, whose references are torch's CPU
+    # convolutions: run it (or read its result) before the profiler looks.
+    fastconv.selftest.ensure(torch.device(device))
     activities = [torch.profiler.ProfilerActivity.CPU]
     with torch.profiler.profile(activities=activities) as prof:
         y = depthwise(conv(x))
