@@ -231,3 +231,105 @@ def test_selftest_case_matrix_under_emulation():
         failures = fastconv.selftest.run_cases(torch.device("cpu"), ["no_such_kernel"])
     assert failures and all(line.startswith(("no_such_kernel:", "RoI kernels:")) for line in failures)
     assert any("no_such_kernel: basic float32 nchw" in line for line in failures)
+
+
+# The implicit-GEMM configurations, forced over a CUTLASS-style alignment list: C and K of
+# 4 (8-byte copies), 8, 16, 24 and 40; K not a multiple of the tile's N and N*P*Q not a
+# multiple of its M; 1x1, 3x3, 5x5 and 7x7 filters, stride 2, dilation 2, groups 2 and 32.
+IGEMM = ["igemm_128x128", "igemm_64x64"]
+# (name, x shape, w shape, conv2d keywords)
+IGEMM_CASES = [
+    ("c8_k8_3x3", (2, 8, 6, 7), (8, 8, 3, 3), {"padding": 1}),
+    ("c16_k24_1x1", (2, 16, 5, 5), (24, 16, 1, 1), {}),
+    ("c24_k40_5x5_s2", (1, 24, 9, 8), (40, 24, 5, 5), {"stride": 2, "padding": 2}),
+    ("c40_k16_7x7_s2", (1, 40, 9, 9), (16, 40, 7, 7), {"stride": 2, "padding": 3}),
+    ("c16_k16_3x3_d2", (1, 16, 9, 9), (16, 16, 3, 3), {"padding": 2, "dilation": 2}),
+    ("g2_c16_k32", (1, 16, 6, 6), (32, 8, 3, 3), {"padding": 1, "groups": 2}),
+    ("g32_c256_k256", (1, 256, 3, 3), (256, 8, 3, 3), {"padding": 1, "groups": 32}),
+    ("k136_m144", (1, 8, 12, 12), (136, 8, 1, 1), {}),
+    ("c4_k4_s2_asym", (1, 4, 7, 6), (4, 4, 3, 2), {"stride": (2, 1), "padding": (1, 0)}),
+]
+IGEMM_TRANSPOSED = [
+    ("up_2x2_s2", (1, 16, 4, 5), (16, 8, 2, 2), {"stride": 2}),
+    ("up_3x3_s2_p1_op1", (1, 8, 4, 4), (8, 16, 3, 3), {"stride": 2, "padding": 1, "output_padding": 1}),
+    ("up_4x4_s3_d2", (1, 8, 3, 3), (8, 8, 4, 4), {"stride": 3, "dilation": 2, "padding": 2}),
+]
+
+
+def _igemm_tolerance(dtype, reduction):
+    # One rounding of the output, plus float accumulation over the reduction.
+    return TOLERANCE[dtype] + reduction * 2.0**-22
+
+
+@pytest.mark.parametrize("algorithm", IGEMM)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
+@pytest.mark.parametrize(
+    "kind,case",
+    [("conv2d", c) for c in IGEMM_CASES] + [("conv_transpose2d", c) for c in IGEMM_TRANSPOSED],
+    ids=[f"conv2d-{c[0]}" for c in IGEMM_CASES] + [f"conv_transpose2d-{c[0]}" for c in IGEMM_TRANSPOSED],
+)
+def test_implicit_gemm_alignment_list(algorithm, dtype, kind, case):
+    name, x_shape, w_shape, kw = case
+    g = torch.Generator().manual_seed(len(name))
+    x = torch.randn(x_shape, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(w_shape, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+    b = torch.randn(w_shape[1] * kw.get("groups", 1) if kind == "conv_transpose2d" else w_shape[0], generator=g).to(dtype)
+    with fastconv.testing.emulated_cuda():
+        assert claims(algorithm, kind, x, w, kw, grads=True, device="cuda"), f"{algorithm} refuses {name}"
+    xr, wr, br = (t.detach().double().requires_grad_() for t in (x, w, b))
+    ref = torch_call(kind, xr, wr, br, kw)
+    grad = torch.randn(ref.shape, generator=g).to(dtype)
+    gx_ref, gw_ref, _ = torch.autograd.grad(ref, (xr, wr, br), grad.double())
+    xi, wi, bi = (t.detach().requires_grad_() for t in (x, w, b))
+    with fastconv.testing.emulated_cuda(), fastconv.algorithms.force(algorithm):
+        out = getattr(F, kind)(xi, wi, bi, **kw)
+        gx, gw, _ = torch.autograd.grad(out, (xi, wi, bi), grad)
+    reduction = w.numel() // w.shape[0]
+    assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
+    assert rel_err(out, ref) <= _igemm_tolerance(dtype, reduction), "forward"
+    assert rel_err(gx, gx_ref) <= _igemm_tolerance(dtype, max(reduction, x.shape[1] * 49)), "input grad"
+    assert rel_err(gw, gw_ref) <= _igemm_tolerance(dtype, out.numel() // out.shape[1]), "weight grad"
+
+
+def test_implicit_gemm_refuses_what_it_cannot_do():
+    """float32 and odd channel counts (2-byte alignment) go to another algorithm."""
+    x = torch.randn(1, 8, 5, 5)
+    w = torch.randn(8, 8, 3, 3)
+    odd_x, odd_w = torch.randn(1, 3, 5, 5).bfloat16(), torch.randn(8, 3, 3, 3).bfloat16()
+    with fastconv.testing.emulated_cuda():
+        for algorithm in IGEMM:
+            assert claims(algorithm, "conv2d", x.bfloat16(), w.bfloat16(), {}, grads=True, device="cuda")
+            assert not claims(algorithm, "conv2d", x, w, {}, grads=True, device="cuda")
+            assert not claims(algorithm, "conv2d", odd_x, odd_w, {}, grads=False, device="cuda")
+
+
+def test_implicit_gemm_wgrad_is_deterministic():
+    """Split-K wgrad adds its partial sums in split order: the same bits under any schedule."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 16, 16, 16, generator=g).bfloat16().contiguous(memory_format=torch.channels_last)
+    w = torch.randn(16, 16, 3, 3, generator=g).bfloat16().contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(4, 16, 16, 16, generator=g).bfloat16()
+
+    def run(**settings):
+        wg = w.clone().requires_grad_()
+        with fastconv.testing.emulated_cuda(**settings), fastconv.algorithms.force("igemm_64x64"):
+            return torch.autograd.grad(F.conv2d(x, wg, padding=1), wg, grad)[0]
+
+    first = run()
+    assert torch.equal(first, run(schedule="shuffle", seed=5, threads=2))
+    assert torch.equal(first, run(schedule="reverse", seed=0))
+
+
+@pytest.mark.parametrize("algorithm", IGEMM)
+def test_implicit_gemm_memory_metrics(algorithm):
+    """The emulator's view of the tiles: no bank conflicts on the ldmatrix reads and the
+    cp.async stores, and every 16-byte copy of an aligned channel run a whole sector's half."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 32, 8, 8, generator=g).bfloat16().contiguous(memory_format=torch.channels_last)
+    w = torch.randn(64, 32, 3, 3, generator=g).bfloat16().contiguous(memory_format=torch.channels_last)
+    with fastconv.testing.emulated_cuda(metrics=True), fastconv.algorithms.force(algorithm):
+        fastconv.testing.emulated_launches()
+        F.conv2d(x, w, padding=1)
+        launches = fastconv.testing.emulated_launches()
+    (launch,) = [l for l in launches if l["kernel"] == "igemm::gather_gemm_kernel"]
+    assert launch["shared_requests"] > 0 and launch["bank_conflicts"] == 0, launch

@@ -47,6 +47,10 @@
 namespace fastconv::cuda {
 
 ConvAlgorithm direct_algorithm();  // one thread per output element: always correct, slow
+// Tensor-core implicit GEMM (implicit_gemm/), bf16 and fp16, NHWC/KRSC, sm >= 80: one
+// algorithm per tile configuration of implicit_gemm/config.h.
+ConvAlgorithm implicit_gemm_128x128_algorithm();
+ConvAlgorithm implicit_gemm_64x64_algorithm();
 
 // RoI kernels (contracts in common/roi_ops.h). The backward passes are deterministic (no
 // atomics) when torch.use_deterministic_algorithms(True) is set.

@@ -1,0 +1,56 @@
+// The implicit-GEMM family's tile configurations and shared-memory layouts. Host and device
+// both read this header; every constant a kernel uses comes from a config checked here.
+//
+// A CTA computes a BM x BN tile of C with 4 warps in a 2 x 2 grid, each warp a WM x WN
+// sub-tile of m16n8k16 tensor-core products, over BK-wide slices of the reduction that
+// cp.async brings into a Stages-deep ring of shared-memory buffers.
+#pragma once
+
+#include "common/macros.h"
+
+#include <cstdint>
+
+namespace fastconv::cuda::igemm {
+
+template <int BM_, int BN_, int Stages_>
+struct TileConfig {
+  static constexpr int BM = BM_, BN = BN_, BK = 32, Stages = Stages_;
+  static constexpr int kWarpsM = 2, kWarpsN = 2, kThreads = 32 * kWarpsM * kWarpsN;
+  static constexpr int WM = BM / kWarpsM, WN = BN / kWarpsN;
+  static constexpr int MI = WM / 16, NI = WN / 8;  // mma tiles per warp
+  // bf16/fp16 elements of one stage's A and B tiles, and of the whole ring.
+  static constexpr int kStageElems = (BM + BN) * BK;
+  static constexpr int kSharedBytes = Stages * kStageElems * 2;
+
+  static_assert(BM % (16 * kWarpsM) == 0 && BN % (16 * kWarpsN) == 0,
+                "each warp takes whole 16-row A and 16-column B ldmatrix.x4 loads");
+  static_assert(BM >= 64 && BN >= 64,
+                "the k-major (wgrad) layout swizzles over 8 units of 16 bytes per row");
+  static_assert(Stages >= 2 && Stages <= 4, "the ring needs one stage loading beside one in use");
+  static_assert(kSharedBytes <= 48 * 1024,
+                "static shared memory: raise it with a dynamic allocation first");
+  static_assert((BM * BK / 8) % kThreads == 0 && (BN * BK / 8) % kThreads == 0,
+                "every thread issues the same number of 16-byte copies per stage");
+};
+
+// Large layers (many 128 x 128 tiles per SM): 128 x 128 per CTA, 48 KiB of shared memory.
+using Tile128x128 = TileConfig<128, 128, 3>;
+// Small M or N (late ResNet stages, few output channels, batch 1): 64 x 64 per CTA, 4 stages.
+using Tile64x64 = TileConfig<64, 64, 4>;
+
+// Shared-memory offsets, in 2-byte elements, with 16-byte units XOR-swizzled so that the
+// eight rows an ldmatrix phase reads, and the rows a quarter-warp's 16-byte cp.async stores
+// write, fall in distinct bank groups.
+//
+// k-contiguous tiles (rows are m or n, BK = 32 elements = 4 units = 64 bytes per row): two
+// rows share a 128-byte line, so the unit is XORed with (row / 2) % 4.
+FASTCONV_HD int swizzle_k_contiguous(int row, int k) {
+  return row * 32 + ((((k >> 3) ^ (row >> 1)) & 3) << 3) + (k & 7);
+}
+// mn-contiguous tiles (rows are k, `width` >= 64 elements per row): each row spans at least
+// one 128-byte line, so the unit is XORed with row % 8.
+FASTCONV_HD int swizzle_mn_contiguous(int row, int col, int width) {
+  return row * width + ((((col >> 3) ^ row) & 7) | ((col >> 3) & ~7)) * 8 + (col & 7);
+}
+
+}  // namespace fastconv::cuda::igemm

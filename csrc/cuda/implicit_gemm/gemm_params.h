@@ -1,0 +1,48 @@
+// The implicit-GEMM kernels' problem descriptions, read by host (launchers) and device
+// (kernels). The mapping from ConvProblem to these is in implicit_gemm.cu, written once.
+#pragma once
+
+#include "common/macros.h"
+
+#include <cstdint>
+
+namespace fastconv::cuda::igemm {
+
+// C[m, n] = sum_k A[m, k] B[n, k] for each group g (grid z), where
+//   A is an NHWC activation gathered by rows: row m = (img, oh, ow) of an OH x OW grid, column
+//     k = (r, s, c) with c fastest: x[img, oh*stride_h - pad_top + r*dil_h,
+//     ow*stride_w - pad_left + s*dil_w, g*Cg + c], zero outside the image;
+//   B is a filter [groups*Kg][R][S][Cg] (KRSC), row n = filter g*Kg + n;
+//   C is an NHWC output [N][YH][YW][Ktot], row m written at pixel
+//     (oh*out_stride_h + out_offset_h, ow*out_stride_w + out_offset_w), channel g*Kg + n.
+// fprop is this GEMM as it stands; dgrad is this GEMM over dy with a flipped, transposed
+// filter, once per stride phase (out_stride and out_offset place each phase's pixels).
+struct GatherGemm {
+  int64_t N, H, W, Ctot, Cg;
+  int64_t OH, OW;
+  int64_t R, S;
+  int64_t stride_h, stride_w, dil_h, dil_w, pad_top, pad_left;
+  int64_t Kg;
+  int64_t YH, YW, Ktot, out_stride_h, out_stride_w, out_offset_h, out_offset_w;
+
+  FASTCONV_HD int64_t rows() const { return N * OH * OW; }
+  FASTCONV_HD int64_t reduction() const { return R * S * Cg; }
+};
+
+// wgrad: dw[g*Kg + m][r][s][c] = sum over the N*P*Q output pixels of
+//   dy[pixel, g*Kg + m] * x[img, p*stride_h - pad_top + r*dil_h, q*stride_w - pad_left + s*dil_w, g*Cg + c],
+// a GEMM with M = Kg, N = R*S*Cg and the pixels as its reduction, split into `splits` runs
+// of `pixels_per_split` (a multiple of the tile's BK) that write float partial sums to a
+// workspace [splits][groups*Kg][R*S*Cg]; a second pass adds them in split order.
+struct WgradGemm {
+  int64_t N, H, W, Ctot, Cg;
+  int64_t P, Q, Ktot, Kg;
+  int64_t R, S;
+  int64_t stride_h, stride_w, dil_h, dil_w, pad_top, pad_left;
+  int64_t groups, splits, pixels_per_split;
+
+  FASTCONV_HD int64_t pixels() const { return N * P * Q; }
+  FASTCONV_HD int64_t columns() const { return R * S * Cg; }
+};
+
+}  // namespace fastconv::cuda::igemm

@@ -1,0 +1,325 @@
+// The implicit-GEMM kernels (device code only; launchers in igemm_launch.cuh): tensor-core
+// mma.sync m16n8k16 with float accumulators, operands brought by cp.async into a
+// Stages-deep shared-memory ring and read by ldmatrix from swizzled tiles (config.h).
+//
+// gather_gemm_kernel: GatherGemm (fprop, and dgrad by phases). A and B tiles are stored with
+//   the reduction contiguous (rows are m and n), read by ldmatrix without .trans.
+// wgrad_kernel: WgradGemm. Its reduction runs over pixels, and both dy and x keep channels
+//   contiguous, so both tiles are stored k-major and read by ldmatrix.trans.
+//
+// kVec is the elements per cp.async (8: 16 bytes, 4: 8 bytes); the launcher picks it from the
+// request's alignment, so a copy never straddles a channel run or an image edge.
+#pragma once
+
+#include "cuda/common/launch.cuh"
+#include "cuda/implicit_gemm/config.h"
+#include "cuda/implicit_gemm/gemm_params.h"
+
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <cstdint>
+#include <type_traits>
+
+namespace fastconv::cuda::igemm {
+
+template <typename T>
+FASTCONV_DEVICE void mma_bf16_or_f16(float (&acc)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  const float c[4] = {acc[0], acc[1], acc[2], acc[3]};
+  if constexpr (std::is_same_v<T, c10::BFloat16>)
+    mma_m16n8k16_bf16(acc, a, b, c);
+  else
+    mma_m16n8k16_f16(acc, a, b, c);
+}
+
+// One BK slice of the warp's WM x WN sub-tile: BK / 16 steps of MI x NI mma.
+// kAKMajor / kBKMajor: the tile stores rows of k (mn contiguous) rather than rows of m / n.
+template <class Cfg, typename T, bool kAKMajor, bool kBKMajor>
+FASTCONV_DEVICE void warp_mma(sptr<uint16_t> a_tile, sptr<uint16_t> b_tile, int warp_m, int warp_n,
+                              int lane, float (&acc)[Cfg::MI][Cfg::NI][4]) {
+#pragma unroll
+  for (int kk = 0; kk < Cfg::BK; kk += 16) {
+    uint32_t af[Cfg::MI][4];
+    uint32_t bf[Cfg::NI][2];
+#pragma unroll
+    for (int mi = 0; mi < Cfg::MI; ++mi) {
+      const int m0 = warp_m * Cfg::WM + mi * 16;
+      if constexpr (!kAKMajor) {
+        // Matrices (rows 0-7 | 8-15) x (k 0-7 | 8-15), in the order mma takes a0..a3.
+        const int row = m0 + lane % 16, k = kk + (lane / 16) * 8;
+        ldmatrix_x4(af[mi][0], af[mi][1], af[mi][2], af[mi][3], a_tile + swizzle_k_contiguous(row, k));
+      } else {
+        const int k = kk + lane % 8 + 8 * (lane / 16), col = m0 + 8 * ((lane / 8) % 2);
+        ldmatrix_x4_trans(af[mi][0], af[mi][1], af[mi][2], af[mi][3],
+                          a_tile + swizzle_mn_contiguous(k, col, Cfg::BM));
+      }
+    }
+#pragma unroll
+    for (int ni = 0; ni < Cfg::NI; ni += 2) {
+      const int n0 = warp_n * Cfg::WN + ni * 8;
+      // Two n8 blocks at once: b[ni] (k 0-7, 8-15), then b[ni + 1].
+      if constexpr (!kBKMajor) {
+        const int row = n0 + lane % 8 + 8 * (lane / 16), k = kk + 8 * ((lane / 8) % 2);
+        ldmatrix_x4(bf[ni][0], bf[ni][1], bf[ni + 1][0], bf[ni + 1][1],
+                    b_tile + swizzle_k_contiguous(row, k));
+      } else {
+        const int k = kk + lane % 8 + 8 * ((lane / 8) % 2), col = n0 + 8 * (lane / 16);
+        ldmatrix_x4_trans(bf[ni][0], bf[ni][1], bf[ni + 1][0], bf[ni + 1][1],
+                          b_tile + swizzle_mn_contiguous(k, col, Cfg::BN));
+      }
+    }
+#pragma unroll
+    for (int mi = 0; mi < Cfg::MI; ++mi)
+#pragma unroll
+      for (int ni = 0; ni < Cfg::NI; ++ni) mma_bf16_or_f16<T>(acc[mi][ni], af[mi], bf[ni]);
+  }
+}
+
+template <class Cfg, typename T, int kVec>
+FASTCONV_GLOBAL void gather_gemm_kernel(const GatherGemm p, gptr<const T> x, gptr<const T> w,
+                                        gptr<const T> bias, gptr<T> y) {
+  constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, kStages = Cfg::Stages;
+  constexpr int kChunksPerRow = BK / kVec, kRowsPerPass = Cfg::kThreads / kChunksPerRow;
+  constexpr int kAIters = BM / kRowsPerPass, kBIters = BN / kRowsPerPass, kBytes = 2 * kVec;
+  static_assert(kVec == 8 || kVec == 4, "16- or 8-byte copies");
+  static_assert(Cfg::kThreads % kChunksPerRow == 0 && BM % kRowsPerPass == 0 && BN % kRowsPerPass == 0,
+                "a thread keeps one chunk column of its rows for the whole mainloop");
+  FASTCONV_SHARED(uint16_t, ring, kStages * Cfg::kStageElems);
+
+  const int tid = int(thread_index().x), lane = tid % 32, warp = tid / 32;
+  const int warp_m = warp % Cfg::kWarpsM, warp_n = warp / Cfg::kWarpsM;
+  const int64_t m_begin = int64_t(block_index().x) * BM, n_begin = int64_t(block_index().y) * BN;
+  const int64_t g = block_index().z;
+  const int64_t M = p.rows(), reduction = p.reduction(), pixels_per_image = p.OH * p.OW;
+  const int chunk = tid % kChunksPerRow, row_in_pass = tid / kChunksPerRow;
+
+  // The image row each of this thread's A rows starts at, fixed for the whole mainloop.
+  int64_t a_image[kAIters];
+  int64_t a_ih[kAIters], a_iw[kAIters];
+  bool a_ok[kAIters];
+#pragma unroll
+  for (int i = 0; i < kAIters; ++i) {
+    const int64_t m = m_begin + row_in_pass + i * kRowsPerPass;
+    a_ok[i] = m < M;
+    const int64_t mm = a_ok[i] ? m : 0, img = mm / pixels_per_image, rest = mm % pixels_per_image;
+    a_image[i] = img * p.H * p.W * p.Ctot + g * p.Cg;
+    a_ih[i] = (rest / p.OW) * p.stride_h - p.pad_top;
+    a_iw[i] = (rest % p.OW) * p.stride_w - p.pad_left;
+  }
+  int64_t b_row[kBIters];
+  bool b_ok[kBIters];
+#pragma unroll
+  for (int j = 0; j < kBIters; ++j) {
+    const int64_t n = n_begin + row_in_pass + j * kRowsPerPass;
+    b_ok[j] = n < p.Kg;
+    b_row[j] = (g * p.Kg + (b_ok[j] ? n : 0)) * reduction;
+  }
+
+  auto load_stage = [&](int stage, int64_t k_tile) {
+    const sptr<uint16_t> a_tile = ring + stage * Cfg::kStageElems, b_tile = a_tile + BM * BK;
+    const int col = chunk * kVec;
+    const int64_t k = k_tile * BK + col;
+    const bool k_ok = k < reduction;
+    int64_t c = 0, r = 0, s = 0;
+    if (k_ok) {
+      c = k % p.Cg;
+      const int64_t rs = k / p.Cg;
+      r = rs / p.S;
+      s = rs % p.S;
+    }
+#pragma unroll
+    for (int i = 0; i < kAIters; ++i) {
+      const int64_t ih = a_ih[i] + r * p.dil_h, iw = a_iw[i] + s * p.dil_w;
+      const bool ok = a_ok[i] && k_ok && ih >= 0 && ih < p.H && iw >= 0 && iw < p.W;
+      // A copy that reads nothing still names a valid address: the tensor's start.
+      const gptr<const T> src = ok ? x + (a_image[i] + (ih * p.W + iw) * p.Ctot + c) : x;
+      cp_async(a_tile + swizzle_k_contiguous(row_in_pass + i * kRowsPerPass, col), src, kBytes,
+               ok ? kBytes : 0);
+    }
+#pragma unroll
+    for (int j = 0; j < kBIters; ++j) {
+      const bool ok = b_ok[j] && k_ok;
+      const gptr<const T> src = ok ? w + (b_row[j] + k) : w;
+      cp_async(b_tile + swizzle_k_contiguous(row_in_pass + j * kRowsPerPass, col), src, kBytes,
+               ok ? kBytes : 0);
+    }
+  };
+
+  float acc[Cfg::MI][Cfg::NI][4];
+#pragma unroll
+  for (int mi = 0; mi < Cfg::MI; ++mi)
+#pragma unroll
+    for (int ni = 0; ni < Cfg::NI; ++ni)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.f;
+
+  const int64_t k_tiles = (reduction + BK - 1) / BK;
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < k_tiles) load_stage(s, s);
+    cp_async_commit_group();  // empty groups too, so the wait count below stays exact
+  }
+  for (int64_t kt = 0; kt < k_tiles; ++kt) {
+    cp_async_wait_group<kStages - 2>();
+    // Makes every thread's copies of slice kt visible, and frees the stage read at kt - 1.
+    sync_threads();
+    const int64_t next = kt + kStages - 1;
+    if (next < k_tiles) load_stage(int(next % kStages), next);
+    cp_async_commit_group();
+    const sptr<uint16_t> a_tile = ring + int(kt % kStages) * Cfg::kStageElems;
+    warp_mma<Cfg, T, false, false>(a_tile, a_tile + BM * BK, warp_m, warp_n, lane, acc);
+  }
+  cp_async_wait_all();
+
+  // Epilogue: bias in float, one rounding, straight to the NHWC output.
+#pragma unroll
+  for (int mi = 0; mi < Cfg::MI; ++mi) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int64_t m = m_begin + warp_m * Cfg::WM + mi * 16 + lane / 4 + 8 * half;
+      if (m >= M) continue;
+      const int64_t img = m / pixels_per_image, rest = m % pixels_per_image;
+      const int64_t yh = (rest / p.OW) * p.out_stride_h + p.out_offset_h;
+      const int64_t yw = (rest % p.OW) * p.out_stride_w + p.out_offset_w;
+      const int64_t y_row = ((img * p.YH + yh) * p.YW + yw) * p.Ktot + g * p.Kg;
+#pragma unroll
+      for (int ni = 0; ni < Cfg::NI; ++ni) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int64_t n = n_begin + warp_n * Cfg::WN + ni * 8 + 2 * (lane % 4) + e;
+          if (n >= p.Kg) continue;
+          float v = acc[mi][ni][2 * half + e];
+          if (bias) {
+            const T b = bias[g * p.Kg + n];
+            v += static_cast<float>(b);
+          }
+          y[y_row + n] = static_cast<T>(v);
+        }
+      }
+    }
+  }
+}
+
+template <class Cfg, typename T, int kVec>
+FASTCONV_GLOBAL void wgrad_kernel(const WgradGemm p, gptr<const T> x, gptr<const T> dy,
+                                  gptr<float> workspace) {
+  constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, kStages = Cfg::Stages;
+  constexpr int kAChunks = BM / kVec, kARowsPerPass = Cfg::kThreads / kAChunks;
+  constexpr int kBChunks = BN / kVec, kBRowsPerPass = Cfg::kThreads / kBChunks;
+  constexpr int kAIters = BK / kARowsPerPass, kBIters = BK / kBRowsPerPass, kBytes = 2 * kVec;
+  static_assert(kVec == 8 || kVec == 4, "16- or 8-byte copies");
+  static_assert(Cfg::kThreads % kAChunks == 0 && Cfg::kThreads % kBChunks == 0 &&
+                    BK % kARowsPerPass == 0 && BK % kBRowsPerPass == 0,
+                "a thread keeps one chunk column of its rows for the whole mainloop");
+  FASTCONV_SHARED(uint16_t, ring, kStages * Cfg::kStageElems);
+
+  const int tid = int(thread_index().x), lane = tid % 32, warp = tid / 32;
+  const int warp_m = warp % Cfg::kWarpsM, warp_n = warp / Cfg::kWarpsM;
+  const int64_t m_begin = int64_t(block_index().x) * BM, n_begin = int64_t(block_index().y) * BN;
+  const int64_t g = block_index().z % p.groups, split = block_index().z / p.groups;
+  const int64_t columns = p.columns(), pixels = p.pixels(), pixels_per_image = p.P * p.Q;
+  const int64_t pixel_begin = split * p.pixels_per_split;
+  const int64_t pixel_end = pixel_begin + p.pixels_per_split < pixels ? pixel_begin + p.pixels_per_split : pixels;
+
+  // A (dy): this thread's chunk of filters, the same for every pixel.
+  const int a_col = (tid % kAChunks) * kVec, a_row0 = tid / kAChunks;
+  const int64_t a_filter = m_begin + a_col;
+  const bool a_col_ok = a_filter < p.Kg;
+  const int64_t a_channel = g * p.Kg + (a_col_ok ? a_filter : 0);
+  // B (x): this thread's chunk of (r, s, c) columns, the same for every pixel.
+  const int b_col = (tid % kBChunks) * kVec, b_row0 = tid / kBChunks;
+  const int64_t column = n_begin + b_col;
+  const bool b_col_ok = column < columns;
+  const int64_t cc = b_col_ok ? column : 0, c = cc % p.Cg, rs = cc / p.Cg;
+  const int64_t h_tap = (rs / p.S) * p.dil_h - p.pad_top, w_tap = (rs % p.S) * p.dil_w - p.pad_left;
+  const int64_t b_channel = g * p.Cg + c;
+
+  auto load_stage = [&](int stage, int64_t k_tile) {
+    const sptr<uint16_t> a_tile = ring + stage * Cfg::kStageElems, b_tile = a_tile + BK * BM;
+    const int64_t first = pixel_begin + k_tile * BK;
+#pragma unroll
+    for (int i = 0; i < kAIters; ++i) {
+      const int row = a_row0 + i * kARowsPerPass;
+      const int64_t pixel = first + row;
+      const bool ok = a_col_ok && pixel < pixel_end;
+      const gptr<const T> src = ok ? dy + (pixel * p.Ktot + a_channel) : dy;
+      cp_async(a_tile + swizzle_mn_contiguous(row, a_col, BM), src, kBytes, ok ? kBytes : 0);
+    }
+#pragma unroll
+    for (int j = 0; j < kBIters; ++j) {
+      const int row = b_row0 + j * kBRowsPerPass;
+      const int64_t pixel = first + row;
+      bool ok = b_col_ok && pixel < pixel_end;
+      int64_t offset = 0;
+      if (ok) {
+        const int64_t img = pixel / pixels_per_image, rest = pixel % pixels_per_image;
+        const int64_t ih = (rest / p.Q) * p.stride_h + h_tap, iw = (rest % p.Q) * p.stride_w + w_tap;
+        ok = ih >= 0 && ih < p.H && iw >= 0 && iw < p.W;
+        offset = ((img * p.H + ih) * p.W + iw) * p.Ctot + b_channel;
+      }
+      const gptr<const T> src = ok ? x + offset : x;
+      cp_async(b_tile + swizzle_mn_contiguous(row, b_col, BN), src, kBytes, ok ? kBytes : 0);
+    }
+  };
+
+  float acc[Cfg::MI][Cfg::NI][4];
+#pragma unroll
+  for (int mi = 0; mi < Cfg::MI; ++mi)
+#pragma unroll
+    for (int ni = 0; ni < Cfg::NI; ++ni)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.f;
+
+  const int64_t k_tiles = pixel_end > pixel_begin ? (pixel_end - pixel_begin + BK - 1) / BK : 0;
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < k_tiles) load_stage(s, s);
+    cp_async_commit_group();
+  }
+  for (int64_t kt = 0; kt < k_tiles; ++kt) {
+    cp_async_wait_group<kStages - 2>();
+    sync_threads();
+    const int64_t next = kt + kStages - 1;
+    if (next < k_tiles) load_stage(int(next % kStages), next);
+    cp_async_commit_group();
+    const sptr<uint16_t> a_tile = ring + int(kt % kStages) * Cfg::kStageElems;
+    warp_mma<Cfg, T, true, true>(a_tile, a_tile + BK * BM, warp_m, warp_n, lane, acc);
+  }
+  cp_async_wait_all();
+
+  // Partial sums of this split, [split][g*Kg + m][column], the layout of dw itself.
+  const int64_t split_base = split * p.groups * p.Kg * columns;
+#pragma unroll
+  for (int mi = 0; mi < Cfg::MI; ++mi) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int64_t m = m_begin + warp_m * Cfg::WM + mi * 16 + lane / 4 + 8 * half;
+      if (m >= p.Kg) continue;
+      const int64_t row = split_base + (g * p.Kg + m) * columns;
+#pragma unroll
+      for (int ni = 0; ni < Cfg::NI; ++ni) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int64_t n = n_begin + warp_n * Cfg::WN + ni * 8 + 2 * (lane % 4) + e;
+          if (n < columns) workspace[row + n] = acc[mi][ni][2 * half + e];
+        }
+      }
+    }
+  }
+}
+
+// dw[i] = the splits' partial sums added in split order: the same bits on every run.
+template <typename T>
+FASTCONV_GLOBAL void reduce_splits_kernel(gptr<const float> workspace, int64_t splits, int64_t count,
+                                          gptr<T> dw) {
+  FASTCONV_GRID_STRIDE_LOOP(i, count) {
+    float sum = 0.f;
+    for (int64_t s = 0; s < splits; ++s) {
+      const float v = workspace[s * count + i];
+      sum += v;
+    }
+    dw[i] = static_cast<T>(sum);
+  }
+}
+
+}  // namespace fastconv::cuda::igemm

@@ -1,0 +1,25 @@
+// Host-side entry points of the implicit-GEMM family, one set per tile configuration, each
+// instantiated in its own .cu (igemm_<direction>_<tile>.cu) so a 2-core build stays
+// incremental. Host-only declarations: included by both g++ and nvcc.
+#pragma once
+
+#include "cuda/implicit_gemm/gemm_params.h"
+
+#include <ATen/core/Tensor.h>
+
+namespace fastconv::cuda::igemm {
+
+// vec: elements per cp.async, 8 (16-byte alignment) or 4 (8-byte). Tensors NHWC / KRSC
+// contiguous, bf16 or fp16; bias undefined or one value per output channel.
+template <class Cfg>
+void launch_gather_gemm(const GatherGemm& p, int64_t groups, int vec, const at::Tensor& x,
+                        const at::Tensor& w, const at::Tensor& bias, at::Tensor& y);
+
+// workspace: float, p.splits * groups * Kg * R * S * Cg elements; reduced by reduce_splits.
+template <class Cfg>
+void launch_wgrad_gemm(const WgradGemm& p, int vec, const at::Tensor& x, const at::Tensor& dy,
+                       at::Tensor& workspace);
+
+void reduce_splits(const at::Tensor& workspace, int64_t splits, at::Tensor& dw);
+
+}  // namespace fastconv::cuda::igemm
