@@ -148,12 +148,14 @@ struct Algorithm {
     igemm::reduce_splits(workspace, g.splits, dw);
   }
 
-  // Speed rule: the 128 x 128 tile once it fills every SM; the 64 x 64 tile takes the rest.
+  // Speed rule (a model until measured, bench/igemm_prediction.py): the 128 x 128 tile once it
+  // fills every SM and more than half its columns hold channels; the 64 x 64 tile takes the
+  // rest, wasting half as much on narrow GEMMs (grouped layers with few channels per group).
   static bool preferred_large(const ConvProblem& p, const ConvRequest& r) {
     const GemmShape gemm = p.gemm(r.direction);
     if (r.direction == Direction::wgrad) return gemm.M >= Cfg::BM && gemm.N >= Cfg::BN;
     const int64_t sms = device_info(r.device_index).sm_count;
-    return ceil_div(gemm.M, Cfg::BM) * ceil_div(gemm.N, Cfg::BN) * p.groups >= sms;
+    return gemm.N > Cfg::BN / 2 && ceil_div(gemm.M, Cfg::BM) * ceil_div(gemm.N, Cfg::BN) * p.groups >= sms;
   }
 
   static ConvAlgorithm make(const char* name, bool large) {
