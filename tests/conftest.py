@@ -29,6 +29,12 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.cuda)
 
 
+# float32 tests hold kernels to float32 accuracy: TF32 (which torch allows cuDNN by default,
+# and fastconv's implicit GEMM follows) is off here, as in PyTorch's own tests, and switched
+# on by the tests of the TF32 path.
+torch.backends.cudnn.allow_tf32 = False
+
+
 @pytest.fixture(autouse=True)
 def _no_forced_algorithm():
     """A failing test must not leave its forced algorithm to the next one."""

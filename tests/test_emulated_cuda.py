@@ -333,3 +333,32 @@ def test_implicit_gemm_memory_metrics(algorithm):
         launches = fastconv.testing.emulated_launches()
     (launch,) = [l for l in launches if l["kernel"] == "igemm::gather_gemm_kernel"]
     assert launch["shared_requests"] > 0 and launch["bank_conflicts"] == 0, launch
+
+
+@pytest.mark.parametrize("algorithm", IGEMM)
+@pytest.mark.parametrize("kind,case", [("conv2d", IGEMM_CASES[2]), ("conv2d", IGEMM_CASES[5]), ("conv_transpose2d", IGEMM_TRANSPOSED[1])],
+                         ids=["conv2d-5x5_s2", "conv2d-groups2", "conv_transpose2d-3x3_s2"])
+def test_implicit_gemm_tf32(algorithm, kind, case, monkeypatch):
+    """float32 on TF32 tensor cores, fprop and dgrad, only where torch allows TF32 (as cuDNN
+    reads torch.backends.cudnn.allow_tf32); wgrad and exact float32 go elsewhere."""
+    name, x_shape, w_shape, kw = case
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(x_shape, generator=g).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(w_shape, generator=g).contiguous(memory_format=torch.channels_last)
+    with fastconv.testing.emulated_cuda():
+        assert not claims(algorithm, kind, x, w, kw, device="cuda")
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+        assert claims(algorithm, kind, x, w, kw, device="cuda")
+        assert not claims(algorithm, kind, x, w, kw, grads=True, device="cuda")  # wgrad
+    xr, wr = x.double().requires_grad_(), w.double()
+    ref = torch_call(kind, xr, wr, None, kw)
+    grad = torch.randn(ref.shape, generator=g)
+    (gx_ref,) = torch.autograd.grad(ref, xr, grad.double())
+    xi = x.clone().requires_grad_()
+    with fastconv.testing.emulated_cuda(), fastconv.algorithms.force(algorithm):
+        out = getattr(F, kind)(xi, w, **kw)
+        (gx,) = torch.autograd.grad(out, xi, grad)
+    # TF32 keeps 10 mantissa bits of each operand: about 2^-11 relative per product.
+    assert out.dtype == torch.float32
+    assert 1e-6 < rel_err(out, ref) <= 2e-3, "forward"
+    assert rel_err(gx, gx_ref) <= 2e-3, "input grad"

@@ -96,6 +96,62 @@ def main():
     print(f"\n{len(rows)} kernels; {len(spilled)} with stack or local memory (spills)")
     if spilled and "--fail-on-spill" in sys.argv:
         sys.exit(f"kernels that spill: {spilled}")
+    tensor_core_report(tool, labelled)
+
+
+# Kernels that must run on tensor cores, with their block size: (label prefix, threads).
+TENSOR_CORE_KERNELS = [("igemm::gather_gemm_kernel", 128), ("igemm::wgrad_kernel", 128)]
+# In their SASS: mma.sync (HMMA), ldmatrix (LDSM), cp.async (LDGSTS); never local memory.
+REQUIRED, FORBIDDEN = ("HMMA", "LDSM", "LDGSTS"), ("LDL", "STL")
+
+
+def ctas_per_sm_sm90(threads, regs, shared):
+    """Resident CTAs per SM on an H100/H200 (sm_90), as the occupancy calculator counts them:
+    registers allocated per warp in 256s out of 64K, 228 KiB of shared memory (SHARED above
+    already holds the 1 KiB reserve), 2048 threads, 32 CTAs."""
+    warps = (threads + 31) // 32
+    per_warp = -(-max(regs, 1) * 32 // 256) * 256
+    by_regs = (65536 // per_warp) // warps
+    by_shared = 233472 // shared if shared else 32
+    return min(32, 2048 // threads, by_regs, by_shared)
+
+
+def tensor_core_report(tool, labelled):
+    """Each tensor-core kernel instance: its SASS has HMMA, LDSM and LDGSTS and no local
+    memory, and the CTAs per SM that its registers and shared memory allow on sm_90."""
+    text = subprocess.run([tool, "-sass", fastconv._C.__file__], capture_output=True, text=True, check=True).stdout
+    functions, current = {}, None
+    for line in text.splitlines():
+        m = re.match(r"\s*Function : (\S+)", line)
+        if m:
+            current = m.group(1)
+            functions[current] = []
+        elif current is not None:
+            functions[current].append(line)
+    mangled = list(functions)
+    labels = {m: short(m, n) for m, n in zip(mangled, demangle(mangled))}
+    resources = {label: f for label, _arch, f in labelled}
+    failures, count = [], 0
+    print(f"\n{'CTAs/SM':>7s} {'HMMA':>5s} {'LDSM':>5s} {'LDGSTS':>6s} {'LDL/STL':>7s}  tensor-core kernel (sm_90)")
+    for m, label in sorted(labels.items(), key=lambda kv: kv[1]):
+        threads = next((t for prefix, t in TENSOR_CORE_KERNELS if label.startswith(prefix)), None)
+        if threads is None:
+            continue
+        count += 1
+        sass = "\n".join(functions[m])
+        counts = {op: len(re.findall(rf"\b{op}\b", sass)) for op in REQUIRED + FORBIDDEN}
+        f = resources.get(label, {})
+        ctas = ctas_per_sm_sm90(threads, int(f.get("REG", 0)), int(f.get("SHARED", 0)))
+        local = counts["LDL"] + counts["STL"]
+        print(f"{ctas:7d} {counts['HMMA']:5d} {counts['LDSM']:5d} {counts['LDGSTS']:6d} {local:7d}  {label}")
+        if any(counts[op] == 0 for op in REQUIRED) or local:
+            failures.append(label)
+    expected = sum(1 for _ in TENSOR_CORE_KERNELS)
+    if count < expected:
+        sys.exit(f"only {count} tensor-core kernel instances in the SASS; expected at least {expected}")
+    if failures:
+        sys.exit(f"tensor-core kernels without HMMA/LDSM/LDGSTS, or with local memory: {failures}")
+    print(f"{count} tensor-core kernel instances: HMMA, LDSM and LDGSTS in each, no local memory")
 
 
 if __name__ == "__main__":

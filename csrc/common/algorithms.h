@@ -57,6 +57,9 @@ struct ConvRequest {
   // The device's index (-1 for the CPU): whether an emulated kernel may run depends on the
   // self-test of that GPU.
   int device_index = -1;
+  // Whether float32 may run on TF32 tensor cores (torch.backends.cudnn.allow_tf32, as
+  // cuDNN reads it); when false, float32 needs an exact float32 kernel.
+  bool allow_tf32 = false;
   // Whether x, w and dy hold only finite values. Known only to algorithms that declare
   // needs_finite_operands, for which the dispatcher reads the operands (see below);
   // assumed true elsewhere.

@@ -185,6 +185,7 @@ ConvRequest make_conv_request(Direction direction, const ConvProblem& p, const a
   if (compute_capability < 0)
     compute_capability = compute_capability_of(kernel_device(first), first.device().index());
   r.compute_capability = compute_capability;
+  r.allow_tf32 = at::globalContext().allowTF32CuDNN();
   return r;
 }
 

@@ -47,8 +47,9 @@
 namespace fastconv::cuda {
 
 ConvAlgorithm direct_algorithm();  // one thread per output element: always correct, slow
-// Tensor-core implicit GEMM (implicit_gemm/), bf16 and fp16, NHWC/KRSC, sm >= 80: one
-// algorithm per tile configuration of implicit_gemm/config.h.
+// Tensor-core implicit GEMM (implicit_gemm/), bf16 and fp16 (and float32 fprop and dgrad on
+// TF32 where torch.backends.cudnn.allow_tf32 says so), NHWC/KRSC, sm >= 80: one algorithm per
+// tile configuration of implicit_gemm/config.h.
 ConvAlgorithm implicit_gemm_128x128_algorithm();
 ConvAlgorithm implicit_gemm_64x64_algorithm();
 

@@ -23,17 +23,24 @@
 
 namespace fastconv::cuda::igemm {
 
+// One 16-byte-wide k step of the fragments: m16n8k16 for 2-byte types, m16n8k8 on TF32 for
+// float (the same 16 bytes of k hold 8 floats; the tensor cores read each as TF32).
 template <typename T>
-FASTCONV_DEVICE void mma_bf16_or_f16(float (&acc)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+FASTCONV_DEVICE void mma_step(float (&acc)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
   const float c[4] = {acc[0], acc[1], acc[2], acc[3]};
   if constexpr (std::is_same_v<T, c10::BFloat16>)
     mma_m16n8k16_bf16(acc, a, b, c);
+  else if constexpr (std::is_same_v<T, float>)
+    mma_m16n8k8_tf32(acc, a, b, c);
   else
     mma_m16n8k16_f16(acc, a, b, c);
 }
 
-// One BK slice of the warp's WM x WN sub-tile: BK / 16 steps of MI x NI mma.
-// kAKMajor / kBKMajor: the tile stores rows of k (mn contiguous) rather than rows of m / n.
+// One BK slice of the warp's WM x WN sub-tile: BK / 16 steps of MI x NI mma. Offsets count
+// 2-byte units: a float tile is laid out as a 2-byte tile of twice the width, and ldmatrix
+// hands each lane the same 4 bytes either way, which for float are the TF32 fragments.
+// kAKMajor / kBKMajor: the tile stores rows of k (mn contiguous) rather than rows of m / n
+// (2-byte types only: .trans moves 2-byte halves).
 template <class Cfg, typename T, bool kAKMajor, bool kBKMajor>
 FASTCONV_DEVICE void warp_mma(sptr<uint16_t> a_tile, sptr<uint16_t> b_tile, int warp_m, int warp_n,
                               int lane, float (&acc)[Cfg::MI][Cfg::NI][4]) {
@@ -71,7 +78,7 @@ FASTCONV_DEVICE void warp_mma(sptr<uint16_t> a_tile, sptr<uint16_t> b_tile, int 
 #pragma unroll
     for (int mi = 0; mi < Cfg::MI; ++mi)
 #pragma unroll
-      for (int ni = 0; ni < Cfg::NI; ++ni) mma_bf16_or_f16<T>(acc[mi][ni], af[mi], bf[ni]);
+      for (int ni = 0; ni < Cfg::NI; ++ni) mma_step<T>(acc[mi][ni], af[mi], bf[ni]);
   }
 }
 
@@ -81,7 +88,10 @@ FASTCONV_GLOBAL void gather_gemm_kernel(const GatherGemm p, gptr<const T> x, gpt
   constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, kStages = Cfg::Stages;
   constexpr int kChunksPerRow = BK / kVec, kRowsPerPass = Cfg::kThreads / kChunksPerRow;
   constexpr int kAIters = BM / kRowsPerPass, kBIters = BN / kRowsPerPass, kBytes = 2 * kVec;
+  // BK and kVec count 2-byte units; a float element is two of them.
+  constexpr int kUnits = int(sizeof(T)) / 2, kSliceElems = BK / kUnits, kVecElems = kVec / kUnits;
   static_assert(kVec == 8 || kVec == 4, "16- or 8-byte copies");
+  static_assert(kUnits == 1 || kUnits == 2, "2-byte types, or float on TF32");
   static_assert(Cfg::kThreads % kChunksPerRow == 0 && BM % kRowsPerPass == 0 && BN % kRowsPerPass == 0,
                 "a thread keeps one chunk column of its rows for the whole mainloop");
   FASTCONV_SHARED(uint16_t, ring, kStages * Cfg::kStageElems);
@@ -118,7 +128,7 @@ FASTCONV_GLOBAL void gather_gemm_kernel(const GatherGemm p, gptr<const T> x, gpt
   auto load_stage = [&](int stage, int64_t k_tile) {
     const sptr<uint16_t> a_tile = ring + stage * Cfg::kStageElems, b_tile = a_tile + BM * BK;
     const int col = chunk * kVec;
-    const int64_t k = k_tile * BK + col;
+    const int64_t k = k_tile * kSliceElems + chunk * kVecElems;
     const bool k_ok = k < reduction;
     int64_t c = 0, r = 0, s = 0;
     if (k_ok) {
@@ -153,7 +163,7 @@ FASTCONV_GLOBAL void gather_gemm_kernel(const GatherGemm p, gptr<const T> x, gpt
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.f;
 
-  const int64_t k_tiles = (reduction + BK - 1) / BK;
+  const int64_t k_tiles = (reduction + kSliceElems - 1) / kSliceElems;
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
     if (s < k_tiles) load_stage(s, s);
@@ -208,6 +218,7 @@ FASTCONV_GLOBAL void wgrad_kernel(const WgradGemm p, gptr<const T> x, gptr<const
   constexpr int kBChunks = BN / kVec, kBRowsPerPass = Cfg::kThreads / kBChunks;
   constexpr int kAIters = BK / kARowsPerPass, kBIters = BK / kBRowsPerPass, kBytes = 2 * kVec;
   static_assert(kVec == 8 || kVec == 4, "16- or 8-byte copies");
+  static_assert(sizeof(T) == 2, "ldmatrix.trans moves 2-byte halves: bf16 and fp16 only");
   static_assert(Cfg::kThreads % kAChunks == 0 && Cfg::kThreads % kBChunks == 0 &&
                     BK % kARowsPerPass == 0 && BK % kBRowsPerPass == 0,
                 "a thread keeps one chunk column of its rows for the whole mainloop");

@@ -28,19 +28,27 @@ using igemm::WgradGemm;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Elements per cp.async: 8 when every operand's base and channel run is 16-byte aligned.
+// 2-byte units per cp.async: 8 (16 bytes) when every operand's base and channel run is
+// 16-byte aligned, else 4 (can_implement asks for 8).
 int vector_width(std::initializer_list<const at::Tensor*> tensors, std::initializer_list<int64_t> runs) {
   uint64_t bits = 0;
+  int64_t element = 2;
   for (const at::Tensor* t : tensors)
-    if (t->defined()) bits |= reinterpret_cast<uint64_t>(t->const_data_ptr());
-  for (int64_t run : runs) bits |= uint64_t(run) * 2;
+    if (t->defined()) {
+      bits |= reinterpret_cast<uint64_t>(t->const_data_ptr());
+      element = t->element_size();
+    }
+  for (int64_t run : runs) bits |= uint64_t(run) * uint64_t(element);
   return bits % 16 == 0 ? 8 : 4;
 }
 
 template <class Cfg>
 struct Algorithm {
   static bool can_implement(const ConvProblem& p, const ConvRequest& r) {
-    if (r.dtype != at::kHalf && r.dtype != at::kBFloat16) return false;
+    // float32 on TF32 where torch allows it (fprop and dgrad: wgrad's k-major tiles need
+    // ldmatrix.trans, which moves 2-byte halves); exact float32 goes to another algorithm.
+    const bool tf32 = r.dtype == at::kFloat && r.allow_tf32 && r.direction != Direction::wgrad;
+    if (r.dtype != at::kHalf && r.dtype != at::kBFloat16 && !tf32) return false;
     if (r.compute_capability < 80) return false;  // mma.sync bf16, ldmatrix, cp.async
     if (r.alignment < 8) return false;            // 8- or 16-byte copies of whole channel runs
     if (p.groups > 65535) return false;           // grid z

@@ -9,8 +9,9 @@
 
 namespace fastconv::cuda::igemm {
 
-// vec: elements per cp.async, 8 (16-byte alignment) or 4 (8-byte). Tensors NHWC / KRSC
-// contiguous, bf16 or fp16; bias undefined or one value per output channel.
+// vec: 2-byte units per cp.async, 8 (16-byte copies) or 4 (8-byte). Tensors NHWC / KRSC
+// contiguous, bf16 or fp16, or float (the gather GEMM only, on TF32); bias undefined or one
+// value per output channel.
 template <class Cfg>
 void launch_gather_gemm(const GatherGemm& p, int64_t groups, int vec, const at::Tensor& x,
                         const at::Tensor& w, const at::Tensor& bias, at::Tensor& y);
