@@ -32,7 +32,8 @@ __all__ = ["run", "ensure", "cache_path", "run_cases", "SelfTestResult"]
 
 _ensured = set()  # GPU indices whose self-test has been run or read in this process
 
-TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5, torch.bfloat16: 2e-2}
+# TF32 keeps 10 of float32's 23 mantissa bits: about 2^-11 relative per product.
+TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5, "tf32": 2e-3, torch.bfloat16: 2e-2}
 
 # (name, op, input shape, weight shape, keyword arguments): the shapes that break kernels
 # (strides, per-side padding, groups, depthwise with a multiplier, dilation, a stride-2
@@ -77,7 +78,25 @@ def _conv_reference(op, x, w, kw):
     return x, w, y
 
 
+def _label(dtype):
+    return dtype if isinstance(dtype, str) else str(dtype)[6:]
+
+
 def _check_conv(name, op, x_shape, w_shape, kw, dtype, layout, device, gen):
+    """dtype "tf32": float32 with TF32 allowed (torch.backends.cudnn.allow_tf32), held to
+    TF32's accuracy; plain float32 runs with it off, held to float32's."""
+    tf32 = dtype == "tf32"
+    dtype = torch.float32 if tf32 else dtype
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    try:
+        return _check_conv_with(name, op, x_shape, w_shape, kw, dtype, layout, device, gen,
+                                TOLERANCE["tf32"] if tf32 else TOLERANCE[dtype], _label(dtype if not tf32 else "tf32"))
+    finally:
+        torch.backends.cudnn.allow_tf32 = before
+
+
+def _check_conv_with(name, op, x_shape, w_shape, kw, dtype, layout, device, gen, tol, label):
     x = torch.randn(x_shape, generator=gen, dtype=torch.float64).to(dtype)
     w = torch.randn(w_shape, generator=gen, dtype=torch.float64).to(dtype)
     xr, wr, ref = _conv_reference(op, x, w, kw)
@@ -90,10 +109,9 @@ def _check_conv(name, op, x_shape, w_shape, kw, dtype, layout, device, gen):
     wd.requires_grad_()
     out = getattr(F, op)(xd, wd, **kw)
     grads = torch.autograd.grad(out, (xd, wd), grad.to(device, dtype))
-    tol = TOLERANCE[dtype]
     errors = [("forward", _rel_err(out, ref), tol)]
     errors += [(what, _rel_err(g, r), tol * 10) for what, g, r in zip(("input grad", "weight grad"), grads, ref_grads)]
-    return [f"{name} {str(dtype)[6:]} {layout} {what}: rel_err {e:.2e} > {t:.0e}" for what, e, t in errors if not e <= t]
+    return [f"{name} {label} {layout} {what}: rel_err {e:.2e} > {t:.0e}" for what, e, t in errors if not e <= t]
 
 
 def _check_roi(device, gen, deterministic):
@@ -144,15 +162,15 @@ def _run_cases(device, algorithms):
         refusal, ran = f"the forced algorithm '{algorithm}' cannot run", 0
         with fastconv.algorithms.force(algorithm):
             for name, op, xs, ws, kw in CONV_CASES:
-                for dtype in (torch.float32, torch.bfloat16):
+                for dtype in (torch.float32, "tf32", torch.bfloat16):
                     for layout in ("nchw", "channels_last"):
                         try:
                             found = _check_conv(name, op, xs, ws, kw, dtype, layout, device, gen)
                             ran += 1
                         except NotImplementedError as e:
-                            found = [] if refusal in str(e) else [f"{name} {str(dtype)[6:]} {layout}: NotImplementedError: {e}"]
+                            found = [] if refusal in str(e) else [f"{name} {_label(dtype)} {layout}: NotImplementedError: {e}"]
                         except Exception as e:  # a kernel that cannot run is a failure too
-                            found = [f"{name} {str(dtype)[6:]} {layout}: {type(e).__name__}: {e}"]
+                            found = [f"{name} {_label(dtype)} {layout}: {type(e).__name__}: {e}"]
                         failures += [f"{algorithm}: {line}" for line in found]
         if not ran and not any(line.startswith(f"{algorithm}:") for line in failures):
             failures.append(f"{algorithm}: implements none of the self-test's cases")
