@@ -36,6 +36,32 @@ FASTCONV_DEVICE int64_t filter_cols(const ConvProblem& p) {
   return KSize > 0 ? KSize : p.S;
 }
 
+// The filter taps of channel k in registers, for a compile-time size (unused for KSize 0,
+// whose taps are read where they are used).
+template <typename scalar_t, int KSize>
+struct Taps {
+  acc_type<scalar_t> v[KSize > 0 ? KSize * KSize : 1];
+
+  FASTCONV_DEVICE void load(const View4<const scalar_t>& w, int64_t k) {
+    if constexpr (KSize > 0) {
+      for (int r = 0; r < KSize; ++r)
+        for (int s = 0; s < KSize; ++s) {
+          const scalar_t wv = w(k, 0, r, s);
+          v[r * KSize + s] = acc_type<scalar_t>(wv);
+        }
+    }
+  }
+  FASTCONV_DEVICE acc_type<scalar_t> at(const View4<const scalar_t>& w, int64_t k, int64_t r,
+                                        int64_t s) const {
+    if constexpr (KSize > 0) {
+      return v[r * KSize + s];
+    } else {
+      const scalar_t wv = w(k, 0, r, s);
+      return acc_type<scalar_t>(wv);
+    }
+  }
+};
+
 // ---------------------------------------------------------------------------------------------
 // channels_last: threads over channels.
 
@@ -154,6 +180,8 @@ FASTCONV_GLOBAL void fprop_nchw_kernel(const ConvProblem p, const PlaneTile tile
                            q0 * p.stride_w - p.pad_left, tile, staged);
     sync_threads();
     const acc_t bv = bias_value<scalar_t>(bias, k);
+    Taps<scalar_t, KSize> taps;
+    taps.load(w, k);
     for (int u = 0; u < kSlots; ++u) {
       const int o = t + u * threads;
       const int lp = o / tile.cols, lq = o % tile.cols;
@@ -163,8 +191,7 @@ FASTCONV_GLOBAL void fprop_nchw_kernel(const ConvProblem p, const PlaneTile tile
         const int64_t row = (lp * p.stride_h + r * p.dilation_h) * tile.in_cols;
         for (int64_t s = 0; s < S; ++s) {
           const scalar_t xv = staged[row + lq * p.stride_w + s * p.dilation_w];
-          const scalar_t wv = w(k, 0, r, s);
-          acc += acc_t(xv) * acc_t(wv);
+          acc += acc_t(xv) * taps.at(w, k, r, s);
         }
       }
       y(n, k, p0 + lp, q0 + lq) = static_cast<scalar_t>(bv + acc);
@@ -202,6 +229,8 @@ FASTCONV_GLOBAL void dgrad_nchw_kernel(const ConvProblem p, const PlaneTile tile
     for (int64_t m = 0; m < M; ++m) {
       const int64_t k = c * M + m;
       stage_window<scalar_t>(dy, n, k, p.P, p.Q, row0, col0, tile, staged);
+      Taps<scalar_t, KSize> taps;
+      taps.load(w, k);
       sync_threads();
       for (int u = 0; u < kSlots; ++u) {
         const int o = t + u * threads;
@@ -215,8 +244,7 @@ FASTCONV_GLOBAL void dgrad_nchw_kernel(const ConvProblem p, const PlaneTile tile
             const int64_t cols = wi + p.pad_left - s * p.dilation_w;
             if (cols % p.stride_w != 0) continue;
             const scalar_t g = staged[row + floor_div(cols, p.stride_w) - col0];
-            const scalar_t wv = w(k, 0, r, s);
-            acc[u] += acc_t(g) * acc_t(wv);
+            acc[u] += acc_t(g) * taps.at(w, k, r, s);
           }
         }
       }
