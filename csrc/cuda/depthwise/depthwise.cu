@@ -6,6 +6,7 @@
 #include "cuda/depthwise/depthwise_kernels.cuh"
 #include "cuda/kernels.h"
 
+#include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 
 #include <algorithm>
@@ -68,6 +69,14 @@ PlaneTile plane_tile(const ConvProblem& p, Direction d, int64_t element_size) {
   }
 }
 
+// For the nhwc kernels, whose lanes take consecutive channels k: the filter [K, 1, R, S] with
+// k innermost in memory ([R][S][K], a copy of K*R*S elements), so that a warp's reads of one
+// tap are one coalesced row; seen through strides as [K, 1, R, S].
+at::Tensor channels_innermost(const at::Tensor& w) {
+  return w.reshape({w.size(0), w.size(2), w.size(3)}).permute({1, 2, 0}).contiguous()
+      .permute({2, 0, 1}).unsqueeze(1);
+}
+
 unsigned int item_blocks(int64_t items) {
   return static_cast<unsigned int>(std::clamp<int64_t>(items, 1, int64_t(1) << 20));
 }
@@ -79,10 +88,11 @@ void fprop(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor&
       constexpr int KSize = decltype(ksize)::value;
       if (layouts.output == Layout::nhwc) {
         const int64_t groups_q = ceil_div(p.Q, NhwcConfig::kPixelsPerThread);
+        const at::Tensor wk = channels_innermost(w);
         launch_kernel("depthwise::fprop_nhwc_kernel", depthwise::fprop_nhwc_kernel<scalar_t, KSize>,
                       blocks_for(p.N * p.P * groups_q * p.K, NhwcConfig::kThreads),
                       NhwcConfig::kThreads, 0, p, view4<const scalar_t>(x, "x"),
-                      view4<const scalar_t>(w, "w"), bias_data<scalar_t>(bias), view4<scalar_t>(y, "y"));
+                      view4<const scalar_t>(wk, "w"), bias_data<scalar_t>(bias), view4<scalar_t>(y, "y"));
       } else {
         const PlaneTile tile = plane_tile(p, Direction::fprop, sizeof(scalar_t));
         TORCH_CHECK(tile.rows > 0, "fastconv: depthwise NCHW fprop without a tile (layouts says nhwc)");
@@ -102,9 +112,10 @@ void dgrad(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor&
     filter_switch(p, [&](auto ksize) {
       constexpr int KSize = decltype(ksize)::value;
       if (layouts.output == Layout::nhwc) {
+        const at::Tensor wk = channels_innermost(w);
         launch_kernel("depthwise::dgrad_nhwc_kernel", depthwise::dgrad_nhwc_kernel<scalar_t, KSize>,
                       blocks_for(p.N * p.H * p.W * p.C, NhwcConfig::kThreads), NhwcConfig::kThreads,
-                      0, p, view4<const scalar_t>(dy, "dy"), view4<const scalar_t>(w, "w"),
+                      0, p, view4<const scalar_t>(dy, "dy"), view4<const scalar_t>(wk, "w"),
                       bias_data<scalar_t>(bias), view4<scalar_t>(dx, "dx"));
       } else {
         const PlaneTile tile = plane_tile(p, Direction::dgrad, sizeof(scalar_t));

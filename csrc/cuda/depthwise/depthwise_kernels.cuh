@@ -1,7 +1,9 @@
 // The depthwise convolution's CUDA kernels (device code only; the launcher is depthwise.cu).
 // Depthwise: C/groups == 1, so output channel k reads input channel c = k / M, where
 // M = K/groups is the channel multiplier, and dx channel c gathers from outputs c*M .. c*M+M-1.
-// Filter w is [K, 1, R, S]. Tiles and block shapes come from config.h.
+// Filter w is [K, 1, R, S] through its strides (the nhwc kernels get it with k innermost in
+// memory, so a warp's lanes read one tap of 32 channels as one row). Tiles and block shapes
+// come from config.h.
 //
 // KSize is the filter size as a template constant (3, 5, 7: square filters, loops unrolled)
 // or 0 (any R x S, read from the problem). fprop and dgrad add the bias in the accumulator
