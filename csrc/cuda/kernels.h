@@ -9,8 +9,8 @@
 //                         csrc/simt/ under FASTCONV_SIMT), launch helpers (launch.cuh),
 //                         compile-time switches (static_switch.h), the cached device query
 //                         (device_info.h).
-//   csrc/cuda/<family>/   one folder per kernel family: direct/, roi/, and the ones to come
-//                         (implicit_gemm/, depthwise/). A family holds
+//   csrc/cuda/<family>/   one folder per kernel family: direct/, roi/, implicit_gemm/,
+//                         depthwise/. A family holds
 //                           config.h          its tile configurations, each a struct of
 //                                             constants checked by static_asserts (never
 //                                             constants inside a kernel body);
@@ -52,6 +52,10 @@ ConvAlgorithm direct_algorithm();  // one thread per output element: always corr
 // tile configuration of implicit_gemm/config.h.
 ConvAlgorithm implicit_gemm_128x128_algorithm();
 ConvAlgorithm implicit_gemm_64x64_algorithm();
+// Depthwise convolution (depthwise/): C/groups == 1, any channel multiplier, every dtype, both
+// layouts (channels_last: threads over channels; NCHW: plane tiles staged in shared memory),
+// 3x3 / 5x5 / 7x7 specialised; dgrad gathers and wgrad sums in a fixed order (deterministic).
+ConvAlgorithm depthwise_algorithm();
 
 // RoI kernels (contracts in common/roi_ops.h). The backward passes are deterministic (no
 // atomics) when torch.use_deterministic_algorithms(True) is set.
