@@ -212,7 +212,7 @@ FASTCONV_GLOBAL void gather_gemm_kernel(const GatherGemm p, gptr<const T> x, gpt
 
 template <class Cfg, typename T, int kVec>
 FASTCONV_GLOBAL void wgrad_kernel(const WgradGemm p, gptr<const T> x, gptr<const T> dy,
-                                  gptr<float> workspace) {
+                                  gptr<float> workspace, gptr<T> dw) {
   constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, kStages = Cfg::Stages;
   constexpr int kAChunks = BM / kVec, kARowsPerPass = Cfg::kThreads / kAChunks;
   constexpr int kBChunks = BN / kVec, kBRowsPerPass = Cfg::kThreads / kBChunks;
@@ -298,8 +298,10 @@ FASTCONV_GLOBAL void wgrad_kernel(const WgradGemm p, gptr<const T> x, gptr<const
   }
   cp_async_wait_all();
 
-  // Partial sums of this split, [split][g*Kg + m][column], the layout of dw itself.
+  // Partial sums of this split, [split][g*Kg + m][column], the layout of dw itself; with one
+  // split, dw itself, rounded once.
   const int64_t split_base = split * p.groups * p.Kg * columns;
+  const bool single = p.splits == 1;
 #pragma unroll
   for (int mi = 0; mi < Cfg::MI; ++mi) {
 #pragma unroll
@@ -312,7 +314,11 @@ FASTCONV_GLOBAL void wgrad_kernel(const WgradGemm p, gptr<const T> x, gptr<const
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           const int64_t n = n_begin + warp_n * Cfg::WN + ni * 8 + 2 * (lane % 4) + e;
-          if (n < columns) workspace[row + n] = acc[mi][ni][2 * half + e];
+          if (n >= columns) continue;
+          if (single)
+            dw[row + n] = static_cast<T>(acc[mi][ni][2 * half + e]);
+          else
+            workspace[row + n] = acc[mi][ni][2 * half + e];
         }
       }
     }

@@ -48,14 +48,15 @@ void launch_gather_gemm(const GatherGemm& p, int64_t groups, int vec, const at::
 
 template <class Cfg>
 void launch_wgrad_gemm(const WgradGemm& p, int vec, const at::Tensor& x, const at::Tensor& dy,
-                       at::Tensor& workspace) {
+                       at::Tensor& workspace, at::Tensor& dw) {
   const Dim3 grid(unsigned(ceil_div(p.Kg, Cfg::BM)), unsigned(ceil_div(p.columns(), Cfg::BN)),
                   unsigned(p.groups * p.splits));
   dispatch_types<false>(x.scalar_type(), vec, "igemm::wgrad", [&](auto type, auto width) {
     using T = decltype(type);
     launch_kernel("igemm::wgrad_kernel", wgrad_kernel<Cfg, T, decltype(width)::value>, grid,
                   Dim3(Cfg::kThreads), 0, p, global_view<const T>(x, "x"),
-                  global_view<const T>(dy, "dy"), global_view<float>(workspace, "workspace"));
+                  global_view<const T>(dy, "dy"), global_view<float>(workspace, "workspace"),
+                  global_view<T>(dw, "dw"));
   });
 }
 

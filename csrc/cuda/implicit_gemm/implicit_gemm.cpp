@@ -150,10 +150,11 @@ struct Algorithm {
     splits = std::min<int64_t>(splits, 65535 / p.groups);
     g.pixels_per_split = ceil_div(ceil_div(g.pixels(), splits), Cfg::BK) * Cfg::BK;
     g.splits = ceil_div(g.pixels(), g.pixels_per_split);
-    at::Tensor workspace = at::empty({g.splits * result}, x.options().dtype(at::kFloat));
+    // One split writes dw straight; more add their float partial sums in a second pass.
+    at::Tensor workspace = at::empty({g.splits > 1 ? g.splits * result : 0}, x.options().dtype(at::kFloat));
     const int vec = vector_width({&x, &dy}, {g.Cg, g.Kg});
-    igemm::launch_wgrad_gemm<Cfg>(g, vec, x, dy, workspace);
-    igemm::reduce_splits(workspace, g.splits, dw);
+    igemm::launch_wgrad_gemm<Cfg>(g, vec, x, dy, workspace, dw);
+    if (g.splits > 1) igemm::reduce_splits(workspace, g.splits, dw);
   }
 
   // Speed rule (a model until measured, bench/igemm_prediction.py): the 128 x 128 tile once it

@@ -16,10 +16,11 @@ template <class Cfg>
 void launch_gather_gemm(const GatherGemm& p, int64_t groups, int vec, const at::Tensor& x,
                         const at::Tensor& w, const at::Tensor& bias, at::Tensor& y);
 
-// workspace: float, p.splits * groups * Kg * R * S * Cg elements; reduced by reduce_splits.
+// With p.splits == 1 the kernel writes dw; otherwise workspace (float, p.splits * groups * Kg
+// * R * S * Cg elements), which reduce_splits then sums into dw.
 template <class Cfg>
 void launch_wgrad_gemm(const WgradGemm& p, int vec, const at::Tensor& x, const at::Tensor& dy,
-                       at::Tensor& workspace);
+                       at::Tensor& workspace, at::Tensor& dw);
 
 void reduce_splits(const at::Tensor& workspace, int64_t splits, at::Tensor& dw);
 
