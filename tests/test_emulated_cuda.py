@@ -275,6 +275,10 @@ def test_implicit_gemm_alignment_list(algorithm, dtype, kind, case):
     w = torch.randn(w_shape, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
     b = torch.randn(w_shape[1] * kw.get("groups", 1) if kind == "conv_transpose2d" else w_shape[0], generator=g).to(dtype)
     with fastconv.testing.emulated_cuda():
+        if name.startswith("c4_") and algorithm == "igemm_128x128":
+            # 8-byte channel runs: only the 64 x 64 tile is built for 8-byte copies.
+            assert not claims(algorithm, kind, x, w, kw, device="cuda")
+            return
         assert claims(algorithm, kind, x, w, kw, grads=True, device="cuda"), f"{algorithm} refuses {name}"
     xr, wr, br = (t.detach().double().requires_grad_() for t in (x, w, b))
     ref = torch_call(kind, xr, wr, br, kw)

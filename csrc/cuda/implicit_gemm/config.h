@@ -12,9 +12,12 @@
 
 namespace fastconv::cuda::igemm {
 
-template <int BM_, int BN_, int Stages_>
+// kMinAlignment_: the narrowest copy the configuration is built for (16 or 8 bytes); 8-byte
+// copies double a thread's copies per stage, which the 128 x 128 tile has no registers for.
+template <int BM_, int BN_, int Stages_, int kMinAlignment_>
 struct TileConfig {
   static constexpr int BM = BM_, BN = BN_, BK = 32, Stages = Stages_;
+  static constexpr int kMinAlignment = kMinAlignment_;
   static constexpr int kWarpsM = 2, kWarpsN = 2, kThreads = 32 * kWarpsM * kWarpsN;
   static constexpr int WM = BM / kWarpsM, WN = BN / kWarpsN;
   static constexpr int MI = WM / 16, NI = WN / 8;  // mma tiles per warp
@@ -26,6 +29,7 @@ struct TileConfig {
                 "each warp takes whole 16-row A and 16-column B ldmatrix.x4 loads");
   static_assert(BM >= 64 && BN >= 64,
                 "the k-major (wgrad) layout swizzles over 8 units of 16 bytes per row");
+  static_assert(kMinAlignment == 16 || kMinAlignment == 8, "16- or 8-byte copies");
   static_assert(Stages >= 2 && Stages <= 4, "the ring needs one stage loading beside one in use");
   static_assert(kSharedBytes <= 48 * 1024,
                 "static shared memory: raise it with a dynamic allocation first");
@@ -34,9 +38,9 @@ struct TileConfig {
 };
 
 // Large layers (many 128 x 128 tiles per SM): 128 x 128 per CTA, 48 KiB of shared memory.
-using Tile128x128 = TileConfig<128, 128, 3>;
+using Tile128x128 = TileConfig<128, 128, 3, 16>;
 // Small M or N (late ResNet stages, few output channels, batch 1): 64 x 64 per CTA, 4 stages.
-using Tile64x64 = TileConfig<64, 64, 4>;
+using Tile64x64 = TileConfig<64, 64, 4, 8>;
 
 // Shared-memory offsets, in 2-byte elements, with 16-byte units XOR-swizzled so that the
 // eight rows an ldmatrix phase reads, and the rows a quarter-warp's 16-byte cp.async stores

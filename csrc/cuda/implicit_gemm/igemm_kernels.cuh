@@ -46,8 +46,9 @@ FASTCONV_DEVICE void warp_mma(sptr<uint16_t> a_tile, sptr<uint16_t> b_tile, int 
                               int lane, float (&acc)[Cfg::MI][Cfg::NI][4]) {
 #pragma unroll
   for (int kk = 0; kk < Cfg::BK; kk += 16) {
+    // All of the warp's A fragments, then B two n8 blocks at a time: 4 registers of B live
+    // instead of 2 * NI, which keeps the 128 x 128 tile's 128 accumulators out of local memory.
     uint32_t af[Cfg::MI][4];
-    uint32_t bf[Cfg::NI][2];
 #pragma unroll
     for (int mi = 0; mi < Cfg::MI; ++mi) {
       const int m0 = warp_m * Cfg::WM + mi * 16;
@@ -64,21 +65,21 @@ FASTCONV_DEVICE void warp_mma(sptr<uint16_t> a_tile, sptr<uint16_t> b_tile, int 
 #pragma unroll
     for (int ni = 0; ni < Cfg::NI; ni += 2) {
       const int n0 = warp_n * Cfg::WN + ni * 8;
-      // Two n8 blocks at once: b[ni] (k 0-7, 8-15), then b[ni + 1].
+      uint32_t bf[2][2];  // two n8 blocks at once: b[ni] (k 0-7, 8-15), then b[ni + 1]
       if constexpr (!kBKMajor) {
         const int row = n0 + lane % 8 + 8 * (lane / 16), k = kk + 8 * ((lane / 8) % 2);
-        ldmatrix_x4(bf[ni][0], bf[ni][1], bf[ni + 1][0], bf[ni + 1][1],
-                    b_tile + swizzle_k_contiguous(row, k));
+        ldmatrix_x4(bf[0][0], bf[0][1], bf[1][0], bf[1][1], b_tile + swizzle_k_contiguous(row, k));
       } else {
         const int k = kk + lane % 8 + 8 * ((lane / 8) % 2), col = n0 + 8 * (lane / 16);
-        ldmatrix_x4_trans(bf[ni][0], bf[ni][1], bf[ni + 1][0], bf[ni + 1][1],
+        ldmatrix_x4_trans(bf[0][0], bf[0][1], bf[1][0], bf[1][1],
                           b_tile + swizzle_mn_contiguous(k, col, Cfg::BN));
       }
+#pragma unroll
+      for (int mi = 0; mi < Cfg::MI; ++mi) {
+        mma_step<T>(acc[mi][ni], af[mi], bf[0]);
+        mma_step<T>(acc[mi][ni + 1], af[mi], bf[1]);
+      }
     }
-#pragma unroll
-    for (int mi = 0; mi < Cfg::MI; ++mi)
-#pragma unroll
-      for (int ni = 0; ni < Cfg::NI; ++ni) mma_step<T>(acc[mi][ni], af[mi], bf[ni]);
   }
 }
 
@@ -104,8 +105,9 @@ FASTCONV_GLOBAL void gather_gemm_kernel(const GatherGemm p, gptr<const T> x, gpt
   const int chunk = tid % kChunksPerRow, row_in_pass = tid / kChunksPerRow;
 
   // The image row each of this thread's A rows starts at, fixed for the whole mainloop.
+  // Image coordinates fit 32 bits (can_implement); offsets into x take 64.
   int64_t a_image[kAIters];
-  int64_t a_ih[kAIters], a_iw[kAIters];
+  int a_ih[kAIters], a_iw[kAIters];
   bool a_ok[kAIters];
 #pragma unroll
   for (int i = 0; i < kAIters; ++i) {
@@ -113,16 +115,16 @@ FASTCONV_GLOBAL void gather_gemm_kernel(const GatherGemm p, gptr<const T> x, gpt
     a_ok[i] = m < M;
     const int64_t mm = a_ok[i] ? m : 0, img = mm / pixels_per_image, rest = mm % pixels_per_image;
     a_image[i] = img * p.H * p.W * p.Ctot + g * p.Cg;
-    a_ih[i] = (rest / p.OW) * p.stride_h - p.pad_top;
-    a_iw[i] = (rest % p.OW) * p.stride_w - p.pad_left;
+    a_ih[i] = int((rest / p.OW) * p.stride_h - p.pad_top);
+    a_iw[i] = int((rest % p.OW) * p.stride_w - p.pad_left);
   }
-  int64_t b_row[kBIters];
+  int b_row[kBIters];  // the filter has under 2^31 elements (can_implement)
   bool b_ok[kBIters];
 #pragma unroll
   for (int j = 0; j < kBIters; ++j) {
     const int64_t n = n_begin + row_in_pass + j * kRowsPerPass;
     b_ok[j] = n < p.Kg;
-    b_row[j] = (g * p.Kg + (b_ok[j] ? n : 0)) * reduction;
+    b_row[j] = int((g * p.Kg + (b_ok[j] ? n : 0)) * reduction);
   }
 
   auto load_stage = [&](int stage, int64_t k_tile) {
@@ -130,26 +132,26 @@ FASTCONV_GLOBAL void gather_gemm_kernel(const GatherGemm p, gptr<const T> x, gpt
     const int col = chunk * kVec;
     const int64_t k = k_tile * kSliceElems + chunk * kVecElems;
     const bool k_ok = k < reduction;
-    int64_t c = 0, r = 0, s = 0;
+    int c = 0, r_off = 0, s_off = 0;
     if (k_ok) {
-      c = k % p.Cg;
-      const int64_t rs = k / p.Cg;
-      r = rs / p.S;
-      s = rs % p.S;
+      const int kk = int(k), cg = int(p.Cg), rs = kk / cg;
+      c = kk - rs * cg;
+      r_off = (rs / int(p.S)) * int(p.dil_h);
+      s_off = (rs % int(p.S)) * int(p.dil_w);
     }
 #pragma unroll
     for (int i = 0; i < kAIters; ++i) {
-      const int64_t ih = a_ih[i] + r * p.dil_h, iw = a_iw[i] + s * p.dil_w;
+      const int ih = a_ih[i] + r_off, iw = a_iw[i] + s_off;
       const bool ok = a_ok[i] && k_ok && ih >= 0 && ih < p.H && iw >= 0 && iw < p.W;
       // A copy that reads nothing still names a valid address: the tensor's start.
-      const gptr<const T> src = ok ? x + (a_image[i] + (ih * p.W + iw) * p.Ctot + c) : x;
+      const gptr<const T> src = ok ? x + (a_image[i] + (int64_t(ih) * p.W + iw) * p.Ctot + c) : x;
       cp_async(a_tile + swizzle_k_contiguous(row_in_pass + i * kRowsPerPass, col), src, kBytes,
                ok ? kBytes : 0);
     }
 #pragma unroll
     for (int j = 0; j < kBIters; ++j) {
       const bool ok = b_ok[j] && k_ok;
-      const gptr<const T> src = ok ? w + (b_row[j] + k) : w;
+      const gptr<const T> src = ok ? w + (int64_t(b_row[j]) + k) : w;
       cp_async(b_tile + swizzle_k_contiguous(row_in_pass + j * kRowsPerPass, col), src, kBytes,
                ok ? kBytes : 0);
     }

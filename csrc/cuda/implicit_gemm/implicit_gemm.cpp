@@ -50,8 +50,12 @@ struct Algorithm {
     const bool tf32 = r.dtype == at::kFloat && r.allow_tf32 && r.direction != Direction::wgrad;
     if (r.dtype != at::kHalf && r.dtype != at::kBFloat16 && !tf32) return false;
     if (r.compute_capability < 80) return false;  // mma.sync bf16, ldmatrix, cp.async
-    if (r.alignment < 8) return false;            // 8- or 16-byte copies of whole channel runs
-    if (p.groups > 65535) return false;           // grid z
+    if (r.alignment < Cfg::kMinAlignment) return false;  // copies of whole channel runs
+    if (p.groups > 65535) return false;                   // grid z
+    // 32-bit image coordinates and filter offsets in the gather GEMM.
+    if (p.H + p.pad_top + p.pad_bottom >= (int64_t(1) << 30) || p.W + p.pad_left + p.pad_right >= (int64_t(1) << 30) ||
+        double(p.K) * double(p.C_per_group()) * double(p.R * p.S) >= 2147483647.0)
+      return false;
     const GemmShape gemm = p.gemm(r.direction);  // grid x and y
     return ceil_div(gemm.M, Cfg::BM) <= 0x7fffffff && ceil_div(gemm.N, Cfg::BN) <= 65535;
   }
