@@ -17,5 +17,5 @@ cp -r fastconv tests pyproject.toml "$pkg/"
 rm -f "$pkg"/fastconv/_C*.so
 cp "$out"/lib/fastconv/_C*.so "$pkg/fastconv/"
 cd "$pkg"
-PYTHONPATH="$pkg" python -m pytest -q -p no:cacheprovider tests/test_emulated_cuda.py
+PYTHONPATH="$pkg" python -m pytest -q -p no:cacheprovider tests/test_emulated_cuda.py tests/test_emulated_depthwise.py
 echo "== emulation tests done after $(( $(date +%s) - start ))s"
