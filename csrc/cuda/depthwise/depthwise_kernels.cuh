@@ -227,6 +227,7 @@ FASTCONV_GLOBAL void dgrad_nchw_kernel(const ConvProblem p, const PlaneTile tile
     const int64_t row0 = floor_div(h0 + p.pad_top - (R - 1) * p.dilation_h, p.stride_h);
     const int64_t col0 = floor_div(w0 + p.pad_left - (S - 1) * p.dilation_w, p.stride_w);
     acc_t acc[kSlots];
+#pragma unroll
     for (int u = 0; u < kSlots; ++u) acc[u] = 0;
     for (int64_t m = 0; m < M; ++m) {
       const int64_t k = c * M + m;
@@ -234,14 +235,19 @@ FASTCONV_GLOBAL void dgrad_nchw_kernel(const ConvProblem p, const PlaneTile tile
       Taps<scalar_t, KSize> taps;
       taps.load(w, k);
       sync_threads();
+#pragma unroll
       for (int u = 0; u < kSlots; ++u) {
         const int o = t + u * threads;
         const int64_t h = h0 + o / tile.cols, wi = w0 + o % tile.cols;
         if (o >= tile.rows * tile.cols || h >= p.H || wi >= p.W) continue;
+        // Unrolled where the filter size is a compile-time constant, so that taps.at indexes
+        // its register array with constants (a run-time index put it on the stack).
+#pragma unroll
         for (int64_t r = 0; r < R; ++r) {
           const int64_t rows = h + p.pad_top - r * p.dilation_h;
           if (rows % p.stride_h != 0) continue;
           const int64_t row = (floor_div(rows, p.stride_h) - row0) * tile.in_cols;
+#pragma unroll
           for (int64_t s = 0; s < S; ++s) {
             const int64_t cols = wi + p.pad_left - s * p.dilation_w;
             if (cols % p.stride_w != 0) continue;
@@ -253,6 +259,7 @@ FASTCONV_GLOBAL void dgrad_nchw_kernel(const ConvProblem p, const PlaneTile tile
       sync_threads();  // staged is refilled for the next output channel or tile
     }
     const acc_t bv = bias_value<scalar_t>(bias, c);
+#pragma unroll
     for (int u = 0; u < kSlots; ++u) {
       const int o = t + u * threads;
       const int64_t h = h0 + o / tile.cols, wi = w0 + o % tile.cols;
