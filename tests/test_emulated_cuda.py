@@ -307,12 +307,17 @@ def test_implicit_gemm_refuses_what_it_cannot_do():
             assert not claims(algorithm, "conv2d", odd_x, odd_w, {}, grads=False, device="cuda")
 
 
-def test_implicit_gemm_wgrad_is_deterministic():
-    """Split-K wgrad adds its partial sums in split order: the same bits under any schedule."""
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bfloat16", "tf32"])
+def test_implicit_gemm_wgrad_is_deterministic(dtype, monkeypatch):
+    """Split-K wgrad (8 splits here) adds its partial sums in split order: the same bits under
+    any schedule, and the float64 result within the dtype's rounding."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     g = torch.Generator().manual_seed(3)
-    x = torch.randn(4, 16, 16, 16, generator=g).bfloat16().contiguous(memory_format=torch.channels_last)
-    w = torch.randn(16, 16, 3, 3, generator=g).bfloat16().contiguous(memory_format=torch.channels_last)
-    grad = torch.randn(4, 16, 16, 16, generator=g).bfloat16()
+    x = torch.randn(4, 16, 16, 16, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(16, 16, 3, 3, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(4, 16, 16, 16, generator=g).to(dtype)
+    wd = w.double().requires_grad_()
+    (want,) = torch.autograd.grad(torch.nn.functional.conv2d(x.double(), wd, padding=1), wd, grad.double())
 
     def run(**settings):
         wg = w.clone().requires_grad_()
@@ -320,6 +325,7 @@ def test_implicit_gemm_wgrad_is_deterministic():
             return torch.autograd.grad(F.conv2d(x, wg, padding=1), wg, grad)[0]
 
     first = run()
+    assert rel_err(first, want) <= (2e-2 if dtype == torch.bfloat16 else 2e-3)
     assert torch.equal(first, run(schedule="shuffle", seed=5, threads=2))
     assert torch.equal(first, run(schedule="reverse", seed=0))
 
@@ -343,9 +349,11 @@ def test_implicit_gemm_memory_metrics(algorithm):
 @pytest.mark.parametrize("kind,case", [("conv2d", IGEMM_CASES[2]), ("conv2d", IGEMM_CASES[5]), ("conv_transpose2d", IGEMM_TRANSPOSED[1])],
                          ids=["conv2d-5x5_s2", "conv2d-groups2", "conv_transpose2d-3x3_s2"])
 def test_implicit_gemm_tf32(algorithm, kind, case, monkeypatch):
-    """float32 on TF32 tensor cores, fprop and dgrad, only where torch allows TF32 (as cuDNN
-    reads torch.backends.cudnn.allow_tf32); wgrad and exact float32 go elsewhere."""
+    """float32 on TF32 tensor cores only where torch allows TF32 (as cuDNN reads
+    torch.backends.cudnn.allow_tf32): fprop and dgrad on both tiles, wgrad on the 64 x 64 tile
+    (implicit_gemm/config.h, kTf32Wgrad); exact float32 goes elsewhere."""
     name, x_shape, w_shape, kw = case
+    wgrad = algorithm == "igemm_64x64"
     g = torch.Generator().manual_seed(7)
     x = torch.randn(x_shape, generator=g).contiguous(memory_format=torch.channels_last)
     w = torch.randn(w_shape, generator=g).contiguous(memory_format=torch.channels_last)
@@ -353,16 +361,18 @@ def test_implicit_gemm_tf32(algorithm, kind, case, monkeypatch):
         assert not claims(algorithm, kind, x, w, kw, device="cuda")
         monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
         assert claims(algorithm, kind, x, w, kw, device="cuda")
-        assert not claims(algorithm, kind, x, w, kw, grads=True, device="cuda")  # wgrad
-    xr, wr = x.double().requires_grad_(), w.double()
+        assert claims(algorithm, kind, x, w, kw, grads=True, device="cuda") == wgrad
+    xr, wr = x.double().requires_grad_(), w.double().requires_grad_()
     ref = torch_call(kind, xr, wr, None, kw)
     grad = torch.randn(ref.shape, generator=g)
-    (gx_ref,) = torch.autograd.grad(ref, xr, grad.double())
-    xi = x.clone().requires_grad_()
+    gx_ref, gw_ref = torch.autograd.grad(ref, (xr, wr), grad.double())
+    xi, wi = x.clone().requires_grad_(), w.clone().requires_grad_(wgrad)
     with fastconv.testing.emulated_cuda(), fastconv.algorithms.force(algorithm):
-        out = getattr(F, kind)(xi, w, **kw)
-        (gx,) = torch.autograd.grad(out, xi, grad)
+        out = getattr(F, kind)(xi, wi, **kw)
+        grads = torch.autograd.grad(out, (xi, wi) if wgrad else (xi,), grad)
     # TF32 keeps 10 mantissa bits of each operand: about 2^-11 relative per product.
     assert out.dtype == torch.float32
     assert 1e-6 < rel_err(out, ref) <= 2e-3, "forward"
-    assert rel_err(gx, gx_ref) <= 2e-3, "input grad"
+    assert rel_err(grads[0], gx_ref) <= 2e-3, "input grad"
+    if wgrad:
+        assert 1e-6 < rel_err(grads[1], gw_ref) <= 2e-3, "weight grad"

@@ -102,6 +102,7 @@ def main():
 # Kernels that must run on tensor cores, with their block size: (label prefix, threads).
 TENSOR_CORE_KERNELS = [("igemm::gather_gemm_kernel", 128), ("igemm::wgrad_kernel", 128)]
 # In their SASS: mma.sync (HMMA), ldmatrix (LDSM), cp.async (LDGSTS); never local memory.
+# (float wgrad excepted from LDSM; see tensor_core_report.)
 REQUIRED, FORBIDDEN = ("HMMA", "LDSM", "LDGSTS"), ("LDL", "STL")
 
 
@@ -144,14 +145,17 @@ def tensor_core_report(tool, labelled):
         ctas = ctas_per_sm_sm90(threads, int(f.get("REG", 0)), int(f.get("SHARED", 0)))
         local = counts["LDL"] + counts["STL"]
         print(f"{ctas:7d} {counts['HMMA']:5d} {counts['LDSM']:5d} {counts['LDGSTS']:6d} {local:7d}  {label}")
-        if any(counts[op] == 0 for op in REQUIRED) or local:
+        # float wgrad reads its k-major TF32 fragments with 4-byte loads: ldmatrix.trans
+        # would split them, so it alone has no LDSM.
+        required = [op for op in REQUIRED if not (op == "LDSM" and "wgrad_kernel" in label and ", float," in label)]
+        if any(counts[op] == 0 for op in required) or local:
             failures.append(label)
     expected = sum(1 for _ in TENSOR_CORE_KERNELS)
     if count < expected:
         sys.exit(f"only {count} tensor-core kernel instances in the SASS; expected at least {expected}")
     if failures:
         sys.exit(f"tensor-core kernels without HMMA/LDSM/LDGSTS, or with local memory: {failures}")
-    print(f"{count} tensor-core kernel instances: HMMA, LDSM and LDGSTS in each, no local memory")
+    print(f"{count} tensor-core kernel instances: HMMA, LDGSTS and (but float wgrad) LDSM in each, no local memory")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@
 //   sync_threads()                      __syncthreads()
 //   FASTCONV_SHARED(T, name, n)         __shared__ T name[n]
 //   sptr<T>                             a pointer into shared memory (T*; emulated: with bounds)
+//   shared_as<U>(p)                     reinterpret_cast<U*>(p) of a shared pointer (emulated:
+//                                       the same bounds, seen as U)
 //   atomic_add(p, v)                    atomicAdd(p, v)
 //   shfl_sync, shfl_up_sync,            __shfl_sync, __shfl_up_sync, __shfl_down_sync,
 //   shfl_down_sync, shfl_xor_sync,      __shfl_xor_sync, __ballot_sync, __any_sync,
@@ -60,6 +62,10 @@ inline Dim3 block_index() { return simt::block_idx(); }
 inline Dim3 block_size() { return simt::block_dim(); }
 inline Dim3 grid_size() { return simt::grid_dim(); }
 inline void sync_threads() { simt::syncthreads(); }
+template <typename U, typename T>
+sptr<U> shared_as(sptr<T> p) {
+  return simt::shared_cast<U>(p);
+}
 
 using simt::atomic_add;
 using simt::all_sync;
@@ -129,6 +135,11 @@ using gptr = T*;
 template <typename T>
 using sptr = T*;
 using Dim3 = dim3;
+
+template <typename U, typename T>
+__device__ __forceinline__ U* shared_as(T* p) {
+  return reinterpret_cast<U*>(p);
+}
 
 __device__ __forceinline__ dim3 thread_index() { return threadIdx; }
 __device__ __forceinline__ dim3 block_index() { return blockIdx; }

@@ -42,6 +42,12 @@ using Tile128x128 = TileConfig<128, 128, 3, 16>;
 // Small M or N (late ResNet stages, few output channels, batch 1): 64 x 64 per CTA, 4 stages.
 using Tile64x64 = TileConfig<64, 64, 4, 8>;
 
+// float wgrad reads its k-major TF32 fragments one word at a time, 6 more live registers a
+// fragment pair than ldmatrix: the 128 x 128 tile's accumulators leave no room for them
+// (255 registers and a stack frame), so float wgrad is built for the 64 x 64 tile only.
+template <class Cfg>
+constexpr bool kTf32Wgrad = Cfg::BM <= 64;
+
 // Shared-memory offsets, in 2-byte elements, with 16-byte units XOR-swizzled so that the
 // eight rows an ldmatrix phase reads, and the rows a quarter-warp's 16-byte cp.async stores
 // write, fall in distinct bank groups.

@@ -39,13 +39,22 @@ FASTCONV_DEVICE void mma_step(float (&acc)[4], const uint32_t (&a)[4], const uin
 // One BK slice of the warp's WM x WN sub-tile: BK / 16 steps of MI x NI mma. Offsets count
 // 2-byte units: a float tile is laid out as a 2-byte tile of twice the width, and ldmatrix
 // hands each lane the same 4 bytes either way, which for float are the TF32 fragments.
-// kAKMajor / kBKMajor: the tile stores rows of k (mn contiguous) rather than rows of m / n
-// (2-byte types only: .trans moves 2-byte halves).
+// kAKMajor / kBKMajor: the tile stores rows of k (mn contiguous) rather than rows of m / n.
 template <class Cfg, typename T, bool kAKMajor, bool kBKMajor>
 FASTCONV_DEVICE void warp_mma(sptr<uint16_t> a_tile, sptr<uint16_t> b_tile, int warp_m, int warp_n,
                               int lane, float (&acc)[Cfg::MI][Cfg::NI][4]) {
+  // float k-major tiles: the rows are k, 8 of them per m16n8k8 step, and each lane reads its
+  // four A and two B TF32 values one 4-byte word at a time (ldmatrix.trans would split them).
+  // Lane (g, t) = (lane / 4, lane % 4) holds a{0..3} = A[g | g+8][t | t+4], b{0,1} = B[t | t+4][g].
+  constexpr bool kFloat = sizeof(T) == 4;
+  const int g = lane / 4, t = lane % 4;
+  auto word = [](sptr<uint16_t> tile, int row, int col, int width) -> uint32_t {
+    const uint32_t v = shared_as<const uint32_t>(tile + swizzle_mn_contiguous(row, 2 * col, 2 * width))[0];
+    return v;
+  };
 #pragma unroll
   for (int kk = 0; kk < Cfg::BK; kk += 16) {
+    const int k8 = (kk / 16) * 8;  // float k-major: this step's first row
     // All of the warp's A fragments, then B two n8 blocks at a time: 4 registers of B live
     // instead of 2 * NI, which keeps the 128 x 128 tile's 128 accumulators out of local memory.
     uint32_t af[Cfg::MI][4];
@@ -56,6 +65,11 @@ FASTCONV_DEVICE void warp_mma(sptr<uint16_t> a_tile, sptr<uint16_t> b_tile, int 
         // Matrices (rows 0-7 | 8-15) x (k 0-7 | 8-15), in the order mma takes a0..a3.
         const int row = m0 + lane % 16, k = kk + (lane / 16) * 8;
         ldmatrix_x4(af[mi][0], af[mi][1], af[mi][2], af[mi][3], a_tile + swizzle_k_contiguous(row, k));
+      } else if constexpr (kFloat) {
+        af[mi][0] = word(a_tile, k8 + t, m0 + g, Cfg::BM);
+        af[mi][1] = word(a_tile, k8 + t, m0 + g + 8, Cfg::BM);
+        af[mi][2] = word(a_tile, k8 + t + 4, m0 + g, Cfg::BM);
+        af[mi][3] = word(a_tile, k8 + t + 4, m0 + g + 8, Cfg::BM);
       } else {
         const int k = kk + lane % 8 + 8 * (lane / 16), col = m0 + 8 * ((lane / 8) % 2);
         ldmatrix_x4_trans(af[mi][0], af[mi][1], af[mi][2], af[mi][3],
@@ -69,6 +83,11 @@ FASTCONV_DEVICE void warp_mma(sptr<uint16_t> a_tile, sptr<uint16_t> b_tile, int 
       if constexpr (!kBKMajor) {
         const int row = n0 + lane % 8 + 8 * (lane / 16), k = kk + 8 * ((lane / 8) % 2);
         ldmatrix_x4(bf[0][0], bf[0][1], bf[1][0], bf[1][1], b_tile + swizzle_k_contiguous(row, k));
+      } else if constexpr (kFloat) {
+        bf[0][0] = word(b_tile, k8 + t, n0 + g, Cfg::BN);
+        bf[0][1] = word(b_tile, k8 + t + 4, n0 + g, Cfg::BN);
+        bf[1][0] = word(b_tile, k8 + t, n0 + 8 + g, Cfg::BN);
+        bf[1][1] = word(b_tile, k8 + t + 4, n0 + 8 + g, Cfg::BN);
       } else {
         const int k = kk + lane % 8 + 8 * ((lane / 8) % 2), col = n0 + 8 * (lane / 16);
         ldmatrix_x4_trans(bf[0][0], bf[0][1], bf[1][0], bf[1][1],
@@ -216,13 +235,17 @@ template <class Cfg, typename T, int kVec>
 FASTCONV_GLOBAL void wgrad_kernel(const WgradGemm p, gptr<const T> x, gptr<const T> dy,
                                   gptr<float> workspace, gptr<T> dw) {
   constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, kStages = Cfg::Stages;
-  constexpr int kAChunks = BM / kVec, kARowsPerPass = Cfg::kThreads / kAChunks;
-  constexpr int kBChunks = BN / kVec, kBRowsPerPass = Cfg::kThreads / kBChunks;
-  constexpr int kAIters = BK / kARowsPerPass, kBIters = BK / kBRowsPerPass, kBytes = 2 * kVec;
+  // A float slice holds half the pixels of a 2-byte one in the same bytes: rows of BM (BN)
+  // floats are 2 * BM (2 * BN) 2-byte units wide.
+  constexpr int kUnits = int(sizeof(T)) / 2, kSliceRows = BK / kUnits;
+  constexpr int kAWidth = BM * kUnits, kBWidth = BN * kUnits;
+  constexpr int kAChunks = kAWidth / kVec, kARowsPerPass = Cfg::kThreads / kAChunks;
+  constexpr int kBChunks = kBWidth / kVec, kBRowsPerPass = Cfg::kThreads / kBChunks;
+  constexpr int kAIters = kSliceRows / kARowsPerPass, kBIters = kSliceRows / kBRowsPerPass, kBytes = 2 * kVec;
   static_assert(kVec == 8 || kVec == 4, "16- or 8-byte copies");
-  static_assert(sizeof(T) == 2, "ldmatrix.trans moves 2-byte halves: bf16 and fp16 only");
+  static_assert(kUnits == 1 || kUnits == 2, "2-byte types, or float on TF32");
   static_assert(Cfg::kThreads % kAChunks == 0 && Cfg::kThreads % kBChunks == 0 &&
-                    BK % kARowsPerPass == 0 && BK % kBRowsPerPass == 0,
+                    kSliceRows % kARowsPerPass == 0 && kSliceRows % kBRowsPerPass == 0,
                 "a thread keeps one chunk column of its rows for the whole mainloop");
   FASTCONV_SHARED(uint16_t, ring, kStages * Cfg::kStageElems);
 
@@ -235,13 +258,13 @@ FASTCONV_GLOBAL void wgrad_kernel(const WgradGemm p, gptr<const T> x, gptr<const
   const int64_t pixel_end = pixel_begin + p.pixels_per_split < pixels ? pixel_begin + p.pixels_per_split : pixels;
 
   // A (dy): this thread's chunk of filters, the same for every pixel.
-  const int a_col = (tid % kAChunks) * kVec, a_row0 = tid / kAChunks;
-  const int64_t a_filter = m_begin + a_col;
+  const int a_col = (tid % kAChunks) * kVec, a_row0 = tid / kAChunks;  // a_col in 2-byte units
+  const int64_t a_filter = m_begin + a_col / kUnits;
   const bool a_col_ok = a_filter < p.Kg;
   const int64_t a_channel = g * p.Kg + (a_col_ok ? a_filter : 0);
   // B (x): this thread's chunk of (r, s, c) columns, the same for every pixel.
   const int b_col = (tid % kBChunks) * kVec, b_row0 = tid / kBChunks;
-  const int64_t column = n_begin + b_col;
+  const int64_t column = n_begin + b_col / kUnits;
   const bool b_col_ok = column < columns;
   const int64_t cc = b_col_ok ? column : 0, c = cc % p.Cg, rs = cc / p.Cg;
   const int64_t h_tap = (rs / p.S) * p.dil_h - p.pad_top, w_tap = (rs % p.S) * p.dil_w - p.pad_left;
@@ -249,14 +272,14 @@ FASTCONV_GLOBAL void wgrad_kernel(const WgradGemm p, gptr<const T> x, gptr<const
 
   auto load_stage = [&](int stage, int64_t k_tile) {
     const sptr<uint16_t> a_tile = ring + stage * Cfg::kStageElems, b_tile = a_tile + BK * BM;
-    const int64_t first = pixel_begin + k_tile * BK;
+    const int64_t first = pixel_begin + k_tile * kSliceRows;
 #pragma unroll
     for (int i = 0; i < kAIters; ++i) {
       const int row = a_row0 + i * kARowsPerPass;
       const int64_t pixel = first + row;
       const bool ok = a_col_ok && pixel < pixel_end;
       const gptr<const T> src = ok ? dy + (pixel * p.Ktot + a_channel) : dy;
-      cp_async(a_tile + swizzle_mn_contiguous(row, a_col, BM), src, kBytes, ok ? kBytes : 0);
+      cp_async(a_tile + swizzle_mn_contiguous(row, a_col, kAWidth), src, kBytes, ok ? kBytes : 0);
     }
 #pragma unroll
     for (int j = 0; j < kBIters; ++j) {
@@ -271,7 +294,7 @@ FASTCONV_GLOBAL void wgrad_kernel(const WgradGemm p, gptr<const T> x, gptr<const
         offset = ((img * p.H + ih) * p.W + iw) * p.Ctot + b_channel;
       }
       const gptr<const T> src = ok ? x + offset : x;
-      cp_async(b_tile + swizzle_mn_contiguous(row, b_col, BN), src, kBytes, ok ? kBytes : 0);
+      cp_async(b_tile + swizzle_mn_contiguous(row, b_col, kBWidth), src, kBytes, ok ? kBytes : 0);
     }
   };
 
@@ -283,7 +306,7 @@ FASTCONV_GLOBAL void wgrad_kernel(const WgradGemm p, gptr<const T> x, gptr<const
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.f;
 
-  const int64_t k_tiles = pixel_end > pixel_begin ? (pixel_end - pixel_begin + BK - 1) / BK : 0;
+  const int64_t k_tiles = pixel_end > pixel_begin ? (pixel_end - pixel_begin + kSliceRows - 1) / kSliceRows : 0;
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
     if (s < k_tiles) load_stage(s, s);

@@ -51,7 +51,7 @@ void launch_wgrad_gemm(const WgradGemm& p, int vec, const at::Tensor& x, const a
                        at::Tensor& workspace, at::Tensor& dw) {
   const Dim3 grid(unsigned(ceil_div(p.Kg, Cfg::BM)), unsigned(ceil_div(p.columns(), Cfg::BN)),
                   unsigned(p.groups * p.splits));
-  dispatch_types<Cfg, false>(x.scalar_type(), vec, "igemm::wgrad", [&](auto type, auto width) {
+  dispatch_types<Cfg, kTf32Wgrad<Cfg>>(x.scalar_type(), vec, "igemm::wgrad", [&](auto type, auto width) {
     using T = decltype(type);
     launch_kernel("igemm::wgrad_kernel", wgrad_kernel<Cfg, T, decltype(width)::value>, grid,
                   Dim3(Cfg::kThreads), 0, p, global_view<const T>(x, "x"),

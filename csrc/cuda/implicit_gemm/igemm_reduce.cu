@@ -14,6 +14,11 @@ void reduce_splits(const at::Tensor& workspace, int64_t splits, at::Tensor& dw) 
                                      blocks_for(count), kThreads, 0,
                                      global_view<const float>(workspace, "workspace"), splits,
                                      count, global_view<scalar_t>(dw, "dw"));
+                     }) AT_DISPATCH_CASE(at::kFloat, [&] {
+                       launch_kernel("igemm::reduce_splits_kernel", reduce_splits_kernel<scalar_t>,
+                                     blocks_for(count), kThreads, 0,
+                                     global_view<const float>(workspace, "workspace"), splits,
+                                     count, global_view<scalar_t>(dw, "dw"));
                      }) AT_DISPATCH_CASE(at::kBFloat16, [&] {
                        launch_kernel("igemm::reduce_splits_kernel", reduce_splits_kernel<scalar_t>,
                                      blocks_for(count), kThreads, 0,

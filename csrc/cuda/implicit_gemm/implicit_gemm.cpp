@@ -45,9 +45,9 @@ int vector_width(std::initializer_list<const at::Tensor*> tensors, std::initiali
 template <class Cfg>
 struct Algorithm {
   static bool can_implement(const ConvProblem& p, const ConvRequest& r) {
-    // float32 on TF32 where torch allows it (fprop and dgrad: wgrad's k-major tiles need
-    // ldmatrix.trans, which moves 2-byte halves); exact float32 goes to another algorithm.
-    const bool tf32 = r.dtype == at::kFloat && r.allow_tf32 && r.direction != Direction::wgrad;
+    // float32 on TF32 where torch allows it; exact float32 goes to another algorithm.
+    const bool tf32 = r.dtype == at::kFloat && r.allow_tf32 &&
+                      (r.direction != Direction::wgrad || igemm::kTf32Wgrad<Cfg>);
     if (r.dtype != at::kHalf && r.dtype != at::kBFloat16 && !tf32) return false;
     if (r.compute_capability < 80) return false;  // mma.sync bf16, ldmatrix, cp.async
     if (r.alignment < Cfg::kMinAlignment) return false;  // copies of whole channel runs
