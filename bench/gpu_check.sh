@@ -6,7 +6,7 @@
 #      shared memory;
 #   4. the benchmark: fastconv-bench on the seed suite against cuDNN and torchvision.
 # Logs and JSON go under OUT_DIR; OUT_DIR/gpu_check.json sums it up. Budget: the step limits
-# add up to 575 s (665 s when the raise probe fails and cuda-gdb runs), against a first run on
+# add up to 635 s (725 s when the raise probe fails and cuda-gdb runs), against a first run on
 # an H200 of build 65 s, self-test 12 s, bench 57 s; the suite, on 12 xdist workers, is the
 # one step that may be cut (its log then names what ran). The whole suite runs, so it also
 # tests torch 2.11, the low end of the supported range.
@@ -81,6 +81,9 @@ if step build 150 python -m pip install --no-build-isolation --no-deps -v -e .; 
   fi
   step bench 60 python -m fastconv.bench --device cuda --suite seed --warmup 1 --repeats 5 \
     --json "$out/bench.json" --csv "$out/bench.csv"
+  # The tensor-core path as users of bf16 and channels_last meet it (issue 15's table).
+  step bench_bf16 60 python -m fastconv.bench --device cuda --suite seed --warmup 1 --repeats 5 \
+    --dtype bfloat16 --layout nhwc --json "$out/bench_bf16.json" --csv "$out/bench_bf16.csv"
 fi
 
 python - "$out" "$status" <<'PY'
