@@ -309,25 +309,29 @@ def test_implicit_gemm_refuses_what_it_cannot_do():
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bfloat16", "tf32"])
 def test_implicit_gemm_wgrad_is_deterministic(dtype, monkeypatch):
-    """Split-K wgrad (8 splits here) adds its partial sums in split order: the same bits under
-    any schedule, and the float64 result within the dtype's rounding."""
+    """Split-K wgrad (many splits: a long reduction against a small dw) adds its partial sums
+    in split order: the same bits under any schedule, and the float64 result within the
+    dtype's rounding."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     g = torch.Generator().manual_seed(3)
-    x = torch.randn(4, 16, 16, 16, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
-    w = torch.randn(16, 16, 3, 3, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
-    grad = torch.randn(4, 16, 16, 16, generator=g).to(dtype)
+    x = torch.randn(4, 8, 32, 32, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(8, 8, 3, 3, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(4, 8, 32, 32, generator=g).to(dtype)
     wd = w.double().requires_grad_()
     (want,) = torch.autograd.grad(torch.nn.functional.conv2d(x.double(), wd, padding=1), wd, grad.double())
 
     def run(**settings):
         wg = w.clone().requires_grad_()
         with fastconv.testing.emulated_cuda(**settings), fastconv.algorithms.force("igemm_64x64"):
-            return torch.autograd.grad(F.conv2d(x, wg, padding=1), wg, grad)[0]
+            dw = torch.autograd.grad(F.conv2d(x, wg, padding=1), wg, grad)[0]
+            kernels = [launch["kernel"] for launch in fastconv.testing.emulated_launches()]
+        return dw, kernels
 
-    first = run()
+    first, kernels = run(metrics=True)
+    assert "igemm::reduce_splits_kernel" in kernels, kernels  # the split-K path ran
     assert rel_err(first, want) <= (2e-2 if dtype == torch.bfloat16 else 2e-3)
-    assert torch.equal(first, run(schedule="shuffle", seed=5, threads=2))
-    assert torch.equal(first, run(schedule="reverse", seed=0))
+    assert torch.equal(first, run(schedule="shuffle", seed=5, threads=2)[0])
+    assert torch.equal(first, run(schedule="reverse", seed=0)[0])
 
 
 @pytest.mark.parametrize("algorithm", IGEMM)

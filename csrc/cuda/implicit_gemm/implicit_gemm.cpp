@@ -143,13 +143,16 @@ struct Algorithm {
     g.stride_h = p.stride_h, g.stride_w = p.stride_w, g.dil_h = p.dilation_h, g.dil_w = p.dilation_w;
     g.pad_top = p.pad_top, g.pad_left = p.pad_left;
     g.groups = p.groups;
-    // Enough splits for two CTAs per SM, each at least 4 BK slices long, with the float
-    // workspace under 256 MiB.
+    // Enough splits for two CTAs per SM, each at least 4 BK slices long; the float workspace
+    // (written and read once per split) at most half the bytes of x and dy, so that split-K
+    // never doubles the traffic where the reduction is short against dw, and under 256 MiB.
     const int64_t tiles = ceil_div(g.Kg, Cfg::BM) * ceil_div(g.columns(), Cfg::BN) * p.groups;
     const int64_t sms = device_info(x.device().is_cuda() ? x.device().index() : -1).sm_count;
     const int64_t result = p.groups * g.Kg * g.columns();
+    const int64_t operand_bytes = (x.numel() + dy.numel()) * x.element_size();
     int64_t splits = std::max<int64_t>(1, ceil_div(2 * sms, tiles));
     splits = std::min(splits, std::max<int64_t>(1, g.pixels() / (4 * Cfg::BK)));
+    splits = std::min(splits, std::max<int64_t>(1, operand_bytes / (2 * 8 * result)));
     splits = std::min(splits, std::max<int64_t>(1, (int64_t(256) << 20) / (4 * result)));
     splits = std::min<int64_t>(splits, 65535 / p.groups);
     g.pixels_per_split = ceil_div(ceil_div(g.pixels(), splits), Cfg::BK) * Cfg::BK;
