@@ -3,6 +3,7 @@
 // Launches go through launch_kernel (cuda/common/primitives.h), which checks them.
 #pragma once
 
+#include "common/acc_type.h"
 #include "common/strided.h"
 #include "cuda/common/primitives.h"
 #include "cuda/common/static_switch.h"
@@ -25,6 +26,15 @@ View4<T> view4(const Tensor& t, const char* name) {
 }
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// A fused bias: 0 when there is none, else channel's value in the accumulator type, added
+// before the kernel's one rounding.
+template <typename scalar_t>
+FASTCONV_DEVICE acc_type<scalar_t> bias_value(gptr<const scalar_t> bias, int64_t channel) {
+  if (!bias) return 0;
+  const scalar_t b = bias[channel];
+  return acc_type<scalar_t>(b);
+}
 
 // Blocks for a grid-stride loop over n items: one item per thread up to a cap, so huge
 // tensors loop instead of overflowing the grid.

@@ -12,6 +12,8 @@
 //     the block's pixel rows: no atomics, the same bits on every run.
 #pragma once
 
+#include "common/macros.h"
+
 #include <cstdint>
 
 namespace fastconv::cuda::depthwise {
@@ -54,6 +56,24 @@ using WgradNchw = WgradConfig<1, 256>;
 struct PlaneTile {
   int rows, cols;
   int in_rows, in_cols;
+};
+
+// The tiles of an [N][planes][rows][cols] output, one per block item b: tile column fastest,
+// then tile row, plane, image.
+struct PlaneTiles {
+  int64_t planes, tiles_rows, tiles_cols;
+  FASTCONV_HD PlaneTiles(const PlaneTile& tile, int64_t planes_, int64_t rows, int64_t cols)
+      : planes(planes_), tiles_rows((rows + tile.rows - 1) / tile.rows),
+        tiles_cols((cols + tile.cols - 1) / tile.cols) {}
+  FASTCONV_HD int64_t count(int64_t N) const { return N * planes * tiles_rows * tiles_cols; }
+  // b -> (first row, first column, plane, image) of its tile.
+  FASTCONV_HD void item(int64_t b, const PlaneTile& tile, int64_t& row0, int64_t& col0,
+                            int64_t& plane, int64_t& n) const {
+    col0 = (b % tiles_cols) * tile.cols;
+    row0 = ((b / tiles_cols) % tiles_rows) * tile.rows;
+    plane = (b / (tiles_cols * tiles_rows)) % planes;
+    n = b / (tiles_cols * tiles_rows * planes);
+  }
 };
 
 }  // namespace fastconv::cuda::depthwise

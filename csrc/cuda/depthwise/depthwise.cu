@@ -19,6 +19,7 @@ namespace {
 using depthwise::NchwConfig;
 using depthwise::NhwcConfig;
 using depthwise::PlaneTile;
+using depthwise::PlaneTiles;
 
 template <typename scalar_t>
 gptr<const scalar_t> bias_data(const at::Tensor& bias) {
@@ -96,7 +97,7 @@ void fprop(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor&
       } else {
         const PlaneTile tile = plane_tile(p, Direction::fprop, sizeof(scalar_t));
         TORCH_CHECK(tile.rows > 0, "fastconv: depthwise NCHW fprop without a tile (layouts says nhwc)");
-        const int64_t items = p.N * p.K * ceil_div(p.P, tile.rows) * ceil_div(p.Q, tile.cols);
+        const int64_t items = PlaneTiles(tile, p.K, p.P, p.Q).count(p.N);
         launch_kernel("depthwise::fprop_nchw_kernel", depthwise::fprop_nchw_kernel<scalar_t, KSize>,
                       item_blocks(items), NchwConfig::kThreads, 0, p, tile,
                       view4<const scalar_t>(x, "x"), view4<const scalar_t>(w, "w"),
@@ -120,7 +121,7 @@ void dgrad(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor&
       } else {
         const PlaneTile tile = plane_tile(p, Direction::dgrad, sizeof(scalar_t));
         TORCH_CHECK(tile.rows > 0, "fastconv: depthwise NCHW dgrad without a tile (layouts says nhwc)");
-        const int64_t items = p.N * p.C * ceil_div(p.H, tile.rows) * ceil_div(p.W, tile.cols);
+        const int64_t items = PlaneTiles(tile, p.C, p.H, p.W).count(p.N);
         launch_kernel("depthwise::dgrad_nchw_kernel", depthwise::dgrad_nchw_kernel<scalar_t, KSize>,
                       item_blocks(items), NchwConfig::kThreads, 0, p, tile,
                       view4<const scalar_t>(dy, "dy"), view4<const scalar_t>(w, "w"),

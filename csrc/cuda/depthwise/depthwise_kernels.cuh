@@ -22,13 +22,6 @@ FASTCONV_DEVICE int64_t floor_div(int64_t a, int64_t b) {
   return a >= 0 ? a / b : -((-a + b - 1) / b);
 }
 
-template <typename scalar_t>
-FASTCONV_DEVICE acc_type<scalar_t> bias_value(gptr<const scalar_t> bias, int64_t channel) {
-  if (!bias) return 0;
-  const scalar_t b = bias[channel];
-  return acc_type<scalar_t>(b);
-}
-
 template <int KSize>
 FASTCONV_DEVICE int64_t filter_rows(const ConvProblem& p) {
   return KSize > 0 ? KSize : p.R;
@@ -159,7 +152,7 @@ FASTCONV_DEVICE void stage_window(const View4<const scalar_t>& v, int64_t n, int
   }
 }
 
-// Item b: tile column fastest, then tile row, channel k, image.
+// Item b: a tile of output channel k (PlaneTiles over K).
 template <typename scalar_t, int KSize>
 FASTCONV_GLOBAL void fprop_nchw_kernel(const ConvProblem p, const PlaneTile tile,
                                        const View4<const scalar_t> x, const View4<const scalar_t> w,
@@ -169,15 +162,11 @@ FASTCONV_GLOBAL void fprop_nchw_kernel(const ConvProblem p, const PlaneTile tile
   FASTCONV_SHARED(scalar_t, staged, NchwConfig::kSharedBytes / sizeof(scalar_t));
   const int64_t R = filter_rows<KSize>(p), S = filter_cols<KSize>(p);
   const int64_t M = p.K_per_group();
-  const int64_t tiles_q = (p.Q + tile.cols - 1) / tile.cols;
-  const int64_t tiles_p = (p.P + tile.rows - 1) / tile.rows;
-  const int64_t items = p.N * p.K * tiles_p * tiles_q;
+  const PlaneTiles tiles(tile, p.K, p.P, p.Q);
   const int t = int(thread_index().x), threads = int(block_size().x);
-  for (int64_t b = block_index().x; b < items; b += grid_size().x) {
-    const int64_t q0 = (b % tiles_q) * tile.cols;
-    const int64_t p0 = ((b / tiles_q) % tiles_p) * tile.rows;
-    const int64_t k = (b / (tiles_q * tiles_p)) % p.K;
-    const int64_t n = b / (tiles_q * tiles_p * p.K);
+  for (int64_t b = block_index().x; b < tiles.count(p.N); b += grid_size().x) {
+    int64_t p0, q0, k, n;
+    tiles.item(b, tile, p0, q0, k, n);
     stage_window<scalar_t>(x, n, k / M, p.H, p.W, p0 * p.stride_h - p.pad_top,
                            q0 * p.stride_w - p.pad_left, tile, staged);
     sync_threads();
@@ -202,7 +191,7 @@ FASTCONV_GLOBAL void fprop_nchw_kernel(const ConvProblem p, const PlaneTile tile
   }
 }
 
-// Item b: tile column fastest, then tile row, input channel c, image. For each of the M
+// Item b: a tile of input channel c (PlaneTiles over C). For each of the M
 // output channels of c, the dy window that reaches the dx tile is staged, and every dx element
 // gathers the taps that land on it.
 template <typename scalar_t, int KSize>
@@ -214,15 +203,11 @@ FASTCONV_GLOBAL void dgrad_nchw_kernel(const ConvProblem p, const PlaneTile tile
   FASTCONV_SHARED(scalar_t, staged, NchwConfig::kSharedBytes / sizeof(scalar_t));
   const int64_t R = filter_rows<KSize>(p), S = filter_cols<KSize>(p);
   const int64_t M = p.K_per_group();
-  const int64_t tiles_w = (p.W + tile.cols - 1) / tile.cols;
-  const int64_t tiles_h = (p.H + tile.rows - 1) / tile.rows;
-  const int64_t items = p.N * p.C * tiles_h * tiles_w;
+  const PlaneTiles tiles(tile, p.C, p.H, p.W);
   const int t = int(thread_index().x), threads = int(block_size().x);
-  for (int64_t b = block_index().x; b < items; b += grid_size().x) {
-    const int64_t w0 = (b % tiles_w) * tile.cols;
-    const int64_t h0 = ((b / tiles_w) % tiles_h) * tile.rows;
-    const int64_t c = (b / (tiles_w * tiles_h)) % p.C;
-    const int64_t n = b / (tiles_w * tiles_h * p.C);
+  for (int64_t b = block_index().x; b < tiles.count(p.N); b += grid_size().x) {
+    int64_t h0, w0, c, n;
+    tiles.item(b, tile, h0, w0, c, n);
     // The first dy row and column any tap of the tile reaches (floor, so it may lie below 0).
     const int64_t row0 = floor_div(h0 + p.pad_top - (R - 1) * p.dilation_h, p.stride_h);
     const int64_t col0 = floor_div(w0 + p.pad_left - (S - 1) * p.dilation_w, p.stride_w);

@@ -22,13 +22,6 @@ FASTCONV_DEVICE Index4 split(int64_t i, int64_t C, int64_t H, int64_t W) {
   return {i / (W * H * C), (i / (W * H)) % C, (i / W) % H, i % W};
 }
 
-template <typename scalar_t>
-FASTCONV_DEVICE acc_type<scalar_t> bias_value(gptr<const scalar_t> bias, int64_t channel) {
-  if (!bias) return 0;
-  const scalar_t b = bias[channel];
-  return acc_type<scalar_t>(b);
-}
-
 // bias: null, or one value per output channel, added before the one rounding.
 template <typename scalar_t, bool channels_last>
 FASTCONV_GLOBAL void fprop_kernel(const ConvProblem p, const View4<const scalar_t> x,

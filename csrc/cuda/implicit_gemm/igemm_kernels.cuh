@@ -102,6 +102,37 @@ FASTCONV_DEVICE void warp_mma(sptr<uint16_t> a_tile, sptr<uint16_t> b_tile, int 
   }
 }
 
+// The pipelined mainloop both kernels share: acc = the sum over k_tiles slices, each brought
+// by load_stage(stage, slice) (its cp.async copies) into a ring of Cfg::Stages buffers and
+// multiplied as soon as it lands, Stages - 1 slices ahead of the math.
+template <class Cfg, typename T, bool kAKMajor, bool kBKMajor, typename LoadStage>
+FASTCONV_DEVICE void mainloop(sptr<uint16_t> ring, int64_t k_tiles, LoadStage& load_stage,
+                              int warp_m, int warp_n, int lane, float (&acc)[Cfg::MI][Cfg::NI][4]) {
+  constexpr int kStages = Cfg::Stages;
+#pragma unroll
+  for (int mi = 0; mi < Cfg::MI; ++mi)
+#pragma unroll
+    for (int ni = 0; ni < Cfg::NI; ++ni)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.f;
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < k_tiles) load_stage(s, s);
+    cp_async_commit_group();  // empty groups too, so the wait count below stays exact
+  }
+  for (int64_t kt = 0; kt < k_tiles; ++kt) {
+    cp_async_wait_group<kStages - 2>();
+    // Makes every thread's copies of slice kt visible, and frees the stage read at kt - 1.
+    sync_threads();
+    const int64_t next = kt + kStages - 1;
+    if (next < k_tiles) load_stage(int(next % kStages), next);
+    cp_async_commit_group();
+    const sptr<uint16_t> a_tile = ring + int(kt % kStages) * Cfg::kStageElems;
+    warp_mma<Cfg, T, kAKMajor, kBKMajor>(a_tile, a_tile + Cfg::BM * Cfg::BK, warp_m, warp_n, lane, acc);
+  }
+  cp_async_wait_all();
+}
+
 template <class Cfg, typename T, int kVec>
 FASTCONV_GLOBAL void gather_gemm_kernel(const GatherGemm p, gptr<const T> x, gptr<const T> w,
                                         gptr<const T> bias, gptr<T> y) {
@@ -177,30 +208,8 @@ FASTCONV_GLOBAL void gather_gemm_kernel(const GatherGemm p, gptr<const T> x, gpt
   };
 
   float acc[Cfg::MI][Cfg::NI][4];
-#pragma unroll
-  for (int mi = 0; mi < Cfg::MI; ++mi)
-#pragma unroll
-    for (int ni = 0; ni < Cfg::NI; ++ni)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.f;
-
-  const int64_t k_tiles = (reduction + kSliceElems - 1) / kSliceElems;
-#pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
-    if (s < k_tiles) load_stage(s, s);
-    cp_async_commit_group();  // empty groups too, so the wait count below stays exact
-  }
-  for (int64_t kt = 0; kt < k_tiles; ++kt) {
-    cp_async_wait_group<kStages - 2>();
-    // Makes every thread's copies of slice kt visible, and frees the stage read at kt - 1.
-    sync_threads();
-    const int64_t next = kt + kStages - 1;
-    if (next < k_tiles) load_stage(int(next % kStages), next);
-    cp_async_commit_group();
-    const sptr<uint16_t> a_tile = ring + int(kt % kStages) * Cfg::kStageElems;
-    warp_mma<Cfg, T, false, false>(a_tile, a_tile + BM * BK, warp_m, warp_n, lane, acc);
-  }
-  cp_async_wait_all();
+  mainloop<Cfg, T, false, false>(ring, (reduction + kSliceElems - 1) / kSliceElems, load_stage,
+                                 warp_m, warp_n, lane, acc);
 
   // Epilogue: bias in float, one rounding, straight to the NHWC output.
 #pragma unroll
@@ -219,12 +228,7 @@ FASTCONV_GLOBAL void gather_gemm_kernel(const GatherGemm p, gptr<const T> x, gpt
         for (int e = 0; e < 2; ++e) {
           const int64_t n = n_begin + warp_n * Cfg::WN + ni * 8 + 2 * (lane % 4) + e;
           if (n >= p.Kg) continue;
-          float v = acc[mi][ni][2 * half + e];
-          if (bias) {
-            const T b = bias[g * p.Kg + n];
-            v += static_cast<float>(b);
-          }
-          y[y_row + n] = static_cast<T>(v);
+          y[y_row + n] = static_cast<T>(acc[mi][ni][2 * half + e] + bias_value<T>(bias, g * p.Kg + n));
         }
       }
     }
@@ -299,29 +303,8 @@ FASTCONV_GLOBAL void wgrad_kernel(const WgradGemm p, gptr<const T> x, gptr<const
   };
 
   float acc[Cfg::MI][Cfg::NI][4];
-#pragma unroll
-  for (int mi = 0; mi < Cfg::MI; ++mi)
-#pragma unroll
-    for (int ni = 0; ni < Cfg::NI; ++ni)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.f;
-
   const int64_t k_tiles = pixel_end > pixel_begin ? (pixel_end - pixel_begin + kSliceRows - 1) / kSliceRows : 0;
-#pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
-    if (s < k_tiles) load_stage(s, s);
-    cp_async_commit_group();
-  }
-  for (int64_t kt = 0; kt < k_tiles; ++kt) {
-    cp_async_wait_group<kStages - 2>();
-    sync_threads();
-    const int64_t next = kt + kStages - 1;
-    if (next < k_tiles) load_stage(int(next % kStages), next);
-    cp_async_commit_group();
-    const sptr<uint16_t> a_tile = ring + int(kt % kStages) * Cfg::kStageElems;
-    warp_mma<Cfg, T, true, true>(a_tile, a_tile + BK * BM, warp_m, warp_n, lane, acc);
-  }
-  cp_async_wait_all();
+  mainloop<Cfg, T, true, true>(ring, k_tiles, load_stage, warp_m, warp_n, lane, acc);
 
   // Partial sums of this split, [split][g*Kg + m][column], the layout of dw itself; with one
   // split, dw itself, rounded once.
