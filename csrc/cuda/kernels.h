@@ -52,6 +52,9 @@ ConvAlgorithm direct_algorithm();  // one thread per output element: always corr
 // tile configuration of implicit_gemm/config.h.
 ConvAlgorithm implicit_gemm_128x128_algorithm();
 ConvAlgorithm implicit_gemm_64x64_algorithm();
+// The same implicit GEMM on FFMA: exact float32 (TF32 allowed or not), any channel count,
+// sm >= 80. After depthwise in the list, which is faster on its own problems.
+ConvAlgorithm implicit_gemm_ffma_algorithm();
 // Depthwise convolution (depthwise/): C/groups == 1, any channel multiplier, every dtype, both
 // layouts (channels_last: threads over channels; NCHW: plane tiles staged in shared memory),
 // 3x3 / 5x5 / 7x7 specialised; dgrad gathers and wgrad sums in a fixed order (deterministic).

@@ -22,6 +22,7 @@ void register_cuda_kernels() {
   register_conv_algorithms(c10::DeviceType::CUDA, {cuda::implicit_gemm_128x128_algorithm(),
                                                    cuda::implicit_gemm_64x64_algorithm(),
                                                    cuda::depthwise_algorithm(),
+                                                   cuda::implicit_gemm_ffma_algorithm(),
                                                    cuda::direct_algorithm()});
   register_compute_capability_query(c10::DeviceType::CUDA, [](c10::DeviceIndex index) {
     return cuda::device_info(index).compute_capability;

@@ -2,8 +2,9 @@
 // both read this header; every constant a kernel uses comes from a config checked here.
 //
 // A CTA computes a BM x BN tile of C with 4 warps in a 2 x 2 grid, each warp a WM x WN
-// sub-tile of m16n8k16 tensor-core products, over BK-wide slices of the reduction that
-// cp.async brings into a Stages-deep ring of shared-memory buffers.
+// sub-tile, over BK-wide slices of the reduction that cp.async brings into a Stages-deep ring
+// of shared-memory buffers. The warp's products are m16n8k16 tensor-core tiles (Math::mma), or
+// exact float32 FFMA with each lane an 8 x 4 block of C (Math::ffma).
 #pragma once
 
 #include "common/macros.h"
@@ -12,24 +13,33 @@
 
 namespace fastconv::cuda::igemm {
 
-// kMinAlignment_: the narrowest copy the configuration is built for (16 or 8 bytes); 8-byte
+enum class Math { mma, ffma };
+
+// kMinAlignment_: the narrowest copy the configuration is built for (16, 8 or 4 bytes); 8-byte
 // copies double a thread's copies per stage, which the 128 x 128 tile has no registers for.
-template <int BM_, int BN_, int Stages_, int kMinAlignment_>
+template <int BM_, int BN_, int Stages_, int kMinAlignment_, Math kMath_ = Math::mma>
 struct TileConfig {
-  static constexpr int BM = BM_, BN = BN_, BK = 32, Stages = Stages_;
+  static constexpr int BM = BM_, BN = BN_, BK = 32, Stages = Stages_;  // BK in 2-byte units
   static constexpr int kMinAlignment = kMinAlignment_;
+  static constexpr Math kMath = kMath_;
   static constexpr int kWarpsM = 2, kWarpsN = 2, kThreads = 32 * kWarpsM * kWarpsN;
   static constexpr int WM = BM / kWarpsM, WN = BN / kWarpsN;
   static constexpr int MI = WM / 16, NI = WN / 8;  // mma tiles per warp
-  // bf16/fp16 elements of one stage's A and B tiles, and of the whole ring.
+  // ffma: lanes in a 4 x 8 grid, each two 4-row blocks WM / 2 apart by one 4-column block, so
+  // that the lanes' 16-byte shared reads of a k row cover whole 64- and 128-byte spans.
+  static constexpr int kLanesM = 4, kLanesN = 8, kThreadM = 8, kThreadN = 4;
+  // 2-byte units of one stage's A and B tiles, and of the whole ring.
   static constexpr int kStageElems = (BM + BN) * BK;
   static constexpr int kSharedBytes = Stages * kStageElems * 2;
 
-  static_assert(BM % (16 * kWarpsM) == 0 && BN % (16 * kWarpsN) == 0,
+  static_assert(kMath == Math::ffma || (BM % (16 * kWarpsM) == 0 && BN % (16 * kWarpsN) == 0),
                 "each warp takes whole 16-row A and 16-column B ldmatrix.x4 loads");
+  static_assert(kMath == Math::mma || (WM == kLanesM * kThreadM && WN == kLanesN * kThreadN),
+                "ffma: the lanes' blocks cover the warp's tile once");
+  static_assert(kMath == Math::mma || kMinAlignment == 4, "ffma copies one float at a time");
   static_assert(BM >= 64 && BN >= 64,
                 "the k-major (wgrad) layout swizzles over 8 units of 16 bytes per row");
-  static_assert(kMinAlignment == 16 || kMinAlignment == 8, "16- or 8-byte copies");
+  static_assert(kMinAlignment == 16 || kMinAlignment == 8 || kMinAlignment == 4, "16-, 8- or 4-byte copies");
   static_assert(Stages >= 2 && Stages <= 4, "the ring needs one stage loading beside one in use");
   static_assert(kSharedBytes <= 48 * 1024,
                 "static shared memory: raise it with a dynamic allocation first");
@@ -41,6 +51,8 @@ struct TileConfig {
 using Tile128x128 = TileConfig<128, 128, 3, 16>;
 // Small M or N (late ResNet stages, few output channels, batch 1): 64 x 64 per CTA, 4 stages.
 using Tile64x64 = TileConfig<64, 64, 4, 8>;
+// Exact float32 (TF32 not allowed): FFMA on the 64 x 64 tile, 16 floats of k per stage.
+using TileFfma64x64 = TileConfig<64, 64, 4, 4, Math::ffma>;
 
 // float wgrad reads its k-major TF32 fragments one word at a time, 6 more live registers a
 // fragment pair than ldmatrix: the 128 x 128 tile's accumulators leave no room for them

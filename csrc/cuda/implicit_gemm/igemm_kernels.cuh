@@ -1,14 +1,18 @@
-// The implicit-GEMM kernels (device code only; launchers in igemm_launch.cuh): tensor-core
-// mma.sync m16n8k16 with float accumulators, operands brought by cp.async into a
-// Stages-deep shared-memory ring and read by ldmatrix from swizzled tiles (config.h).
+// The implicit-GEMM kernels (device code only; launchers in igemm_launch.cuh): operands
+// brought by cp.async into a Stages-deep shared-memory ring of swizzled tiles (config.h), then
+// multiplied with float accumulators, either by tensor-core mma.sync m16n8k16 (m16n8k8 TF32 for
+// float) from ldmatrix reads (Math::mma), or by exact float32 FFMA from 16-byte shared reads
+// (Math::ffma).
 //
-// gather_gemm_kernel: GatherGemm (fprop, and dgrad by phases). A and B tiles are stored with
-//   the reduction contiguous (rows are m and n), read by ldmatrix without .trans.
+// gather_gemm_kernel: GatherGemm (fprop, and dgrad by phases). mma: A and B tiles are stored
+//   with the reduction contiguous (rows are m and n), read by ldmatrix without .trans. ffma:
+//   both are stored k-major (rows are k), copied one float at a time, so that a lane reads four
+//   consecutive m (or n) of one k in one 16-byte load.
 // wgrad_kernel: WgradGemm. Its reduction runs over pixels, and both dy and x keep channels
-//   contiguous, so both tiles are stored k-major and read by ldmatrix.trans.
+//   contiguous, so both tiles are stored k-major: read by ldmatrix.trans, or by ffma as they are.
 //
-// kVec is the elements per cp.async (8: 16 bytes, 4: 8 bytes); the launcher picks it from the
-// request's alignment, so a copy never straddles a channel run or an image edge.
+// kVec is the 2-byte units per cp.async (8: 16 bytes, 4: 8 bytes, 2: 4 bytes); the launcher
+// picks it from the request's alignment, so a copy never straddles a channel run or an image edge.
 #pragma once
 
 #include "cuda/common/launch.cuh"
@@ -34,6 +38,71 @@ FASTCONV_DEVICE void mma_step(float (&acc)[4], const uint32_t (&a)[4], const uin
     mma_m16n8k8_tf32(acc, a, b, c);
   else
     mma_m16n8k16_f16(acc, a, b, c);
+}
+
+// A lane's accumulators, and where each lies in the CTA's BM x BN tile: row(i, ...) for
+// i < kRows and col(j, ...) for j < kCols, with the value at(i, j).
+template <class Cfg, Math = Cfg::kMath>
+struct Accumulators;
+
+// The mma C fragments: lane (g, t) = (lane / 4, lane % 4) holds rows g and g + 8, columns 2t
+// and 2t + 1, of each 16 x 8 tile.
+template <class Cfg>
+struct Accumulators<Cfg, Math::mma> {
+  static constexpr int kRows = 2 * Cfg::MI, kCols = 2 * Cfg::NI;
+  float v[Cfg::MI][Cfg::NI][4];
+  FASTCONV_DEVICE static int row(int i, int warp_m, int lane) {
+    return warp_m * Cfg::WM + (i / 2) * 16 + lane / 4 + 8 * (i % 2);
+  }
+  FASTCONV_DEVICE static int col(int j, int warp_n, int lane) {
+    return warp_n * Cfg::WN + (j / 2) * 8 + 2 * (lane % 4) + j % 2;
+  }
+  FASTCONV_DEVICE float at(int i, int j) const { return v[i / 2][j / 2][2 * (i % 2) + j % 2]; }
+  FASTCONV_DEVICE float* begin() { return &v[0][0][0]; }
+};
+
+// ffma: lane (lm, ln) = (lane / kLanesN, lane % kLanesN) holds rows 4 lm + {0..3} and
+// WM / 2 + 4 lm + {0..3}, columns 4 ln + {0..3}, of its warp's tile.
+template <class Cfg>
+struct Accumulators<Cfg, Math::ffma> {
+  static constexpr int kRows = Cfg::kThreadM, kCols = Cfg::kThreadN;
+  float v[kRows][kCols];
+  FASTCONV_DEVICE static int row(int i, int warp_m, int lane) {
+    return warp_m * Cfg::WM + (i / 4) * (Cfg::WM / 2) + (lane / Cfg::kLanesN) * 4 + i % 4;
+  }
+  FASTCONV_DEVICE static int col(int j, int warp_n, int lane) {
+    return warp_n * Cfg::WN + (lane % Cfg::kLanesN) * 4 + j;
+  }
+  FASTCONV_DEVICE float at(int i, int j) const { return v[i][j]; }
+  FASTCONV_DEVICE float* begin() { return &v[0][0]; }
+};
+
+// Four floats that move as one 16-byte shared-memory access (LDS.128).
+struct alignas(16) Float4 {
+  float x, y, z, w;
+};
+
+// ffma: one BK slice (BK / 2 floats of k) of the lane's 8 x 4 block, from k-major float tiles
+// (rows of BM or BN floats, 2 * BM units, mn-swizzled). Per k the warp reads 4 + 4 distinct
+// 16-byte A units (its two row blocks) and 8 B units, each a conflict-free broadcast, for 32
+// FFMA per lane.
+template <class Cfg>
+FASTCONV_DEVICE void warp_ffma(sptr<uint16_t> a_tile, sptr<uint16_t> b_tile, int warp_m, int warp_n,
+                               int lane, Accumulators<Cfg>& acc) {
+  using Acc = Accumulators<Cfg>;
+  const int m0 = Acc::row(0, warp_m, lane), m1 = Acc::row(4, warp_m, lane), n0 = Acc::col(0, warp_n, lane);
+#pragma unroll
+  for (int k = 0; k < Cfg::BK / 2; ++k) {
+    const Float4 lo = shared_as<const Float4>(a_tile + swizzle_mn_contiguous(k, 2 * m0, 2 * Cfg::BM))[0];
+    const Float4 hi = shared_as<const Float4>(a_tile + swizzle_mn_contiguous(k, 2 * m1, 2 * Cfg::BM))[0];
+    const Float4 bv = shared_as<const Float4>(b_tile + swizzle_mn_contiguous(k, 2 * n0, 2 * Cfg::BN))[0];
+    const float a[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+    const float b[4] = {bv.x, bv.y, bv.z, bv.w};
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) acc.v[i][j] += a[i] * b[j];
+  }
 }
 
 // One BK slice of the warp's WM x WN sub-tile: BK / 16 steps of MI x NI mma. Offsets count
@@ -107,14 +176,11 @@ FASTCONV_DEVICE void warp_mma(sptr<uint16_t> a_tile, sptr<uint16_t> b_tile, int 
 // multiplied as soon as it lands, Stages - 1 slices ahead of the math.
 template <class Cfg, typename T, bool kAKMajor, bool kBKMajor, typename LoadStage>
 FASTCONV_DEVICE void mainloop(sptr<uint16_t> ring, int64_t k_tiles, LoadStage& load_stage,
-                              int warp_m, int warp_n, int lane, float (&acc)[Cfg::MI][Cfg::NI][4]) {
+                              int warp_m, int warp_n, int lane, Accumulators<Cfg>& acc) {
   constexpr int kStages = Cfg::Stages;
+  static_assert(Cfg::kMath == Math::mma || (kAKMajor && kBKMajor), "ffma reads k-major tiles");
 #pragma unroll
-  for (int mi = 0; mi < Cfg::MI; ++mi)
-#pragma unroll
-    for (int ni = 0; ni < Cfg::NI; ++ni)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.f;
+  for (int e = 0; e < Accumulators<Cfg>::kRows * Accumulators<Cfg>::kCols; ++e) acc.begin()[e] = 0.f;
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
     if (s < k_tiles) load_stage(s, s);
@@ -128,7 +194,11 @@ FASTCONV_DEVICE void mainloop(sptr<uint16_t> ring, int64_t k_tiles, LoadStage& l
     if (next < k_tiles) load_stage(int(next % kStages), next);
     cp_async_commit_group();
     const sptr<uint16_t> a_tile = ring + int(kt % kStages) * Cfg::kStageElems;
-    warp_mma<Cfg, T, kAKMajor, kBKMajor>(a_tile, a_tile + Cfg::BM * Cfg::BK, warp_m, warp_n, lane, acc);
+    const sptr<uint16_t> b_tile = a_tile + Cfg::BM * Cfg::BK;
+    if constexpr (Cfg::kMath == Math::ffma)
+      warp_ffma<Cfg>(a_tile, b_tile, warp_m, warp_n, lane, acc);
+    else
+      warp_mma<Cfg, T, kAKMajor, kBKMajor>(a_tile, b_tile, warp_m, warp_n, lane, acc.v);
   }
   cp_async_wait_all();
 }
@@ -137,14 +207,23 @@ template <class Cfg, typename T, int kVec>
 FASTCONV_GLOBAL void gather_gemm_kernel(const GatherGemm p, gptr<const T> x, gptr<const T> w,
                                         gptr<const T> bias, gptr<T> y) {
   constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, kStages = Cfg::Stages;
-  constexpr int kChunksPerRow = BK / kVec, kRowsPerPass = Cfg::kThreads / kChunksPerRow;
-  constexpr int kAIters = BM / kRowsPerPass, kBIters = BN / kRowsPerPass, kBytes = 2 * kVec;
+  constexpr bool kFfma = Cfg::kMath == Math::ffma;
   // BK and kVec count 2-byte units; a float element is two of them.
-  constexpr int kUnits = int(sizeof(T)) / 2, kSliceElems = BK / kUnits, kVecElems = kVec / kUnits;
-  static_assert(kVec == 8 || kVec == 4, "16- or 8-byte copies");
-  static_assert(kUnits == 1 || kUnits == 2, "2-byte types, or float on TF32");
-  static_assert(Cfg::kThreads % kChunksPerRow == 0 && BM % kRowsPerPass == 0 && BN % kRowsPerPass == 0,
+  constexpr int kUnits = int(sizeof(T)) / 2, kSliceElems = BK / kUnits;
+  static_assert(kUnits == 1 || kUnits == 2, "2-byte types, or float");
+  static_assert(kFfma ? (kVec == 2 && kUnits == 2) : (kVec == 8 || kVec == 4),
+                "mma: 16- or 8-byte copies along k; ffma: one float per copy");
+  // Copy geometry: each thread copies kVec units at k column k_col (in elements) of rows
+  // row0 + i * kRowStep, the same columns for the whole mainloop.
+  //   mma: chunks of kVec units across the slice, k-contiguous tiles.
+  //   ffma: a warp's lanes take 8 k columns x 4 rows (each row's 8 floats one 32-byte sector),
+  //         stored k-major, where the swizzle puts the 32 lanes' words in 32 banks.
+  constexpr int kChunksPerRow = kFfma ? kSliceElems : BK / kVec;
+  constexpr int kRowStep = Cfg::kThreads / kChunksPerRow;
+  constexpr int kAIters = BM / kRowStep, kBIters = BN / kRowStep, kBytes = 2 * kVec;
+  static_assert(Cfg::kThreads % kChunksPerRow == 0 && BM % kRowStep == 0 && BN % kRowStep == 0,
                 "a thread keeps one chunk column of its rows for the whole mainloop");
+  static_assert(!kFfma || (kSliceElems == 16 && Cfg::kThreads == 128), "ffma lane map: 16 k x 8 rows per pass");
   FASTCONV_SHARED(uint16_t, ring, kStages * Cfg::kStageElems);
 
   const int tid = int(thread_index().x), lane = tid % 32, warp = tid / 32;
@@ -152,7 +231,15 @@ FASTCONV_GLOBAL void gather_gemm_kernel(const GatherGemm p, gptr<const T> x, gpt
   const int64_t m_begin = int64_t(block_index().x) * BM, n_begin = int64_t(block_index().y) * BN;
   const int64_t g = block_index().z;
   const int64_t M = p.rows(), reduction = p.reduction(), pixels_per_image = p.OH * p.OW;
-  const int chunk = tid % kChunksPerRow, row_in_pass = tid / kChunksPerRow;
+  const int k_col = kFfma ? tid % 8 + 8 * (tid / 64) : (tid % kChunksPerRow) * (kVec / kUnits);
+  const int row0 = kFfma ? (tid / 8) % 4 + 4 * ((tid / 32) % 2) : tid / kChunksPerRow;
+  // Where row `row` of a tile `width` elements wide keeps this thread's copy.
+  auto tile_offset = [&](int row, int width) {
+    if constexpr (kFfma)
+      return swizzle_mn_contiguous(k_col, 2 * row, 2 * width);
+    else
+      return swizzle_k_contiguous(row, k_col * kUnits);
+  };
 
   // The image row each of this thread's A rows starts at, fixed for the whole mainloop.
   // Image coordinates fit 32 bits (can_implement); offsets into x take 64.
@@ -161,7 +248,7 @@ FASTCONV_GLOBAL void gather_gemm_kernel(const GatherGemm p, gptr<const T> x, gpt
   bool a_ok[kAIters];
 #pragma unroll
   for (int i = 0; i < kAIters; ++i) {
-    const int64_t m = m_begin + row_in_pass + i * kRowsPerPass;
+    const int64_t m = m_begin + row0 + i * kRowStep;
     a_ok[i] = m < M;
     const int64_t mm = a_ok[i] ? m : 0, img = mm / pixels_per_image, rest = mm % pixels_per_image;
     a_image[i] = img * p.H * p.W * p.Ctot + g * p.Cg;
@@ -172,15 +259,14 @@ FASTCONV_GLOBAL void gather_gemm_kernel(const GatherGemm p, gptr<const T> x, gpt
   bool b_ok[kBIters];
 #pragma unroll
   for (int j = 0; j < kBIters; ++j) {
-    const int64_t n = n_begin + row_in_pass + j * kRowsPerPass;
+    const int64_t n = n_begin + row0 + j * kRowStep;
     b_ok[j] = n < p.Kg;
     b_row[j] = int((g * p.Kg + (b_ok[j] ? n : 0)) * reduction);
   }
 
   auto load_stage = [&](int stage, int64_t k_tile) {
     const sptr<uint16_t> a_tile = ring + stage * Cfg::kStageElems, b_tile = a_tile + BM * BK;
-    const int col = chunk * kVec;
-    const int64_t k = k_tile * kSliceElems + chunk * kVecElems;
+    const int64_t k = k_tile * kSliceElems + k_col;
     const bool k_ok = k < reduction;
     int c = 0, r_off = 0, s_off = 0;
     if (k_ok) {
@@ -195,42 +281,35 @@ FASTCONV_GLOBAL void gather_gemm_kernel(const GatherGemm p, gptr<const T> x, gpt
       const bool ok = a_ok[i] && k_ok && ih >= 0 && ih < p.H && iw >= 0 && iw < p.W;
       // A copy that reads nothing still names a valid address: the tensor's start.
       const gptr<const T> src = ok ? x + (a_image[i] + (int64_t(ih) * p.W + iw) * p.Ctot + c) : x;
-      cp_async(a_tile + swizzle_k_contiguous(row_in_pass + i * kRowsPerPass, col), src, kBytes,
-               ok ? kBytes : 0);
+      cp_async(a_tile + tile_offset(row0 + i * kRowStep, BM), src, kBytes, ok ? kBytes : 0);
     }
 #pragma unroll
     for (int j = 0; j < kBIters; ++j) {
       const bool ok = b_ok[j] && k_ok;
       const gptr<const T> src = ok ? w + (int64_t(b_row[j]) + k) : w;
-      cp_async(b_tile + swizzle_k_contiguous(row_in_pass + j * kRowsPerPass, col), src, kBytes,
-               ok ? kBytes : 0);
+      cp_async(b_tile + tile_offset(row0 + j * kRowStep, BN), src, kBytes, ok ? kBytes : 0);
     }
   };
 
-  float acc[Cfg::MI][Cfg::NI][4];
-  mainloop<Cfg, T, false, false>(ring, (reduction + kSliceElems - 1) / kSliceElems, load_stage,
+  using Acc = Accumulators<Cfg>;
+  Acc acc;
+  mainloop<Cfg, T, kFfma, kFfma>(ring, (reduction + kSliceElems - 1) / kSliceElems, load_stage,
                                  warp_m, warp_n, lane, acc);
 
   // Epilogue: bias in float, one rounding, straight to the NHWC output.
 #pragma unroll
-  for (int mi = 0; mi < Cfg::MI; ++mi) {
+  for (int i = 0; i < Acc::kRows; ++i) {
+    const int64_t m = m_begin + Acc::row(i, warp_m, lane);
+    if (m >= M) continue;
+    const int64_t img = m / pixels_per_image, rest = m % pixels_per_image;
+    const int64_t yh = (rest / p.OW) * p.out_stride_h + p.out_offset_h;
+    const int64_t yw = (rest % p.OW) * p.out_stride_w + p.out_offset_w;
+    const int64_t y_row = ((img * p.YH + yh) * p.YW + yw) * p.Ktot + g * p.Kg;
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int64_t m = m_begin + warp_m * Cfg::WM + mi * 16 + lane / 4 + 8 * half;
-      if (m >= M) continue;
-      const int64_t img = m / pixels_per_image, rest = m % pixels_per_image;
-      const int64_t yh = (rest / p.OW) * p.out_stride_h + p.out_offset_h;
-      const int64_t yw = (rest % p.OW) * p.out_stride_w + p.out_offset_w;
-      const int64_t y_row = ((img * p.YH + yh) * p.YW + yw) * p.Ktot + g * p.Kg;
-#pragma unroll
-      for (int ni = 0; ni < Cfg::NI; ++ni) {
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int64_t n = n_begin + warp_n * Cfg::WN + ni * 8 + 2 * (lane % 4) + e;
-          if (n >= p.Kg) continue;
-          y[y_row + n] = static_cast<T>(acc[mi][ni][2 * half + e] + bias_value<T>(bias, g * p.Kg + n));
-        }
-      }
+    for (int j = 0; j < Acc::kCols; ++j) {
+      const int64_t n = n_begin + Acc::col(j, warp_n, lane);
+      if (n >= p.Kg) continue;
+      y[y_row + n] = static_cast<T>(acc.at(i, j) + bias_value<T>(bias, g * p.Kg + n));
     }
   }
 }
@@ -246,8 +325,9 @@ FASTCONV_GLOBAL void wgrad_kernel(const WgradGemm p, gptr<const T> x, gptr<const
   constexpr int kAChunks = kAWidth / kVec, kARowsPerPass = Cfg::kThreads / kAChunks;
   constexpr int kBChunks = kBWidth / kVec, kBRowsPerPass = Cfg::kThreads / kBChunks;
   constexpr int kAIters = kSliceRows / kARowsPerPass, kBIters = kSliceRows / kBRowsPerPass, kBytes = 2 * kVec;
-  static_assert(kVec == 8 || kVec == 4, "16- or 8-byte copies");
-  static_assert(kUnits == 1 || kUnits == 2, "2-byte types, or float on TF32");
+  static_assert(kVec == 8 || kVec == 4 || (kVec == 2 && kUnits == 2), "16-, 8- or (float) 4-byte copies");
+  static_assert(kUnits == 1 || kUnits == 2, "2-byte types, or float");
+  static_assert(Cfg::kMath == Math::mma || kUnits == 2, "ffma takes float");
   static_assert(Cfg::kThreads % kAChunks == 0 && Cfg::kThreads % kBChunks == 0 &&
                     kSliceRows % kARowsPerPass == 0 && kSliceRows % kBRowsPerPass == 0,
                 "a thread keeps one chunk column of its rows for the whole mainloop");
@@ -302,7 +382,8 @@ FASTCONV_GLOBAL void wgrad_kernel(const WgradGemm p, gptr<const T> x, gptr<const
     }
   };
 
-  float acc[Cfg::MI][Cfg::NI][4];
+  using Acc = Accumulators<Cfg>;
+  Acc acc;
   const int64_t k_tiles = pixel_end > pixel_begin ? (pixel_end - pixel_begin + kSliceRows - 1) / kSliceRows : 0;
   mainloop<Cfg, T, true, true>(ring, k_tiles, load_stage, warp_m, warp_n, lane, acc);
 
@@ -311,24 +392,18 @@ FASTCONV_GLOBAL void wgrad_kernel(const WgradGemm p, gptr<const T> x, gptr<const
   const int64_t split_base = split * p.groups * p.Kg * columns;
   const bool single = p.splits == 1;
 #pragma unroll
-  for (int mi = 0; mi < Cfg::MI; ++mi) {
+  for (int i = 0; i < Acc::kRows; ++i) {
+    const int64_t m = m_begin + Acc::row(i, warp_m, lane);
+    if (m >= p.Kg) continue;
+    const int64_t row = split_base + (g * p.Kg + m) * columns;
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int64_t m = m_begin + warp_m * Cfg::WM + mi * 16 + lane / 4 + 8 * half;
-      if (m >= p.Kg) continue;
-      const int64_t row = split_base + (g * p.Kg + m) * columns;
-#pragma unroll
-      for (int ni = 0; ni < Cfg::NI; ++ni) {
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int64_t n = n_begin + warp_n * Cfg::WN + ni * 8 + 2 * (lane % 4) + e;
-          if (n >= columns) continue;
-          if (single)
-            dw[row + n] = static_cast<T>(acc[mi][ni][2 * half + e]);
-          else
-            workspace[row + n] = acc[mi][ni][2 * half + e];
-        }
-      }
+    for (int j = 0; j < Acc::kCols; ++j) {
+      const int64_t n = n_begin + Acc::col(j, warp_n, lane);
+      if (n >= columns) continue;
+      if (single)
+        dw[row + n] = static_cast<T>(acc.at(i, j));
+      else
+        workspace[row + n] = acc.at(i, j);
     }
   }
 }

@@ -11,25 +11,32 @@
 
 namespace fastconv::cuda::igemm {
 
-// Calls f(T{}, integral_constant<int, vec>), vec in 2-byte units per copy: 8, or 4 where the
-// configuration is built for 8-byte copies.
+// Calls f(T{}, integral_constant<int, vec>), vec in 2-byte units per copy: 8, or 4 (2) where
+// the configuration is built for 8-byte (4-byte) copies.
 template <class Cfg, typename T, typename F>
 void dispatch_width(int vec, const char* what, F&& f) {
   if (vec == 8) return f(T{}, std::integral_constant<int, 8>{});
-  if constexpr (Cfg::kMinAlignment == 8)
+  if constexpr (Cfg::kMinAlignment <= 8)
     if (vec == 4) return f(T{}, std::integral_constant<int, 4>{});
+  if constexpr (Cfg::kMinAlignment <= 4)
+    if (vec == 2) return f(T{}, std::integral_constant<int, 2>{});
   TORCH_CHECK(false, what, ": ", 2 * vec, "-byte copies are not built for this tile");
 }
-// with_float: float runs too (on TF32).
+// mma: float16 and bfloat16, and float (on TF32) where with_float. ffma: float only.
 template <class Cfg, bool with_float, typename F>
 void dispatch_types(at::ScalarType dtype, int vec, const char* what, F&& f) {
-  if (dtype == at::kHalf)
-    return dispatch_width<Cfg, c10::Half>(vec, what, f);
-  if (dtype == at::kBFloat16)
-    return dispatch_width<Cfg, c10::BFloat16>(vec, what, f);
-  if constexpr (with_float)
-    if (dtype == at::kFloat) return dispatch_width<Cfg, float>(vec, what, f);
-  TORCH_CHECK(false, what, ": takes ", with_float ? "float32, " : "", "float16 or bfloat16, got ", dtype);
+  if constexpr (Cfg::kMath == Math::ffma) {
+    TORCH_CHECK(dtype == at::kFloat, what, ": the FFMA tile takes float32, got ", dtype);
+    return dispatch_width<Cfg, float>(vec, what, f);
+  } else {
+    if (dtype == at::kHalf)
+      return dispatch_width<Cfg, c10::Half>(vec, what, f);
+    if (dtype == at::kBFloat16)
+      return dispatch_width<Cfg, c10::BFloat16>(vec, what, f);
+    if constexpr (with_float)
+      if (dtype == at::kFloat) return dispatch_width<Cfg, float>(vec, what, f);
+    TORCH_CHECK(false, what, ": takes ", with_float ? "float32, " : "", "float16 or bfloat16, got ", dtype);
+  }
 }
 
 template <class Cfg>
@@ -37,13 +44,21 @@ void launch_gather_gemm(const GatherGemm& p, int64_t groups, int vec, const at::
                         const at::Tensor& w, const at::Tensor& bias, at::Tensor& y) {
   const Dim3 grid(unsigned(ceil_div(p.rows(), Cfg::BM)), unsigned(ceil_div(p.Kg, Cfg::BN)),
                   unsigned(groups));
-  dispatch_types<Cfg, true>(x.scalar_type(), vec, "igemm::gather_gemm", [&](auto type, auto width) {
+  auto launch = [&](auto type, auto width) {
     using T = decltype(type);
     const gptr<const T> b = bias.defined() ? global_view<const T>(bias, "bias") : gptr<const T>();
     launch_kernel("igemm::gather_gemm_kernel", gather_gemm_kernel<Cfg, T, decltype(width)::value>,
                   grid, Dim3(Cfg::kThreads), 0, p, global_view<const T>(x, "x"),
                   global_view<const T>(w, "w"), b, global_view<T>(y, "y"));
-  });
+  };
+  if constexpr (Cfg::kMath == Math::ffma) {
+    // One float per copy whatever the alignment: the copies transpose k into k-major tiles.
+    TORCH_CHECK(x.scalar_type() == at::kFloat, "igemm::gather_gemm: the FFMA tile takes float32, got ",
+                x.scalar_type());
+    launch(float{}, std::integral_constant<int, 2>{});
+  } else {
+    dispatch_types<Cfg, true>(x.scalar_type(), vec, "igemm::gather_gemm", launch);
+  }
 }
 
 template <class Cfg>
@@ -51,7 +66,7 @@ void launch_wgrad_gemm(const WgradGemm& p, int vec, const at::Tensor& x, const a
                        at::Tensor& workspace, at::Tensor& dw) {
   const Dim3 grid(unsigned(ceil_div(p.Kg, Cfg::BM)), unsigned(ceil_div(p.columns(), Cfg::BN)),
                   unsigned(p.groups * p.splits));
-  dispatch_types<Cfg, kTf32Wgrad<Cfg>>(x.scalar_type(), vec, "igemm::wgrad", [&](auto type, auto width) {
+  dispatch_types<Cfg, Cfg::kMath == Math::ffma || kTf32Wgrad<Cfg>>(x.scalar_type(), vec, "igemm::wgrad", [&](auto type, auto width) {
     using T = decltype(type);
     launch_kernel("igemm::wgrad_kernel", wgrad_kernel<Cfg, T, decltype(width)::value>, grid,
                   Dim3(Cfg::kThreads), 0, p, global_view<const T>(x, "x"),

@@ -29,7 +29,8 @@ using igemm::WgradGemm;
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // 2-byte units per cp.async: 8 (16 bytes) when every operand's base and channel run is
-// 16-byte aligned, else 4 (can_implement asks for 8).
+// 16-byte aligned, 4 (8 bytes) when they are 8-byte aligned, else 2 (4 bytes: float on the
+// FFMA tile; can_implement asks the others for 8).
 int vector_width(std::initializer_list<const at::Tensor*> tensors, std::initializer_list<int64_t> runs) {
   uint64_t bits = 0;
   int64_t element = 2;
@@ -39,17 +40,23 @@ int vector_width(std::initializer_list<const at::Tensor*> tensors, std::initiali
       element = t->element_size();
     }
   for (int64_t run : runs) bits |= uint64_t(run) * uint64_t(element);
-  return bits % 16 == 0 ? 8 : 4;
+  return bits % 16 == 0 ? 8 : bits % 8 == 0 ? 4 : 2;
 }
 
 template <class Cfg>
 struct Algorithm {
+  static constexpr bool kFfma = Cfg::kMath == igemm::Math::ffma;
+
   static bool can_implement(const ConvProblem& p, const ConvRequest& r) {
-    // float32 on TF32 where torch allows it; exact float32 goes to another algorithm.
-    const bool tf32 = r.dtype == at::kFloat && r.allow_tf32 &&
-                      (r.direction != Direction::wgrad || igemm::kTf32Wgrad<Cfg>);
-    if (r.dtype != at::kHalf && r.dtype != at::kBFloat16 && !tf32) return false;
-    if (r.compute_capability < 80) return false;  // mma.sync bf16, ldmatrix, cp.async
+    if constexpr (kFfma) {
+      if (r.dtype != at::kFloat) return false;  // exact float32, TF32 allowed or not
+    } else {
+      // float32 on TF32 where torch allows it; exact float32 goes to the FFMA tile.
+      const bool tf32 = r.dtype == at::kFloat && r.allow_tf32 &&
+                        (r.direction != Direction::wgrad || igemm::kTf32Wgrad<Cfg>);
+      if (r.dtype != at::kHalf && r.dtype != at::kBFloat16 && !tf32) return false;
+    }
+    if (r.compute_capability < 80) return false;  // cp.async (and mma.sync bf16, ldmatrix)
     if (r.alignment < Cfg::kMinAlignment) return false;  // copies of whole channel runs
     if (p.groups > 65535) return false;                   // grid z
     // 32-bit image coordinates and filter offsets in the gather GEMM.
@@ -174,7 +181,7 @@ struct Algorithm {
     return gemm.N > Cfg::BN / 2 && ceil_div(gemm.M, Cfg::BM) * ceil_div(gemm.N, Cfg::BN) * p.groups >= sms;
   }
 
-  static ConvAlgorithm make(const char* name, bool large) {
+  static ConvAlgorithm make(const char* name, bool large = false) {
     ConvAlgorithm a{name, &can_implement, &fprop, &dgrad, &wgrad};
     a.layouts = &layouts;
     a.fuses_bias = true;
@@ -190,7 +197,10 @@ ConvAlgorithm implicit_gemm_128x128_algorithm() {
   return Algorithm<igemm::Tile128x128>::make("igemm_128x128", true);
 }
 ConvAlgorithm implicit_gemm_64x64_algorithm() {
-  return Algorithm<igemm::Tile64x64>::make("igemm_64x64", false);
+  return Algorithm<igemm::Tile64x64>::make("igemm_64x64");
+}
+ConvAlgorithm implicit_gemm_ffma_algorithm() {
+  return Algorithm<igemm::TileFfma64x64>::make("igemm_ffma_64x64");
 }
 
 }  // namespace fastconv::cuda

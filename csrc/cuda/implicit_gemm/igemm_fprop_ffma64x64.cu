@@ -1,0 +1,6 @@
+// One instance: the gather GEMM (fprop, and dgrad by phases) on the 64 x 64 FFMA tile (config.h): exact float32.
+#include "cuda/implicit_gemm/igemm_launch.cuh"
+
+namespace fastconv::cuda::igemm {
+template void launch_gather_gemm<TileFfma64x64>(const GatherGemm&, int64_t, int, const at::Tensor&, const at::Tensor&, const at::Tensor&, at::Tensor&);
+}  // namespace fastconv::cuda::igemm
