@@ -6,9 +6,10 @@
 #      shared memory;
 #   4. the benchmark: fastconv-bench on the seed suite against cuDNN and torchvision.
 # Logs and JSON go under OUT_DIR; OUT_DIR/gpu_check.json sums it up. Budget: the step limits
-# add up to 635 s (725 s when the raise probe fails and cuda-gdb runs), against a first run on
+# add up to 680 s (770 s when the raise probe fails and cuda-gdb runs), against a first run on
 # an H200 of build 65 s, self-test 12 s, bench 57 s; the suite, on 12 xdist workers, is the
-# one step that may be cut (its log then names what ran). The whole suite runs, so it also
+# one step that may be cut (its log then names what ran), and the steps after it may not run
+at all inside the device tool's 600 s a call. The whole suite runs, so it also
 # tests torch 2.11, the low end of the supported range.
 # Usage: bash bench/gpu_check.sh OUT_DIR   (the device tool returns at most 8 files: pack
 # OUT_DIR into one archive afterwards, e.g. tar czf "$OUT/gpu_check.tgz" -C OUT_DIR .)
@@ -84,6 +85,9 @@ if step build 150 python -m pip install --no-build-isolation --no-deps -v -e .; 
   # The tensor-core path as users of bf16 and channels_last meet it (issue 15's table).
   step bench_bf16 60 python -m fastconv.bench --device cuda --suite seed --warmup 1 --repeats 5 \
     --dtype bfloat16 --layout nhwc --json "$out/bench_bf16.json" --csv "$out/bench_bf16.csv"
+  # Exact float32 (TF32 off, for cuDNN too): the FFMA implicit GEMM against cuDNN's FFMA kernels.
+  step bench_fp32_exact 45 python -m fastconv.bench --device cuda --suite seed --group vgg16,resnet50 \
+    --warmup 1 --repeats 3 --tf32 off --layout nhwc --json "$out/bench_fp32_exact.json" --csv "$out/bench_fp32_exact.csv"
 fi
 
 python - "$out" "$status" <<'PY'

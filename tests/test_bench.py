@@ -79,6 +79,18 @@ def test_tiny_layer_every_direction(op, direction, capsys, tmp_path):
     assert "geometric-mean speed-up" in io.out
 
 
+@pytest.mark.parametrize("tf32", ["on", "off"])
+def test_tf32_flag_is_recorded_and_restored(tf32, capsys, tmp_path):
+    """--tf32 sets torch.backends.cudnn.allow_tf32 for both sides of the comparison, records
+    it in the settings, and leaves the caller's flag as it found it."""
+    js = tmp_path / "r.json"
+    before = torch.backends.cudnn.allow_tf32
+    code, _ = run(["--layer", "N=1,C=4,H=6,W=6,K=4,R=3,pad=1", "--tf32", tf32, "--json", str(js)] + FAST, capsys)
+    assert code == 0
+    assert json.loads(js.read_text())["settings"]["allow_tf32"] is (tf32 == "on")
+    assert torch.backends.cudnn.allow_tf32 is before
+
+
 def test_json_and_csv_schema(capsys, tmp_path):
     js, cs = tmp_path / "r.json", tmp_path / "r.csv"
     code, io = run(["--group", "text1d", "--json", str(js), "--csv", str(cs)] + FAST, capsys)

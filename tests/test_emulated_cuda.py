@@ -237,6 +237,9 @@ def test_selftest_case_matrix_under_emulation():
 # 4 (8-byte copies), 8, 16, 24 and 40; K not a multiple of the tile's N and N*P*Q not a
 # multiple of its M; 1x1, 3x3, 5x5 and 7x7 filters, stride 2, dilation 2, groups 2 and 32.
 IGEMM = ["igemm_128x128", "igemm_64x64"]
+# Each configuration with the dtypes it computes in: the tensor-core tiles in bf16 and fp16
+# (TF32 has its own test below), the FFMA tile in exact float32.
+IGEMM_DTYPES = [(a, d) for a in IGEMM for d in (torch.bfloat16, torch.float16)] + [("igemm_ffma_64x64", torch.float32)]
 # (name, x shape, w shape, conv2d keywords)
 IGEMM_CASES = [
     ("c8_k8_3x3", (2, 8, 6, 7), (8, 8, 3, 3), {"padding": 1}),
@@ -261,8 +264,7 @@ def _igemm_tolerance(dtype, reduction):
     return TOLERANCE[dtype] + reduction * 2.0**-22
 
 
-@pytest.mark.parametrize("algorithm", IGEMM)
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
+@pytest.mark.parametrize("algorithm,dtype", IGEMM_DTYPES, ids=[f"{a}-{str(d)[6:]}" for a, d in IGEMM_DTYPES])
 @pytest.mark.parametrize(
     "kind,case",
     [("conv2d", c) for c in IGEMM_CASES] + [("conv_transpose2d", c) for c in IGEMM_TRANSPOSED],
@@ -296,19 +298,43 @@ def test_implicit_gemm_alignment_list(algorithm, dtype, kind, case):
 
 
 def test_implicit_gemm_refuses_what_it_cannot_do():
-    """float32 and odd channel counts (2-byte alignment) go to another algorithm."""
+    """Exact float32 and odd channel counts (2-byte alignment) go past the tensor-core tiles;
+    the FFMA tile takes float32 with any channel count, and nothing else."""
     x = torch.randn(1, 8, 5, 5)
     w = torch.randn(8, 8, 3, 3)
-    odd_x, odd_w = torch.randn(1, 3, 5, 5).bfloat16(), torch.randn(8, 3, 3, 3).bfloat16()
+    odd_x, odd_w = torch.randn(1, 3, 5, 5), torch.randn(5, 3, 3, 3)
     with fastconv.testing.emulated_cuda():
         for algorithm in IGEMM:
             assert claims(algorithm, "conv2d", x.bfloat16(), w.bfloat16(), {}, grads=True, device="cuda")
             assert not claims(algorithm, "conv2d", x, w, {}, grads=True, device="cuda")
-            assert not claims(algorithm, "conv2d", odd_x, odd_w, {}, grads=False, device="cuda")
+            assert not claims(algorithm, "conv2d", odd_x.bfloat16(), odd_w.bfloat16(), {}, grads=False, device="cuda")
+        assert claims("igemm_ffma_64x64", "conv2d", x, w, {}, grads=True, device="cuda")
+        assert claims("igemm_ffma_64x64", "conv2d", odd_x, odd_w, {}, grads=True, device="cuda")
+        for dtype in (torch.bfloat16, torch.float16, torch.float64):
+            assert not claims("igemm_ffma_64x64", "conv2d", x.to(dtype), w.to(dtype), {}, device="cuda")
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bfloat16", "tf32"])
-def test_implicit_gemm_wgrad_is_deterministic(dtype, monkeypatch):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["float32", "float16"])
+def test_exact_float32_takes_the_ffma_tile(dtype):
+    """Unforced, float32 without TF32 goes to the FFMA tile before the direct kernel, odd
+    channel counts too (4-byte copies); float16 with odd channels (2-byte runs) goes past
+    every implicit-GEMM tile."""
+    x = torch.randn(1, 3, 6, 6).to(dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(5, 3, 3, 3).to(dtype).contiguous(memory_format=torch.channels_last)
+    with fastconv.testing.emulated_cuda(metrics=True):
+        fastconv.testing.emulated_launches()
+        F.conv2d(x, w, padding=1)
+        kernels = [launch["kernel"] for launch in fastconv.testing.emulated_launches()]
+    if dtype == torch.float32:
+        assert kernels == ["igemm::gather_gemm_kernel"], kernels
+    else:
+        assert kernels and not any(k.startswith("igemm::") for k in kernels), kernels
+
+
+@pytest.mark.parametrize("algorithm,dtype", [("igemm_64x64", torch.bfloat16), ("igemm_64x64", torch.float32),
+                                             ("igemm_ffma_64x64", torch.float32)],
+                         ids=["bfloat16", "tf32", "ffma"])
+def test_implicit_gemm_wgrad_is_deterministic(algorithm, dtype, monkeypatch):
     """Split-K wgrad (many splits: a long reduction against a small dw) adds its partial sums
     in split order: the same bits under any schedule, and the float64 result within the
     dtype's rounding."""
@@ -322,31 +348,41 @@ def test_implicit_gemm_wgrad_is_deterministic(dtype, monkeypatch):
 
     def run(**settings):
         wg = w.clone().requires_grad_()
-        with fastconv.testing.emulated_cuda(**settings), fastconv.algorithms.force("igemm_64x64"):
+        with fastconv.testing.emulated_cuda(**settings), fastconv.algorithms.force(algorithm):
             dw = torch.autograd.grad(F.conv2d(x, wg, padding=1), wg, grad)[0]
             kernels = [launch["kernel"] for launch in fastconv.testing.emulated_launches()]
         return dw, kernels
 
     first, kernels = run(metrics=True)
     assert "igemm::reduce_splits_kernel" in kernels, kernels  # the split-K path ran
-    assert rel_err(first, want) <= (2e-2 if dtype == torch.bfloat16 else 2e-3)
+    assert rel_err(first, want) <= {"bfloat16": 2e-2, "tf32": 2e-3, "ffma": 1e-5}[
+        "bfloat16" if dtype == torch.bfloat16 else "ffma" if algorithm == "igemm_ffma_64x64" else "tf32"]
     assert torch.equal(first, run(schedule="shuffle", seed=5, threads=2)[0])
     assert torch.equal(first, run(schedule="reverse", seed=0)[0])
 
 
-@pytest.mark.parametrize("algorithm", IGEMM)
+@pytest.mark.parametrize("algorithm", IGEMM + ["igemm_ffma_64x64"])
 def test_implicit_gemm_memory_metrics(algorithm):
-    """The emulator's view of the tiles: no bank conflicts on the ldmatrix reads and the
-    cp.async stores, and every 16-byte copy of an aligned channel run a whole sector's half."""
+    """The emulator's view of the tiles: no bank conflicts on the shared reads (ldmatrix, or
+    FFMA's 16-byte broadcasts) and the cp.async stores, in fprop and wgrad; and the FFMA tile's
+    one-float copies, 8 consecutive channels of 4 pixels a warp, at 4 full sectors a request."""
+    dtype = torch.float32 if algorithm == "igemm_ffma_64x64" else torch.bfloat16
     g = torch.Generator().manual_seed(4)
-    x = torch.randn(2, 32, 8, 8, generator=g).bfloat16().contiguous(memory_format=torch.channels_last)
-    w = torch.randn(64, 32, 3, 3, generator=g).bfloat16().contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, 32, 8, 8, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(64, 32, 3, 3, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
     with fastconv.testing.emulated_cuda(metrics=True), fastconv.algorithms.force(algorithm):
         fastconv.testing.emulated_launches()
-        F.conv2d(x, w, padding=1)
+        x.requires_grad_(False)
+        wg = w.clone().requires_grad_()
+        torch.autograd.grad(F.conv2d(x, wg, padding=1), wg, torch.ones(2, 64, 8, 8, dtype=dtype))
         launches = fastconv.testing.emulated_launches()
-    (launch,) = [l for l in launches if l["kernel"] == "igemm::gather_gemm_kernel"]
-    assert launch["shared_requests"] > 0 and launch["bank_conflicts"] == 0, launch
+    (fprop,) = [l for l in launches if l["kernel"] == "igemm::gather_gemm_kernel"]
+    (wgrad,) = [l for l in launches if l["kernel"] == "igemm::wgrad_kernel"]
+    for launch in (fprop, wgrad):
+        assert launch["shared_requests"] > 0 and launch["bank_conflicts"] == 0, launch
+    if algorithm == "igemm_ffma_64x64":
+        # Interior requests touch 4 sectors; zero-filled halo copies touch none or fewer.
+        assert fprop["load_sectors"] <= 4 * fprop["load_requests"], fprop
 
 
 @pytest.mark.parametrize("algorithm", IGEMM)

@@ -45,6 +45,8 @@ def short(mangled, name):
     true>': kernels live in a namespace per family (csrc/cuda/kernels.h); one in an anonymous
     namespace is named by its source file instead."""
     source = re.search(r"_GLOBAL__N__\w+?_\d+_(\w+?)_cu_", mangled)
+    # Enum template arguments demangle as casts, "(ns::Math)1": named before the argument list goes.
+    name = re.sub(r"\([\w:]*Math\)(\d)", lambda m: "Math::" + ("mma", "ffma")[int(m.group(1))], name)
     name = re.sub(r"\(.*$", "", name.replace("(anonymous namespace)::", ""))
     name = name.replace("fastconv::cuda::", "").replace("c10::", "").replace("void ", "")
     return f"{source.group(1)}: {name}" if source else name
@@ -99,11 +101,13 @@ def main():
     tensor_core_report(tool, labelled)
 
 
-# Kernels that must run on tensor cores, with their block size: (label prefix, threads).
+# The implicit-GEMM kernels, with their block size: (label prefix, threads).
 TENSOR_CORE_KERNELS = [("igemm::gather_gemm_kernel", 128), ("igemm::wgrad_kernel", 128)]
-# In their SASS: mma.sync (HMMA), ldmatrix (LDSM), cp.async (LDGSTS); never local memory.
-# (float wgrad excepted from LDSM; see tensor_core_report.)
+# In the SASS of a tensor-core instance: mma.sync (HMMA), ldmatrix (LDSM), cp.async (LDGSTS)
+# (float wgrad excepted from LDSM; see tensor_core_report). In an FFMA instance (Math::ffma):
+# FFMA, 16-byte shared loads (LDS.128) and LDGSTS, and no HMMA. Never local memory.
 REQUIRED, FORBIDDEN = ("HMMA", "LDSM", "LDGSTS"), ("LDL", "STL")
+FFMA_REQUIRED = ("FFMA", "LDS.128", "LDGSTS")
 
 
 def ctas_per_sm_sm90(threads, regs, shared):
@@ -132,30 +136,39 @@ def tensor_core_report(tool, labelled):
     mangled = list(functions)
     labels = {m: short(m, n) for m, n in zip(mangled, demangle(mangled))}
     resources = {label: f for label, _arch, f in labelled}
-    failures, count = [], 0
-    print(f"\n{'CTAs/SM':>7s} {'HMMA':>5s} {'LDSM':>5s} {'LDGSTS':>6s} {'LDL/STL':>7s}  tensor-core kernel (sm_90)")
+    failures, count, ffma_count = [], 0, 0
+    print(f"\n{'CTAs/SM':>7s} {'HMMA':>5s} {'LDSM':>5s} {'FFMA':>5s} {'LDS.128':>7s} {'LDGSTS':>6s} {'LDL/STL':>7s}"
+          "  implicit-GEMM kernel (sm_90)")
     for m, label in sorted(labels.items(), key=lambda kv: kv[1]):
         threads = next((t for prefix, t in TENSOR_CORE_KERNELS if label.startswith(prefix)), None)
         if threads is None:
             continue
         count += 1
         sass = "\n".join(functions[m])
-        counts = {op: len(re.findall(rf"\b{op}\b", sass)) for op in REQUIRED + FORBIDDEN}
+        counts = {op: len(re.findall(rf"\b{re.escape(op)}\b", sass)) for op in REQUIRED + FORBIDDEN + FFMA_REQUIRED}
         f = resources.get(label, {})
         ctas = ctas_per_sm_sm90(threads, int(f.get("REG", 0)), int(f.get("SHARED", 0)))
         local = counts["LDL"] + counts["STL"]
-        print(f"{ctas:7d} {counts['HMMA']:5d} {counts['LDSM']:5d} {counts['LDGSTS']:6d} {local:7d}  {label}")
+        print(f"{ctas:7d} {counts['HMMA']:5d} {counts['LDSM']:5d} {counts['FFMA']:5d} {counts['LDS.128']:7d}"
+              f" {counts['LDGSTS']:6d} {local:7d}  {label}")
+        if "Math::ffma" in label:
+            ffma_count += 1
+            if any(counts[op] == 0 for op in FFMA_REQUIRED) or counts["HMMA"] or local:
+                failures.append(label)
+            continue
         # float wgrad reads its k-major TF32 fragments with 4-byte loads: ldmatrix.trans
         # would split them, so it alone has no LDSM.
         required = [op for op in REQUIRED if not (op == "LDSM" and "wgrad_kernel" in label and ", float," in label)]
         if any(counts[op] == 0 for op in required) or local:
             failures.append(label)
     expected = sum(1 for _ in TENSOR_CORE_KERNELS)
-    if count < expected:
-        sys.exit(f"only {count} tensor-core kernel instances in the SASS; expected at least {expected}")
+    if count - ffma_count < expected or ffma_count < expected:
+        sys.exit(f"{count - ffma_count} tensor-core and {ffma_count} FFMA kernel instances in the SASS;"
+                 f" expected at least {expected} of each")
     if failures:
-        sys.exit(f"tensor-core kernels without HMMA/LDSM/LDGSTS, or with local memory: {failures}")
-    print(f"{count} tensor-core kernel instances: HMMA, LDGSTS and (but float wgrad) LDSM in each, no local memory")
+        sys.exit(f"implicit-GEMM kernels without their instructions, or with local memory: {failures}")
+    print(f"{count - ffma_count} tensor-core kernel instances: HMMA, LDGSTS and (but float wgrad) LDSM in each;"
+          f" {ffma_count} FFMA instances: FFMA, LDS.128 and LDGSTS, no HMMA; no local memory in any")
 
 
 if __name__ == "__main__":

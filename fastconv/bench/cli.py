@@ -39,6 +39,9 @@ def run_parser():
     p.add_argument("--direction", choices=suites.DIRECTIONS, default="fprop")
     p.add_argument("--dtype", choices=list(DTYPES), default="float32")
     p.add_argument("--layout", choices=["nchw", "nhwc"], default="nchw")
+    p.add_argument("--tf32", choices=["on", "off"],
+                   help="float32 convolutions on TF32 tensor cores, for cuDNN and fastconv alike "
+                        "(torch.backends.cudnn.allow_tf32; default: as torch has it, on)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when a GPU and fastconv's CUDA kernels are usable")
     p.add_argument("--batch", type=int, help="batch size (default: %s)" % suites.DEFAULT_BATCH)
     p.add_argument("--warmup", type=int, help="untimed runs first (default: 1 on cpu, 5 on cuda)")
@@ -149,12 +152,22 @@ def measure_case(case, args, timer, peaks, dtype):
 
 
 def run(argv):
+    before = torch.backends.cudnn.allow_tf32
+    try:
+        return _run(argv)
+    finally:  # --tf32 sets a process-wide flag; run() is also called in-process (tests)
+        torch.backends.cudnn.allow_tf32 = before
+
+
+def _run(argv):
     parser = run_parser()
     args = settle_args(parser, parser.parse_args(argv))
     cases = select_cases(parser, args)
     dtype = DTYPES[args.dtype]
     if args.device == "cuda":
         torch.backends.cudnn.benchmark = True
+    if args.tf32:
+        torch.backends.cudnn.allow_tf32 = args.tf32 == "on"
     started = datetime.datetime.now(datetime.timezone.utc)
     t0 = time.perf_counter()
     machine = measure.machine_info(args.device)
@@ -183,6 +196,7 @@ def run(argv):
                      "dtype": args.dtype, "layout": args.layout, "direction": args.direction,
                      "batch": args.batch, "warmup": args.warmup, "repeats": args.repeats,
                      "algo": args.algo or "auto", "group": args.group, "op": args.op,
+                     "allow_tf32": torch.backends.cudnn.allow_tf32,
                      "baseline": "torch.nn.functional (cuDNN, benchmark mode)" if args.device == "cuda"
                      else "torch.nn.functional (oneDNN)", "roi_baseline": "torchvision.ops"},
         "peaks": peaks,

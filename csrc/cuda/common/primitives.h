@@ -46,6 +46,7 @@
 
 #define FASTCONV_GLOBAL
 #define FASTCONV_DEVICE inline
+#define FASTCONV_LAUNCH_BOUNDS(threads, min_blocks)
 
 namespace fastconv::cuda {
 
@@ -126,6 +127,8 @@ gptr<T> global_view(const Tensor& t, const char* name) {
 
 #define FASTCONV_GLOBAL __global__
 #define FASTCONV_DEVICE __device__ __forceinline__
+// Caps registers so that min_blocks CTAs of `threads` fit on one SM.
+#define FASTCONV_LAUNCH_BOUNDS(threads, min_blocks) __launch_bounds__(threads, min_blocks)
 #define FASTCONV_SHARED(T, name, count) __shared__ T name[count]
 
 namespace fastconv::cuda {

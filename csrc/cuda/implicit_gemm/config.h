@@ -28,6 +28,12 @@ struct TileConfig {
   // ffma: lanes in a 4 x 8 grid, each two 4-row blocks WM / 2 apart by one 4-column block, so
   // that the lanes' 16-byte shared reads of a k row cover whole 64- and 128-byte spans.
   static constexpr int kLanesM = 4, kLanesN = 8, kThreadM = 8, kThreadN = 4;
+  // The CTAs per SM that each kernel's registers must allow (__launch_bounds__); 1 leaves it
+  // to the compiler. ffma hides latency by warps rather than by wide tensor-core steps: 4 CTAs
+  // (128 registers), which it fits without spilling. The 64 x 64 gather GEMM fits 5 (96);
+  // its wgrad, with more addressing per copy, spills there and is left alone.
+  static constexpr int kGatherMinBlocks = kMath == Math::ffma ? 4 : BM == 64 ? 5 : 1;
+  static constexpr int kWgradMinBlocks = kMath == Math::ffma ? 4 : 1;
   // 2-byte units of one stage's A and B tiles, and of the whole ring.
   static constexpr int kStageElems = (BM + BN) * BK;
   static constexpr int kSharedBytes = Stages * kStageElems * 2;

@@ -91,7 +91,7 @@ FASTCONV_DEVICE void warp_ffma(sptr<uint16_t> a_tile, sptr<uint16_t> b_tile, int
                                int lane, Accumulators<Cfg>& acc) {
   using Acc = Accumulators<Cfg>;
   const int m0 = Acc::row(0, warp_m, lane), m1 = Acc::row(4, warp_m, lane), n0 = Acc::col(0, warp_n, lane);
-#pragma unroll
+#pragma unroll 4
   for (int k = 0; k < Cfg::BK / 2; ++k) {
     const Float4 lo = shared_as<const Float4>(a_tile + swizzle_mn_contiguous(k, 2 * m0, 2 * Cfg::BM))[0];
     const Float4 hi = shared_as<const Float4>(a_tile + swizzle_mn_contiguous(k, 2 * m1, 2 * Cfg::BM))[0];
@@ -204,7 +204,7 @@ FASTCONV_DEVICE void mainloop(sptr<uint16_t> ring, int64_t k_tiles, LoadStage& l
 }
 
 template <class Cfg, typename T, int kVec>
-FASTCONV_GLOBAL void gather_gemm_kernel(const GatherGemm p, gptr<const T> x, gptr<const T> w,
+FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS(Cfg::kThreads, Cfg::kGatherMinBlocks) gather_gemm_kernel(const GatherGemm p, gptr<const T> x, gptr<const T> w,
                                         gptr<const T> bias, gptr<T> y) {
   constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, kStages = Cfg::Stages;
   constexpr bool kFfma = Cfg::kMath == Math::ffma;
@@ -241,27 +241,26 @@ FASTCONV_GLOBAL void gather_gemm_kernel(const GatherGemm p, gptr<const T> x, gpt
       return swizzle_k_contiguous(row, k_col * kUnits);
   };
 
-  // The image row each of this thread's A rows starts at, fixed for the whole mainloop.
-  // Image coordinates fit 32 bits (can_implement); offsets into x take 64.
-  int64_t a_image[kAIters];
-  int a_ih[kAIters], a_iw[kAIters];
-  bool a_ok[kAIters];
+  // The image pixel each of this thread's A rows starts at, fixed for the whole mainloop, in
+  // 32 bits (can_implement: N * H * W and the image coordinates fit; offsets into x take 64).
+  // A row past M starts far above the image (kOutside), so that its bounds test fails without
+  // a flag register of its own; likewise a filter row past Kg has b_row = -1.
+  constexpr int kOutside = -(1 << 30);
+  int a_pixel[kAIters], a_ih[kAIters], a_iw[kAIters];
 #pragma unroll
   for (int i = 0; i < kAIters; ++i) {
     const int64_t m = m_begin + row0 + i * kRowStep;
-    a_ok[i] = m < M;
-    const int64_t mm = a_ok[i] ? m : 0, img = mm / pixels_per_image, rest = mm % pixels_per_image;
-    a_image[i] = img * p.H * p.W * p.Ctot + g * p.Cg;
-    a_ih[i] = int((rest / p.OW) * p.stride_h - p.pad_top);
+    const int64_t mm = m < M ? m : 0, img = mm / pixels_per_image, rest = mm % pixels_per_image;
+    a_pixel[i] = int(img * p.H * p.W);
+    a_ih[i] = m < M ? int((rest / p.OW) * p.stride_h - p.pad_top) : kOutside;
     a_iw[i] = int((rest % p.OW) * p.stride_w - p.pad_left);
   }
+  const int64_t a_channel = g * p.Cg;
   int b_row[kBIters];  // the filter has under 2^31 elements (can_implement)
-  bool b_ok[kBIters];
 #pragma unroll
   for (int j = 0; j < kBIters; ++j) {
     const int64_t n = n_begin + row0 + j * kRowStep;
-    b_ok[j] = n < p.Kg;
-    b_row[j] = int((g * p.Kg + (b_ok[j] ? n : 0)) * reduction);
+    b_row[j] = n < p.Kg ? int((g * p.Kg + n) * reduction) : -1;
   }
 
   auto load_stage = [&](int stage, int64_t k_tile) {
@@ -278,14 +277,15 @@ FASTCONV_GLOBAL void gather_gemm_kernel(const GatherGemm p, gptr<const T> x, gpt
 #pragma unroll
     for (int i = 0; i < kAIters; ++i) {
       const int ih = a_ih[i] + r_off, iw = a_iw[i] + s_off;
-      const bool ok = a_ok[i] && k_ok && ih >= 0 && ih < p.H && iw >= 0 && iw < p.W;
+      const bool ok = k_ok && ih >= 0 && ih < p.H && iw >= 0 && iw < p.W;
       // A copy that reads nothing still names a valid address: the tensor's start.
-      const gptr<const T> src = ok ? x + (a_image[i] + (int64_t(ih) * p.W + iw) * p.Ctot + c) : x;
+      const gptr<const T> src =
+          ok ? x + (int64_t(a_pixel[i] + ih * int(p.W) + iw) * p.Ctot + a_channel + c) : x;
       cp_async(a_tile + tile_offset(row0 + i * kRowStep, BM), src, kBytes, ok ? kBytes : 0);
     }
 #pragma unroll
     for (int j = 0; j < kBIters; ++j) {
-      const bool ok = b_ok[j] && k_ok;
+      const bool ok = b_row[j] >= 0 && k_ok;
       const gptr<const T> src = ok ? w + (int64_t(b_row[j]) + k) : w;
       cp_async(b_tile + tile_offset(row0 + j * kRowStep, BN), src, kBytes, ok ? kBytes : 0);
     }
@@ -315,7 +315,7 @@ FASTCONV_GLOBAL void gather_gemm_kernel(const GatherGemm p, gptr<const T> x, gpt
 }
 
 template <class Cfg, typename T, int kVec>
-FASTCONV_GLOBAL void wgrad_kernel(const WgradGemm p, gptr<const T> x, gptr<const T> dy,
+FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS(Cfg::kThreads, Cfg::kWgradMinBlocks) wgrad_kernel(const WgradGemm p, gptr<const T> x, gptr<const T> dy,
                                   gptr<float> workspace, gptr<T> dw) {
   constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, kStages = Cfg::Stages;
   // A float slice holds half the pixels of a 2-byte one in the same bytes: rows of BM (BN)

@@ -59,9 +59,10 @@ struct Algorithm {
     if (r.compute_capability < 80) return false;  // cp.async (and mma.sync bf16, ldmatrix)
     if (r.alignment < Cfg::kMinAlignment) return false;  // copies of whole channel runs
     if (p.groups > 65535) return false;                   // grid z
-    // 32-bit image coordinates and filter offsets in the gather GEMM.
+    // 32-bit image coordinates, pixel indices and filter offsets in the gather GEMM.
+    const int64_t pixels = std::max(p.N * p.H * p.W, p.N * p.P * p.Q);
     if (p.H + p.pad_top + p.pad_bottom >= (int64_t(1) << 30) || p.W + p.pad_left + p.pad_right >= (int64_t(1) << 30) ||
-        double(p.K) * double(p.C_per_group()) * double(p.R * p.S) >= 2147483647.0)
+        pixels >= (int64_t(1) << 31) || double(p.K) * double(p.C_per_group()) * double(p.R * p.S) >= 2147483647.0)
       return false;
     const GemmShape gemm = p.gemm(r.direction);  // grid x and y
     return ceil_div(gemm.M, Cfg::BM) <= 0x7fffffff && ceil_div(gemm.N, Cfg::BN) <= 65535;
