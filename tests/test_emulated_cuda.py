@@ -112,17 +112,42 @@ ROIS = torch.tensor(
 )
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("aligned", [False, True])
 @pytest.mark.parametrize("sampling_ratio", [-1, 2])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16],
                          ids=["float64", "float32", "float16", "bfloat16"])
-def test_roi_align(aligned, sampling_ratio, dtype):
+def test_roi_align(aligned, sampling_ratio, dtype, layout):
     feat = torch.randn(ROI_FEATURES, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     want = roi_align_reference(feat, ROIS.double(), (3, 4), 0.5, sampling_ratio, aligned)
-    with fastconv.testing.emulated_cuda():
-        got = F.roi_align(feat.to(dtype), ROIS.to(dtype), (3, 4), 0.5, sampling_ratio, aligned)
-    assert got.dtype == dtype
+    x = feat.to(dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    with fastconv.testing.emulated_cuda(metrics=True):
+        fastconv.testing.emulated_launches()
+        got = F.roi_align(x, ROIS.to(dtype), (3, 4), 0.5, sampling_ratio, aligned)
+        (launch,) = fastconv.testing.emulated_launches()
+    assert launch["kernel"] == ("align::forward_nhwc_kernel" if layout == "channels_last" else "align::forward_kernel")
+    assert got.dtype == dtype and got.is_contiguous()
     assert rel_err(got, want) <= max(TOLERANCE[dtype], 1e-9)
+
+
+def test_roi_align_channels_last_blocks():
+    """The channels_last forward across its block edges: 40 channels (a full 32-channel
+    block and a partial one) and 9 x 8 = 72 bins (a full 64-bin chunk and a partial one),
+    read straight from [N, H, W, C]; each tap a coalesced read, and the staged writes free of
+    bank conflicts."""
+    g = torch.Generator().manual_seed(5)
+    feat = torch.randn(2, 40, 12, 14, generator=g, dtype=torch.float64)
+    want = roi_align_reference(feat, ROIS.double(), (9, 8), 0.5, 2, True)
+    with fastconv.testing.emulated_cuda(metrics=True):
+        fastconv.testing.emulated_launches()
+        got = F.roi_align(feat.float().contiguous(memory_format=torch.channels_last), ROIS, (9, 8), 0.5, 2, True)
+        (launch,) = fastconv.testing.emulated_launches()
+    assert launch["kernel"] == "align::forward_nhwc_kernel"
+    assert rel_err(got, want) <= TOLERANCE[torch.float32]
+    # Loads: a warp's 32 channels of one tap are 128 contiguous bytes, 4 or 5 sectors.
+    assert launch["load_sectors"] <= 5 * launch["load_requests"], launch
 
 
 @pytest.mark.parametrize("op", ["roi_align", "roi_pool"])
@@ -152,6 +177,51 @@ def test_roi_backward_atomic_and_deterministic(op):
         torch.use_deterministic_algorithms(before)
     assert all(torch.equal(r, runs[0]) for r in runs)
     assert rel_err(runs[0], atomic) <= 1e-6
+
+
+ROI_GATHER_CASES = [((7, 7), 2, False), ((7, 7), -1, True), ((4, 3), 1, True), ((14, 14), -1, False)]
+
+
+@pytest.mark.parametrize("pooled,sampling_ratio,aligned", ROI_GATHER_CASES,
+                         ids=[f"{p[0]}x{p[1]}-s{s}-{'aligned' if a else 'legacy'}" for p, s, a in ROI_GATHER_CASES])
+def test_roi_align_gather_backward(pooled, sampling_ratio, aligned, monkeypatch):
+    """The deterministic backward's two kernels: the gather (the default: every input pixel
+    sums what its image's boxes send it) and the plane walker (forced with
+    FASTCONV_ROI_DETERMINISTIC=planes), over partial 8-channel groups, boxes of every kind and
+    boxes out of image order. Both match the float64 gradient; the gather gives the same bits
+    under every schedule."""
+    g = torch.Generator().manual_seed(6)
+    feat = torch.randn(3, 11, 10, 13, generator=g, dtype=torch.float64)
+    rois = torch.cat([ROIS, torch.tensor([[2, 0.2, 0.3, 25.0, 4.0], [0, 6.0, 6.0, 6.5, 6.25],
+                                          [2, -5.0, 7.0, 3.0, 30.0], [1, 9.0, 1.0, 12.9, 9.9]])])
+    rois = rois[torch.randperm(len(rois), generator=g)]
+    f64 = feat.clone().requires_grad_()
+    out = F.roi_align(f64, rois.double(), pooled, 0.7, sampling_ratio, aligned)
+    grad = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    (want,) = torch.autograd.grad(out, f64, grad)
+
+    def grad_of(**settings):
+        f = feat.float().requires_grad_()
+        with fastconv.testing.emulated_cuda(metrics=True, **settings):
+            fastconv.testing.emulated_launches()
+            o = F.roi_align(f, rois, pooled, 0.7, sampling_ratio, aligned)
+            got = torch.autograd.grad(o, f, grad.float())[0]
+            kernels = [launch["kernel"] for launch in fastconv.testing.emulated_launches()]
+        return got, kernels
+
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        gather, kernels = grad_of()
+        assert "align::backward_gather_kernel" in kernels, kernels
+        assert torch.equal(gather, grad_of(schedule="shuffle", seed=3, threads=2)[0])
+        monkeypatch.setenv("FASTCONV_ROI_DETERMINISTIC", "planes")
+        planes, kernels = grad_of()
+        assert "align::backward_deterministic_kernel" in kernels, kernels
+    finally:
+        torch.use_deterministic_algorithms(before)
+    assert rel_err(gather, want) <= 1e-6
+    assert rel_err(planes, want) <= 1e-6
 
 
 def test_no_boxes():

@@ -53,22 +53,22 @@ FASTCONV_HD RoiAlignGeometry<T> roi_align_geometry(const T* roi, T spatial_scale
 }
 
 // Sample i (0 <= i < grid) of bin b sits at base + (i + 0.5) * bin / grid, base = start +
-// b * bin. Returns in [lo, hi) every i whose sample can lie in [-1, size] (a slightly wider
+// b * bin. Returns in [lo, hi) every i whose sample can lie in [low, high] (a slightly wider
 // set: callers apply torchvision's exact test to each).
-FASTCONV_HD void roi_sample_range(double base, double bin, double grid, int64_t size,
-                                  int64_t* lo, int64_t* hi) {
+FASTCONV_HD void roi_sample_window(double base, double bin, double grid, double low, double high,
+                                   int64_t* lo, int64_t* hi) {
   *lo = *hi = 0;
   if (!(grid >= 1.0)) return;
   const double step = bin / grid;
   double first, last;
   if (step > 0) {
-    first = (-1.0 - base) / step - 0.5;
-    last = (double(size) - base) / step - 0.5;
+    first = (low - base) / step - 0.5;
+    last = (high - base) / step - 0.5;
   } else if (step < 0) {
-    first = (double(size) - base) / step - 0.5;
-    last = (-1.0 - base) / step - 0.5;
+    first = (high - base) / step - 0.5;
+    last = (low - base) / step - 0.5;
   } else {
-    const bool inside = base >= -1.0 && base <= double(size);
+    const bool inside = base >= low && base <= high;
     first = 0;
     last = inside ? grid - 1 : -1;
   }
@@ -77,6 +77,34 @@ FASTCONV_HD void roi_sample_range(double base, double bin, double grid, int64_t 
   first = first > 0 ? first : 0;
   last = last < grid - 1 ? last : grid - 1;
   if (last < first) return;
+  *lo = int64_t(first);
+  *hi = int64_t(last) + 1;
+}
+
+// The samples of a bin that can land on an image axis of `size` pixels, [-1, size].
+FASTCONV_HD void roi_sample_range(double base, double bin, double grid, int64_t size,
+                                  int64_t* lo, int64_t* hi) {
+  roi_sample_window(base, bin, grid, -1.0, double(size), lo, hi);
+}
+
+// The bins [lo, hi) of an axis (`bins` of size `bin` from `start`) whose samples can lie in
+// [low, high]: a slightly wider set, or every bin where `bin` is zero or not finite.
+FASTCONV_HD void roi_bin_window(double start, double bin, int64_t bins, double low, double high,
+                                int64_t* lo, int64_t* hi) {
+  double first = 0, last = double(bins - 1);
+  if (bin > 0) {
+    first = std::floor((low - start) / bin) - 1;
+    last = std::floor((high - start) / bin) + 1;
+  } else if (bin < 0) {
+    first = std::floor((high - start) / bin) - 1;
+    last = std::floor((low - start) / bin) + 1;
+  }
+  first = first > 0 ? first : 0;
+  last = last < double(bins - 1) ? last : double(bins - 1);
+  if (!(last >= first)) {  // also false for NaN
+    *lo = *hi = 0;
+    return;
+  }
   *lo = int64_t(first);
   *hi = int64_t(last) + 1;
 }

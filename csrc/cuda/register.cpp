@@ -29,7 +29,8 @@ void register_cuda_kernels() {
   });
   register_roi_kernels(c10::DeviceType::CUDA,
                        {&cuda::roi_align_forward, &cuda::roi_align_backward,
-                        &cuda::roi_pool_forward, &cuda::roi_pool_backward, KernelState::emulated});
+                        &cuda::roi_pool_forward, &cuda::roi_pool_backward, KernelState::emulated,
+                        /*align_takes_channels_last=*/true});
 }
 
 }  // namespace

@@ -1,9 +1,18 @@
 // RoIAlign on CUDA, torchvision's definition through the same geometry helpers as the CPU
-// (common/roi_math.h). Forward: one thread per output element, visiting only the samples that
-// can land on the image. Backward: one thread per output element adding into the input
-// gradient with atomics, or, when torch.use_deterministic_algorithms(True) is set, one thread
-// per (image, channel) plane walking the RoIs in order, so every sum has a fixed order.
-// Device code only; the launcher is roi_align.cu.
+// (common/roi_math.h). Device code only; the launcher is roi_align.cu.
+//
+// Forward: one thread per output element, visiting only the samples that can land on the
+// image; on NCHW input a thread's taps are in its own plane, on channels_last input (the
+// _nhwc kernel) a warp's 32 threads take 32 channels of one bin, so each tap is one
+// coalesced read, and a block stages its outputs in shared memory to write them as runs.
+// Backward, three ways:
+//   atomic: one thread per output element adding into the input gradient with atomics;
+//   gather (deterministic, the default under torch.use_deterministic_algorithms(True)): one
+//     thread per input-gradient pixel and 8 channels, summing what each box of its image
+//     sends it, boxes in index order, then bins and samples in order: a fixed order per
+//     element, no atomics, every pixel in parallel;
+//   planes (deterministic, the simple one kept beside it): one thread per (image, channel)
+//     plane walking the RoIs in order.
 #pragma once
 
 #include "common/acc_type.h"
@@ -73,6 +82,60 @@ FASTCONV_GLOBAL void forward_kernel(gptr<const scalar_t> input, gptr<const acc_t
   }
 }
 
+// Channels-last forward. A block takes one box and 32 channels: thread (channel lane,
+// bin lane) = (tid % 32, tid / 32) computes bins bin lane, +8, ... of its channel (64 bins at
+// a time) into a shared tile, one channel's bins every `stride` words; the tile then goes out
+// as one contiguous run, since out[k, c0:c0+32, :, :] is contiguous. stride is the chunk's
+// bin count made odd: the 32 lanes' writes land in 32 banks, and the reads run straight
+// through the tile (one word of padding a channel where the count is even).
+constexpr int kNhwcChannels = 32, kNhwcBinLanes = 8, kNhwcBinChunk = 64;
+constexpr int kNhwcThreads = kNhwcChannels * kNhwcBinLanes;
+
+template <typename scalar_t, typename acc_t>
+FASTCONV_GLOBAL void forward_nhwc_kernel(gptr<const scalar_t> input, gptr<const acc_t> rois,
+                                         gptr<scalar_t> out, Shape s, RoiArgs a) {
+  FASTCONV_SHARED(acc_t, staged, kNhwcChannels * (kNhwcBinChunk + 1));
+  const int tid = int(thread_index().x), lane_c = tid % kNhwcChannels, lane_b = tid / kNhwcChannels;
+  const int64_t bins = s.pooled_h * s.pooled_w;
+  const int64_t chunks = (s.C + kNhwcChannels - 1) / kNhwcChannels;
+  for (int64_t block = block_index().x; block < s.K * chunks; block += grid_size().x) {
+    const int64_t k = block / chunks, c0 = (block % chunks) * kNhwcChannels, c = c0 + lane_c;
+    const int64_t channels = s.C - c0 < kNhwcChannels ? s.C - c0 : kNhwcChannels;
+    const Box<acc_t> roi = load_box(rois, k);
+    const auto g = roi_align_geometry<acc_t>(roi.v, acc_t(a.spatial_scale), s.pooled_h, s.pooled_w,
+                                             a.sampling_ratio, a.aligned);
+    // [H][W][C] of the box's image, from this thread's channel.
+    const gptr<const scalar_t> image = input + (int64_t(roi.v[0]) * s.H * s.W * s.C + (c < s.C ? c : 0));
+    for (int64_t b0 = 0; b0 < bins; b0 += kNhwcBinChunk) {
+      const int64_t count = bins - b0 < kNhwcBinChunk ? bins - b0 : kNhwcBinChunk;
+      const int stride = int(count) | 1;
+      for (int64_t bl = lane_b; bl < count; bl += kNhwcBinLanes) {
+        acc_t v = acc_t(std::numeric_limits<float>::quiet_NaN());
+        if (g.valid && c < s.C) {
+          const int64_t b = b0 + bl;
+          acc_t sum = 0;
+          for_each_sample(g, b / s.pooled_w, b % s.pooled_w, s,
+                          [&](const BilinearAxis<acc_t>& y, const BilinearAxis<acc_t>& x) {
+                            sum += y.low_weight * x.low_weight * load<acc_t>(image, (y.low * s.W + x.low) * s.C) +
+                                   y.low_weight * x.high_weight * load<acc_t>(image, (y.low * s.W + x.high) * s.C) +
+                                   y.high_weight * x.low_weight * load<acc_t>(image, (y.high * s.W + x.low) * s.C) +
+                                   y.high_weight * x.high_weight * load<acc_t>(image, (y.high * s.W + x.high) * s.C);
+                          });
+          v = sum / g.count;
+        }
+        staged[lane_c * stride + int(bl)] = v;
+      }
+      sync_threads();
+      const gptr<scalar_t> run = out + ((k * s.C + c0) * bins + b0);
+      for (int64_t t = tid; t < channels * count; t += kNhwcThreads) {
+        const acc_t v = staged[int(t / count) * stride + int(t % count)];
+        run[(t / count) * bins + t % count] = scalar_t(v);
+      }
+      sync_threads();  // the tile is refilled next
+    }
+  }
+}
+
 template <typename acc_t>
 FASTCONV_DEVICE void scatter(gptr<acc_t> plane, const Shape& s, const BilinearAxis<acc_t>& y,
                         const BilinearAxis<acc_t>& x, acc_t g, bool atomic) {
@@ -134,6 +197,103 @@ FASTCONV_GLOBAL void backward_deterministic_kernel(gptr<const acc_t> grad, gptr<
       }
     }
   }
+}
+
+// The gather backward's box table, one row per box in image order (stable: boxes of an image
+// keep their index order): (k, first row, last row, first column, last column) of the input
+// pixels box k can send gradient to, a little wider than exact; an empty range (first > last)
+// for an invalid box or one off the image.
+constexpr int kTableColumns = 5;
+
+template <typename acc_t>
+FASTCONV_GLOBAL void box_table_kernel(gptr<const acc_t> rois, gptr<const int64_t> order,
+                                      gptr<int64_t> table, Shape s, RoiArgs a) {
+  FASTCONV_GRID_STRIDE_LOOP(j, s.K) {
+    const int64_t k = order[j];
+    const Box<acc_t> roi = load_box(rois, k);
+    const auto g = roi_align_geometry<acc_t>(roi.v, acc_t(a.spatial_scale), s.pooled_h, s.pooled_w,
+                                             a.sampling_ratio, a.aligned);
+    // Samples lie between start and start + pooled * bin; a tap reaches floor(y) and the row
+    // after it, clamped to the image. One pixel of slack on each side covers rounding.
+    auto range = [](double start, double bin, int64_t pooled, int64_t size, int64_t* first, int64_t* last) {
+      const double end = start + double(pooled) * bin;
+      const double lo = std::floor(start < end ? start : end) - 1, hi = std::floor(start < end ? end : start) + 2;
+      *first = lo > 0 ? (lo < double(size) ? int64_t(lo) : size) : 0;
+      *last = hi < double(size - 1) ? (hi > -1 ? int64_t(hi) : -1) : size - 1;
+    };
+    int64_t y0 = 1, y1 = 0, x0 = 1, x1 = 0;
+    if (g.valid) {
+      range(double(g.start_h), double(g.bin_h), s.pooled_h, s.H, &y0, &y1);
+      range(double(g.start_w), double(g.bin_w), s.pooled_w, s.W, &x0, &x1);
+    }
+    const int64_t row[kTableColumns] = {k, y0, y1, x0, x1};
+    for (int e = 0; e < kTableColumns; ++e) table[j * kTableColumns + e] = row[e];
+  }
+}
+
+constexpr int kGatherChannels = 8;
+
+// grid (pixel blocks, channel groups of 8, image). starts[n] .. starts[n + 1]: image n's rows
+// of the table.
+template <typename acc_t>
+FASTCONV_GLOBAL void backward_gather_kernel(gptr<const acc_t> grad, gptr<const acc_t> rois,
+                                            gptr<const int64_t> table, gptr<const int64_t> starts,
+                                            gptr<acc_t> grad_input, Shape s, RoiArgs a) {
+  const int64_t pixels = s.H * s.W, bins = s.pooled_h * s.pooled_w;
+  const int64_t pixel = int64_t(block_index().x) * block_size().x + thread_index().x;
+  const int64_t c0 = int64_t(block_index().y) * kGatherChannels, n = block_index().z;
+  if (pixel >= pixels) return;  // no barrier follows
+  const int64_t h = pixel / s.W, w = pixel % s.W;
+  const int64_t channels = s.C - c0 < kGatherChannels ? s.C - c0 : kGatherChannels;
+  acc_t sum[kGatherChannels];
+  for (int cc = 0; cc < kGatherChannels; ++cc) sum[cc] = 0;
+  // The rows and columns whose taps can reach this pixel: [h - 1, h + 1], [w - 1, w + 1].
+  const double y_lo = double(h - 1), y_hi = double(h + 1), x_lo = double(w - 1), x_hi = double(w + 1);
+  const int64_t end = starts[n + 1];
+  for (int64_t j = starts[n]; j < end; ++j) {
+    const int64_t row_first = table[j * kTableColumns + 1], row_last = table[j * kTableColumns + 2];
+    if (h < row_first || h > row_last) continue;
+    const int64_t col_first = table[j * kTableColumns + 3], col_last = table[j * kTableColumns + 4];
+    if (w < col_first || w > col_last) continue;
+    const int64_t k = table[j * kTableColumns];
+    const Box<acc_t> roi = load_box(rois, k);
+    const auto g = roi_align_geometry<acc_t>(roi.v, acc_t(a.spatial_scale), s.pooled_h, s.pooled_w,
+                                             a.sampling_ratio, a.aligned);
+    const gptr<const acc_t> box_grad = grad + (k * s.C + c0) * bins;
+    int64_t ph_lo, ph_hi, pw_lo, pw_hi;
+    roi_bin_window(double(g.start_h), double(g.bin_h), s.pooled_h, y_lo, y_hi, &ph_lo, &ph_hi);
+    roi_bin_window(double(g.start_w), double(g.bin_w), s.pooled_w, x_lo, x_hi, &pw_lo, &pw_hi);
+    for (int64_t ph = ph_lo; ph < ph_hi; ++ph) {
+      const acc_t base_y = g.start_h + acc_t(ph) * g.bin_h;
+      int64_t iy_lo, iy_hi;
+      roi_sample_window(double(base_y), double(g.bin_h), g.grid_h, y_lo, y_hi, &iy_lo, &iy_hi);
+      for (int64_t iy = iy_lo; iy < iy_hi; ++iy) {
+        // The forward's sample, computed the same way, and this pixel's share of its taps.
+        BilinearAxis<acc_t> y;
+        if (!bilinear_axis(base_y + acc_t(float(iy) + .5f) * g.bin_h / acc_t(g.grid_h), s.H, &y)) continue;
+        if (y.low != h && y.high != h) continue;
+        const acc_t wy = (y.low == h ? y.low_weight : acc_t(0)) + (y.high == h ? y.high_weight : acc_t(0));
+        for (int64_t pw = pw_lo; pw < pw_hi; ++pw) {
+          const acc_t base_x = g.start_w + acc_t(pw) * g.bin_w;
+          int64_t ix_lo, ix_hi;
+          roi_sample_window(double(base_x), double(g.bin_w), g.grid_w, x_lo, x_hi, &ix_lo, &ix_hi);
+          for (int64_t ix = ix_lo; ix < ix_hi; ++ix) {
+            BilinearAxis<acc_t> x;
+            if (!bilinear_axis(base_x + acc_t(float(ix) + .5f) * g.bin_w / acc_t(g.grid_w), s.W, &x)) continue;
+            if (x.low != w && x.high != w) continue;
+            const acc_t wx = (x.low == w ? x.low_weight : acc_t(0)) + (x.high == w ? x.high_weight : acc_t(0));
+            const acc_t weight = wy * wx;
+            const int64_t bin = ph * s.pooled_w + pw;
+            for (int cc = 0; cc < kGatherChannels; ++cc)
+              if (cc < channels) sum[cc] += load<acc_t>(box_grad, cc * bins + bin) / g.count * weight;
+          }
+        }
+      }
+    }
+  }
+  // grad_input is zeroed and this thread alone owns these elements.
+  for (int cc = 0; cc < kGatherChannels; ++cc)
+    if (cc < channels) grad_input[(n * s.C + c0 + cc) * pixels + pixel] = sum[cc];
 }
 
 }  // namespace fastconv::cuda::align
