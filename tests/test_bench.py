@@ -132,6 +132,28 @@ def test_roi_rows(capsys):
         assert "no wgrad" in cli.measure_case(case, args, timer, peaks, torch.float32)["error"]
 
 
+def test_fpn_pooler_and_deterministic_rows(capsys):
+    """The seed suite's FPN pooler row (fastconv's RoIPooler against torchvision's
+    MultiScaleRoIAlign) and deterministic RoIAlign row (both sides under
+    torch.use_deterministic_algorithms(True), which the row leaves as it found it)."""
+    pytest.importorskip("torchvision")
+    names = {c.name: c for c in suites.seed_suite()}
+    assert names["roi_align_7x7_det"].deterministic and names["fpn_pooler_7x7"].levels == 4
+    args = cli.settle_args(cli.run_parser(), cli.run_parser().parse_args(FAST))
+    timer = cli.measure.Timer("cpu")
+    peaks = {"matmul_tflops": 0.1, "copy_gbps": 10.0}
+    cases = [suites.FpnCase("maskrcnn", "fpn", 2, 8, 128, 192, 48, 7),
+             suites.RoiCase("maskrcnn", "det", "roi_align", 2, 8, 20, 24, 16, 3, 0.25, deterministic=True)]
+    before = torch.are_deterministic_algorithms_enabled()
+    for case in cases:
+        for direction in ("fprop", "dgrad", "all"):
+            args.direction = direction
+            row = cli.measure_case(case, args, timer, peaks, torch.float32)
+            assert not row.get("error"), row
+            assert row["rel_error"] < 1e-5 and row["gbps"] > 0
+            assert torch.are_deterministic_algorithms_enabled() == before
+
+
 def test_forced_algorithm_that_cannot_run_is_reported_not_fatal(capsys, tmp_path):
     out = tmp_path / "r.json"
     code, io = run(["--layer", TINY, "--algo", "depthwise", "--json", str(out)] + FAST, capsys)

@@ -21,7 +21,8 @@ import fastconv
 from . import measure, report, suites
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
-OPS = ("conv2d", "conv_transpose2d", "conv1d", "conv_transpose1d", "roi_align", "roi_pool", "network")
+OPS = ("conv2d", "conv_transpose2d", "conv1d", "conv_transpose1d", "roi_align", "roi_pool", "fpn_roi_align",
+       "network")
 
 
 def run_parser():

@@ -4,6 +4,7 @@ one-off layer from --layer, or the convolutions of a whole network traced from i
 A case knows its shapes, how to build inputs, how to run fastconv and the baseline in each
 direction, and the work it does (FLOPs and minimum bytes) for the roofline."""
 
+import contextlib
 import dataclasses
 import math
 from typing import Callable, Dict, List, Optional, Tuple
@@ -198,12 +199,16 @@ class RoiCase:
     sampling_ratio: int = 2
     aligned: bool = True
     count: int = 1
+    # Both sides under torch.use_deterministic_algorithms(True): fastconv's gather backward
+    # against torchvision's deterministic path (pure Python on CUDA).
+    deterministic: bool = False
 
     def batch(self, default):
         return self.N
 
     def shape_text(self, n):
         extra = f" sr{self.sampling_ratio}{' aligned' if self.aligned else ''}" if self.op == "roi_align" else ""
+        extra += " deterministic" if self.deterministic else ""
         return f"{self.boxes} boxes {self.output}x{self.output} on {self.N}x{self.C}x{self.H}x{self.W}{extra}"
 
     def flops(self, n, direction):
@@ -235,8 +240,10 @@ class RoiCase:
         else:
             args = (self.output, self.spatial_scale)
             ours, theirs = F.roi_pool, torchvision.ops.roi_pool
+        mode = _deterministic if self.deterministic else contextlib.nullcontext
         if direction == "fprop":
-            return (lambda: [ours(x, rois, *args)]), (lambda: [theirs(x, rois, *args)])
+            return (_under(mode, lambda: [ours(x, rois, *args)]),
+                    _under(mode, lambda: [theirs(x, rois, *args)]))
         grad = torch.randn(self.boxes, self.C, self.output, self.output, generator=generator).to(device, dtype)
 
         def step(fn, forward):
@@ -245,8 +252,109 @@ class RoiCase:
                 out = fn(xg, rois, *args)
                 (g,) = torch.autograd.grad(out, xg, grad)
                 return [out, g] if forward else [g]
-            return run
+            return _under(mode, run)
         # "dgrad" is the input gradient alone (it includes the forward both sides need).
+        return step(ours, direction == "all"), step(theirs, direction == "all")
+
+    def directions(self):
+        return ("fprop", "dgrad", "all")
+
+
+@contextlib.contextmanager
+def _deterministic():
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+def _under(mode, fn):
+    def run():
+        with mode():
+            return fn()
+    return run
+
+
+@dataclasses.dataclass
+class FpnCase:
+    """The FPN multi-level RoIAlign of Mask R-CNN's heads: `boxes` boxes over images of
+    H x W pixels, each pooled from the level its size picks (P2-P5, scales 1/4 to 1/32),
+    fastconv's RoIPooler against torchvision's MultiScaleRoIAlign."""
+
+    group: str
+    name: str
+    N: int
+    C: int
+    H: int
+    W: int
+    boxes: int
+    output: int
+    sampling_ratio: int = 2
+    levels: int = 4
+    count: int = 1
+    op: str = "fpn_roi_align"
+
+    def batch(self, default):
+        return self.N
+
+    def level_shapes(self):
+        return [(self.H // 2 ** (2 + i), self.W // 2 ** (2 + i)) for i in range(self.levels)]
+
+    def shape_text(self, n):
+        return (f"{self.boxes} boxes {self.output}x{self.output} on {self.levels} levels of "
+                f"{self.N}x{self.C}x{self.H // 4}x{self.W // 4}.. sr{self.sampling_ratio}")
+
+    def flops(self, n, direction):
+        return 0.0
+
+    def min_bytes(self, n, direction, element_size):
+        out = self.boxes * self.C * self.output * self.output
+        features = sum(self.N * self.C * h * w for h, w in self.level_shapes())
+        touched = min(features, out * 4)
+        return element_size * (out + touched + 4 * self.boxes) * (2 if direction == "all" else 1)
+
+    def runners(self, n, device, dtype, layout, direction, generator):
+        import torchvision.ops  # the baseline
+
+        from fastconv.models.detection import RoIPooler
+
+        names = [str(i) for i in range(self.levels)]
+        features = [torch.randn(self.N, self.C, h, w, generator=generator).to(device, dtype)
+                    for h, w in self.level_shapes()]
+        if layout == "nhwc":
+            features = [f.contiguous(memory_format=torch.channels_last) for f in features]
+        # Box sides from 16 to 60% of the image: every level gets some.
+        side = torch.rand(self.boxes, 2, generator=generator) * torch.tensor([self.W, self.H]) * 0.6 + 16
+        corner = torch.rand(self.boxes, 2, generator=generator) * (torch.tensor([self.W, self.H]) - side)
+        per_image = torch.cat([corner, corner + side], 1).to(device, dtype).chunk(self.N)
+        sizes = [(self.H, self.W)] * self.N
+        ours = RoIPooler(self.output, sampling_ratio=self.sampling_ratio,
+                         spatial_scale=[2.0 ** -(2 + i) for i in range(self.levels)])
+        theirs = torchvision.ops.MultiScaleRoIAlign(names, self.output, self.sampling_ratio)
+
+        def call(module, feats):
+            if module is ours:
+                return ours(feats, list(per_image))
+            return theirs(dict(zip(names, feats)), list(per_image), sizes)
+
+        if direction == "fprop":
+            return (lambda: [call(ours, features)]), (lambda: [call(theirs, features)])
+        grad = None
+
+        def step(module, forward):
+            def run():
+                nonlocal grad
+                feats = [f.detach().requires_grad_() for f in features]
+                out = call(module, feats)
+                if grad is None:
+                    grad = torch.randn(out.shape, generator=generator).to(device, dtype)
+                # A level no box picked has no gradient: zeros, on both sides alike.
+                grads = torch.autograd.grad(out, feats, grad, allow_unused=True)
+                grads = [torch.zeros_like(f) if g is None else g for f, g in zip(feats, grads)]
+                return ([out] if forward else []) + grads
+            return run
         return step(ours, direction == "all"), step(theirs, direction == "all")
 
     def directions(self):
@@ -311,6 +419,8 @@ def seed_suite() -> List:
         RoiCase("maskrcnn", "roi_align_7x7", "roi_align", 2, 256, 200, 272, 512, 7, 0.25),
         RoiCase("maskrcnn", "roi_align_14x14", "roi_align", 2, 256, 200, 272, 512, 14, 0.25),
         RoiCase("maskrcnn", "roi_pool_7x7", "roi_pool", 2, 256, 200, 272, 512, 7, 0.25),
+        RoiCase("maskrcnn", "roi_align_7x7_det", "roi_align", 2, 256, 200, 272, 512, 7, 0.25, deterministic=True),
+        FpnCase("maskrcnn", "fpn_pooler_7x7", 2, 256, 800, 1088, 1024, 7),
         c("maskrcnn", "mask_head_3x3", 256, 14, 14, 256, 3, 3, padding=(1, 1), N=100),
         c("maskrcnn", "mask_upconv_2x2_s2", 256, 14, 14, 256, 2, 2, stride=(2, 2), transposed=True, N=100),
         c("text1d", "kim_width3", 300, 1, 64, 100, 1, 3, one_d=True),
