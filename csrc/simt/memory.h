@@ -197,7 +197,7 @@ inline bool shared_access(int64_t off, size_t n, int64_t lo, int64_t hi, int arr
       }
     }
   }
-  if (o.metrics) t.shared.push_back({uint64_t(off), uint32_t(n), 0});
+  if (o.metrics) t.shared.push_back({uint64_t(off), uint32_t(n), 0, uint32_t(r.epoch)});
   return true;
 }
 

@@ -222,6 +222,7 @@ struct Access {
   uint64_t key;   // global: sector key of the first byte; shared: byte offset
   uint32_t bytes;
   uint32_t first_byte;  // global: offset of the first byte inside its first sector
+  uint32_t epoch = 0;   // shared: the block's barriers passed before it
 };
 
 // A cp.async copy issued but not yet completed: the source bytes (read at issue) and where they go.
@@ -636,23 +637,34 @@ inline void Runner::metrics_for_block() {
   global_requests(&Thread::gload, metrics.global_load_requests, metrics.global_load_sectors);
   global_requests(&Thread::gstore, metrics.global_store_requests, metrics.global_store_sectors);
 
-  // shared memory: bank conflicts per warp-wide request
+  // shared memory: bank conflicts per warp-wide request. A lane's j-th access between two
+  // barriers meets the other lanes' j-th access of the same interval: a lane that skipped
+  // accesses (a divergent branch) cannot shift its partners in the intervals after it.
   std::vector<std::pair<unsigned, uint64_t>> bank_words;  // (bank, word)
+  std::vector<size_t> next(32), take(32);
   for (unsigned w = 0; w < nwarps; ++w) {
-    size_t longest = 0;
-    for (unsigned l = 0; l < warp_lanes(w); ++l) longest = std::max(longest, lane(w, l).shared.size());
-    for (size_t i = 0; i < longest; ++i) {
+    const unsigned lanes = warp_lanes(w);
+    std::fill(next.begin(), next.end(), 0);
+    while (true) {
+      // The request: each lane's next access in the earliest interval any lane still has.
+      uint32_t epoch = UINT32_MAX;
+      for (unsigned l = 0; l < lanes; ++l)
+        if (next[l] < lane(w, l).shared.size()) epoch = std::min(epoch, lane(w, l).shared[next[l]].epoch);
+      if (epoch == UINT32_MAX) break;
       uint32_t width = 4;
-      for (unsigned l = 0; l < warp_lanes(w); ++l)
-        if (i < lane(w, l).shared.size()) width = std::max(width, lane(w, l).shared[i].bytes);
+      for (unsigned l = 0; l < lanes; ++l) {
+        const auto& tr = lane(w, l).shared;
+        take[l] = next[l] < tr.size() && tr[next[l]].epoch == epoch ? next[l] : SIZE_MAX;
+        if (take[l] != SIZE_MAX) width = std::max(width, tr[take[l]].bytes);
+      }
       const unsigned lanes_per_phase = width <= 4 ? 32 : width <= 8 ? 16 : 8;
       uint64_t wavefronts = 0, phases = 0;
       for (unsigned p0 = 0; p0 < 32; p0 += lanes_per_phase) {
         bank_words.clear();
-        for (unsigned l = p0; l < p0 + lanes_per_phase && l < warp_lanes(w); ++l) {
-          const auto& tr = lane(w, l).shared;
-          if (i >= tr.size()) continue;
-          for (uint64_t word = tr[i].key / 4; word <= (tr[i].key + tr[i].bytes - 1) / 4; ++word)
+        for (unsigned l = p0; l < p0 + lanes_per_phase && l < lanes; ++l) {
+          if (take[l] == SIZE_MAX) continue;
+          const Access& a = lane(w, l).shared[take[l]];
+          for (uint64_t word = a.key / 4; word <= (a.key + a.bytes - 1) / 4; ++word)
             bank_words.emplace_back(unsigned(word % 32), word);
         }
         if (bank_words.empty()) continue;
@@ -666,6 +678,8 @@ inline void Runner::metrics_for_block() {
         wavefronts += worst;
         ++phases;
       }
+      for (unsigned l = 0; l < lanes; ++l)
+        if (take[l] != SIZE_MAX) ++next[l];
       ++metrics.shared_requests;
       metrics.shared_wavefronts += wavefronts;
       metrics.shared_bank_conflicts += wavefronts - phases;

@@ -52,10 +52,15 @@ using WgradNhwc = WgradConfig<32, 8>;
 using WgradNchw = WgradConfig<1, 256>;
 
 // An NCHW block's tile, chosen by the launcher: rows x cols outputs, staged from an input
-// window of in_rows x in_cols elements.
+// window of in_rows x in_cols elements, in_stride apart in shared memory. in_stride is in_cols
+// where a tile row spans whole warps (cols a multiple of 32); on narrower tiles, where a
+// warp's lanes span several output rows, it is the first stride >= in_cols congruent to
+// cols x (column step) modulo 32, so the lanes' reads fall in 32 distinct banks as if the
+// rows were packed (28-wide planes: stride 60 for a 30-column window).
 struct PlaneTile {
   int rows, cols;
   int in_rows, in_cols;
+  int in_stride;
 };
 
 // The tiles of an [N][planes][rows][cols] output, one per block item b: tile column fastest,

@@ -40,11 +40,22 @@ void filter_switch(const ConvProblem& p, Body&& body) {
 PlaneTile window(const ConvProblem& p, Direction d, int rows, int cols) {
   const int64_t span_h = (p.R - 1) * p.dilation_h, span_w = (p.S - 1) * p.dilation_w;
   auto clamp = [](int64_t v) { return int(std::min<int64_t>(v, int64_t(1) << 30)); };
-  if (d == Direction::fprop)
-    return {rows, cols, clamp((rows - 1) * p.stride_h + span_h + 1),
-            clamp((cols - 1) * p.stride_w + span_w + 1)};
-  return {rows, cols, clamp((rows - 1 + span_h) / p.stride_h + 2),
-          clamp((cols - 1 + span_w) / p.stride_w + 2)};
+  PlaneTile t{rows, cols, 0, 0, 0};
+  int64_t step = 1;  // staged columns between neighbouring lanes' first taps
+  if (d == Direction::fprop) {
+    t.in_rows = clamp((rows - 1) * p.stride_h + span_h + 1);
+    t.in_cols = clamp((cols - 1) * p.stride_w + span_w + 1);
+    step = p.stride_w;
+  } else {
+    t.in_rows = clamp((rows - 1 + span_h) / p.stride_h + 2);
+    t.in_cols = clamp((cols - 1 + span_w) / p.stride_w + 2);
+  }
+  t.in_stride = t.in_cols;
+  if (cols % 32 != 0 && t.in_cols < (1 << 29)) {
+    const int64_t want = (int64_t(cols) * step) % 32;
+    t.in_stride = clamp(t.in_cols + ((want - t.in_cols) % 32 + 32) % 32);
+  }
+  return t;
 }
 
 // The largest NCHW tile (rows halved first, then columns) whose window fits the staged
@@ -54,18 +65,18 @@ PlaneTile plane_tile(const ConvProblem& p, Direction d, int64_t element_size) {
   const int64_t out_rows = d == Direction::fprop ? p.P : p.H;
   const int64_t out_cols = d == Direction::fprop ? p.Q : p.W;
   const int64_t span_h = (p.R - 1) * p.dilation_h, span_w = (p.S - 1) * p.dilation_w;
-  if (span_h >= capacity || span_w >= capacity) return {0, 0, 0, 0};  // no int overflow below
+  if (span_h >= capacity || span_w >= capacity) return {0, 0, 0, 0, 0};  // no int overflow below
   int rows = int(std::min<int64_t>(NchwConfig::kTileRows, out_rows));
   int cols = int(std::min<int64_t>(NchwConfig::kTileCols, out_cols));
   while (true) {
     const PlaneTile t = window(p, d, rows, cols);
-    if (int64_t(t.in_rows) * t.in_cols <= capacity) return t;
+    if (int64_t(t.in_rows) * t.in_stride <= capacity) return t;
     if (rows > 1) {
       rows = (rows + 1) / 2;
     } else if (cols > 1) {
       cols = (cols + 1) / 2;
     } else {
-      return {0, 0, 0, 0};
+      return {0, 0, 0, 0, 0};
     }
   }
 }

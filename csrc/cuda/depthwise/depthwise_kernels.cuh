@@ -138,14 +138,16 @@ FASTCONV_GLOBAL void dgrad_nhwc_kernel(const ConvProblem p, const View4<const sc
 // NCHW: one block per output tile of one (n, channel) plane, its input window in shared memory.
 
 // Stages rows [row0, row0 + tile.in_rows) x cols [col0, col0 + tile.in_cols) of plane (n, c)
-// of v (zeros outside [0, rows) x [0, cols)) into `staged`, row-major with in_cols per row.
+// of v (zeros outside [0, rows) x [0, cols)) into `staged`, rows tile.in_stride apart. The
+// threads walk the padded rows, so a warp writes consecutive words (the padding's lanes idle).
 template <typename scalar_t>
 FASTCONV_DEVICE void stage_window(const View4<const scalar_t>& v, int64_t n, int64_t c,
                                   int64_t rows, int64_t cols, int64_t row0, int64_t col0,
                                   const PlaneTile& tile, sptr<scalar_t> staged) {
-  const int count = tile.in_rows * tile.in_cols;
+  const int count = tile.in_rows * tile.in_stride;
   for (int e = int(thread_index().x); e < count; e += int(block_size().x)) {
-    const int64_t h = row0 + e / tile.in_cols, wi = col0 + e % tile.in_cols;
+    if (e % tile.in_stride >= tile.in_cols) continue;
+    const int64_t h = row0 + e / tile.in_stride, wi = col0 + e % tile.in_stride;
     scalar_t value = scalar_t(0);
     if (h >= 0 && h < rows && wi >= 0 && wi < cols) value = v(n, c, h, wi);
     staged[e] = value;
@@ -179,7 +181,7 @@ FASTCONV_GLOBAL void fprop_nchw_kernel(const ConvProblem p, const PlaneTile tile
       if (o >= tile.rows * tile.cols || p0 + lp >= p.P || q0 + lq >= p.Q) continue;
       acc_t acc = 0;
       for (int64_t r = 0; r < R; ++r) {
-        const int64_t row = (lp * p.stride_h + r * p.dilation_h) * tile.in_cols;
+        const int64_t row = (lp * p.stride_h + r * p.dilation_h) * tile.in_stride;
         for (int64_t s = 0; s < S; ++s) {
           const scalar_t xv = staged[row + lq * p.stride_w + s * p.dilation_w];
           acc += acc_t(xv) * taps.at(w, k, r, s);
@@ -231,7 +233,7 @@ FASTCONV_GLOBAL void dgrad_nchw_kernel(const ConvProblem p, const PlaneTile tile
         for (int64_t r = 0; r < R; ++r) {
           const int64_t rows = h + p.pad_top - r * p.dilation_h;
           if (rows % p.stride_h != 0) continue;
-          const int64_t row = (floor_div(rows, p.stride_h) - row0) * tile.in_cols;
+          const int64_t row = (floor_div(rows, p.stride_h) - row0) * tile.in_stride;
 #pragma unroll
           for (int64_t s = 0; s < S; ++s) {
             const int64_t cols = wi + p.pad_left - s * p.dilation_w;
