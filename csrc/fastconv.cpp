@@ -37,6 +37,11 @@ TORCH_LIBRARY(fastconv, m) {
       "roi_align(Tensor input, Tensor rois, float spatial_scale, int pooled_height, "
       "int pooled_width, int sampling_ratio, bool aligned) -> Tensor",
       tags);
+  // The FPN pooler: box k from features[levels[k]] at spatial_scales[levels[k]].
+  m.def(
+      "roi_align_multilevel(Tensor[] features, Tensor rois, Tensor levels, float[] spatial_scales, "
+      "int pooled_height, int pooled_width, int sampling_ratio, bool aligned) -> Tensor",
+      tags);
   m.def(
       "roi_align_backward(Tensor grad, Tensor rois, float spatial_scale, int pooled_height, "
       "int pooled_width, SymInt batch_size, SymInt channels, SymInt height, SymInt width, "

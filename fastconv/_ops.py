@@ -102,6 +102,15 @@ def _roi_align_fake(input, rois, spatial_scale, pooled_height, pooled_width, sam
     return input.new_empty((rois.shape[0], input.shape[1], pooled_height, pooled_width))
 
 
+@torch.library.register_fake("fastconv::roi_align_multilevel")
+def _roi_align_multilevel_fake(features, rois, levels, spatial_scales, pooled_height, pooled_width,
+                               sampling_ratio, aligned):
+    for i, f in enumerate(features):
+        _check_4d("roi_align_multilevel", **{f"features[{i}]": f})
+    first = features[0]
+    return first.new_empty((rois.shape[0], first.shape[1], pooled_height, pooled_width))
+
+
 @torch.library.register_fake("fastconv::roi_align_backward")
 def _roi_align_backward_fake(
     grad, rois, spatial_scale, pooled_height, pooled_width, n, c, h, w, sampling_ratio, aligned
@@ -213,6 +222,26 @@ def _roi_align_grad(ctx, grad):
     return gi, None, None, None, None, None, None
 
 
+def _roi_align_multilevel_setup(ctx, inputs, output):
+    features, rois, levels, spatial_scales, pooled_height, pooled_width, sampling_ratio, aligned = inputs
+    ctx.save_for_backward(rois, levels)
+    ctx.shapes = [tuple(f.shape) for f in features]
+    ctx.args = (list(spatial_scales), pooled_height, pooled_width, sampling_ratio, aligned)
+
+
+def _roi_align_multilevel_grad(ctx, grad):
+    # Each level's gradient is RoIAlign's backward over the boxes that level pooled, in their
+    # order: the same kernels (and, under deterministic mode, the same bits) as one level.
+    rois, levels = ctx.saved_tensors
+    scales, ph, pw, sampling_ratio, aligned = ctx.args
+    grads = []
+    for level, shape in enumerate(ctx.shapes):
+        index = torch.nonzero(levels == level).squeeze(1)
+        grads.append(ops.roi_align_backward(grad.index_select(0, index), rois.index_select(0, index),
+                                            scales[level], ph, pw, *shape, sampling_ratio, aligned))
+    return grads, None, None, None, None, None, None, None
+
+
 def _roi_align_backward_setup(ctx, inputs, output):
     grad, rois, scale, ph, pw, n, c, h, w, sampling_ratio, aligned = inputs
     ctx.save_for_backward(rois)
@@ -257,6 +286,9 @@ def _roi_pool_backward_grad(ctx, gg):
 
 
 torch.library.register_autograd("fastconv::roi_align", _roi_align_grad, setup_context=_roi_align_setup)
+torch.library.register_autograd(
+    "fastconv::roi_align_multilevel", _roi_align_multilevel_grad, setup_context=_roi_align_multilevel_setup
+)
 torch.library.register_autograd(
     "fastconv::roi_align_backward", _roi_align_backward_grad, setup_context=_roi_align_backward_setup
 )

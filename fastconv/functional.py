@@ -21,7 +21,8 @@ from . import _ops  # noqa: F401  (registers fake kernels and autograd)
 
 ops = torch.ops.fastconv
 
-__all__ = ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "roi_align", "roi_pool"]
+__all__ = ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "roi_align", "roi_pool",
+           "multi_level_roi_align"]
 
 # torch.fx: each function here is a leaf of symbolic tracing. While torch.fx traces, it
 # replaces these names in this module's namespace (which is also what `F.conv2d` reads in
@@ -34,6 +35,7 @@ torch.fx.wrap("conv_transpose1d")
 torch.fx.wrap("conv_transpose2d")
 torch.fx.wrap("roi_align")
 torch.fx.wrap("roi_pool")
+torch.fx.wrap("multi_level_roi_align")
 
 
 def _on_gpu(t):
@@ -325,6 +327,39 @@ def roi_align(
     ph, pw = _output_size(fn, output_size)
     return ops.roi_align(
         input, rois, _float(fn, "spatial_scale", spatial_scale), ph, pw,
+        _int(fn, "sampling_ratio", sampling_ratio), _bool(fn, "aligned", aligned),
+    )
+
+
+def multi_level_roi_align(
+    features: List[Tensor],
+    boxes: Union[Tensor, List[Tensor]],
+    levels: Tensor,
+    output_size: Union[int, Tuple[int, int]],
+    spatial_scales: List[float],
+    sampling_ratio: int = -1,
+    aligned: bool = False,
+) -> Tensor:
+    """RoIAlign of each box from its own feature map, in one pass: box k is pooled from
+    features[levels[k]] at spatial_scales[levels[k]]. The FPN pooler's core (levels from
+    box sizes: fastconv.nn.MultiScaleRoIAlign); on CUDA one kernel launch for all levels.
+
+    features: 1 to 8 Tensor[N, C, H_l, W_l] of one dtype and device; boxes: as roi_align;
+    levels: int64 Tensor[K], one level index per box."""
+    fn = "fastconv.functional.multi_level_roi_align"
+    if not isinstance(features, (list, tuple)) or not features:
+        raise TypeError(f"{fn}: argument 'features' must be a non-empty list of Tensors, got {type(features).__name__}")
+    for i, f in enumerate(features):
+        _check_tensor(fn, f"features[{i}]", f)
+    _on_gpu(features[0])
+    rois = _rois(fn, boxes)
+    _check_tensor(fn, "levels", levels)
+    if not isinstance(spatial_scales, (list, tuple)):
+        raise TypeError(f"{fn}: argument 'spatial_scales' must be a list of floats, got {type(spatial_scales).__name__}")
+    scales = [_float(fn, f"spatial_scales[{i}]", s) for i, s in enumerate(spatial_scales)]
+    ph, pw = _output_size(fn, output_size)
+    return ops.roi_align_multilevel(
+        list(features), rois, levels, scales, ph, pw,
         _int(fn, "sampling_ratio", sampling_ratio), _bool(fn, "aligned", aligned),
     )
 

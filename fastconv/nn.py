@@ -11,6 +11,7 @@ from torch.nn.modules.utils import _pair, _single
 from . import functional as F
 
 __all__ = [
+    "MultiScaleRoIAlign",
     "Conv1d",
     "Conv2d",
     "ConvTranspose1d",
@@ -112,6 +113,38 @@ class RoIPool(torch.nn.Module):
             f"{self.__class__.__name__}(output_size={self.output_size}, "
             f"spatial_scale={self.spatial_scale})"
         )
+
+
+class MultiScaleRoIAlign(torch.nn.Module):
+    """torchvision.ops.MultiScaleRoIAlign on fastconv: the FPN pooler. Each box is pooled
+    from the feature map its size picks (a box of side canonical_scale from level
+    canonical_level, one level per factor two), all levels in one pass (on CUDA, one kernel
+    launch: fastconv.functional.multi_level_roi_align).
+
+    forward(x, boxes, image_shapes): x a dict of feature maps (those named in featmap_names
+    are pooled, in the dict's order, finest first), boxes one Tensor[L, 4] of (x1, y1, x2, y2)
+    per image, image_shapes the images' (height, width), from which the scales follow."""
+
+    def __init__(self, featmap_names: List[str], output_size: Union[int, Tuple[int, int]],
+                 sampling_ratio: int, *, canonical_scale: int = 224, canonical_level: int = 4):
+        super().__init__()
+        from .models.detection.poolers import RoIPooler  # fastconv.models imports this module
+
+        if isinstance(featmap_names, str) or not isinstance(featmap_names, (list, tuple)):
+            raise TypeError(f"MultiScaleRoIAlign: featmap_names must be a list of str, got {featmap_names!r}")
+        self.featmap_names = list(featmap_names)
+        self.output_size = output_size
+        self.sampling_ratio = sampling_ratio
+        self.pooler = RoIPooler(output_size, "align", sampling_ratio, aligned=False,
+                                featmap_names=self.featmap_names, canonical_scale=canonical_scale,
+                                canonical_level=canonical_level)
+
+    def forward(self, x, boxes: List[Tensor], image_shapes: List[Tuple[int, int]]) -> Tensor:
+        return self.pooler(x, boxes, image_shapes)
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}(featmap_names={self.featmap_names}, "
+                f"output_size={self.output_size}, sampling_ratio={self.sampling_ratio})")
 
 
 _REPLACEMENTS = {

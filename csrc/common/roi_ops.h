@@ -9,6 +9,7 @@
 #include <c10/core/DeviceType.h>
 
 #include <tuple>
+#include <vector>
 
 namespace fastconv {
 
@@ -29,6 +30,13 @@ using RoiAlignForward = void(const at::Tensor& input, const at::Tensor& rois, co
                              at::Tensor& out);
 using RoiAlignBackward = void(const at::Tensor& grad, const at::Tensor& rois, const RoiArgs&,
                               at::Tensor& grad_input);
+// The FPN pooler's kernel: box k pooled from features[levels[k]] at scales[levels[k]], in one
+// launch. features: contiguous NCHW, one dtype, at most kMaxRoiLevels of them; levels: int64
+// [K], each in range (checked).
+constexpr int kMaxRoiLevels = 8;
+using RoiAlignMultilevelForward = void(const std::vector<at::Tensor>& features, const at::Tensor& rois,
+                                       const at::Tensor& levels, const std::vector<double>& scales,
+                                       const RoiArgs&, at::Tensor& out);
 using RoiPoolForward = void(const at::Tensor& input, const at::Tensor& rois, const RoiArgs&,
                             at::Tensor& out, at::Tensor& argmax);
 using RoiPoolBackward = void(const at::Tensor& grad, const at::Tensor& rois,
@@ -41,6 +49,8 @@ struct RoiKernels {
   RoiPoolBackward* pool_backward;
   KernelState state;  // see ConvAlgorithm::state
   bool align_takes_channels_last = false;
+  // Null: the multi-level operator pools level by level with align_forward.
+  RoiAlignMultilevelForward* align_forward_multilevel = nullptr;
 };
 
 void register_roi_kernels(c10::DeviceType device, RoiKernels kernels);
@@ -48,6 +58,10 @@ void register_roi_kernels(c10::DeviceType device, RoiKernels kernels);
 at::Tensor roi_align(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
                      int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
                      bool aligned);
+at::Tensor roi_align_multilevel(at::TensorList features, const at::Tensor& rois,
+                                const at::Tensor& levels, at::ArrayRef<double> spatial_scales,
+                                int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
+                                bool aligned);
 at::Tensor roi_align_backward(const at::Tensor& grad, const at::Tensor& rois,
                               double spatial_scale, int64_t pooled_height, int64_t pooled_width,
                               int64_t batch_size, int64_t channels, int64_t height,

@@ -26,6 +26,7 @@ TORCH_LIBRARY_IMPL(fastconv, CPU, m) {
                         &cpu::roi_pool_forward, &cpu::roi_pool_backward, KernelState::verified,
                         /*align_takes_channels_last=*/true});
   m.impl("roi_align", &roi_align);
+  m.impl("roi_align_multilevel", &roi_align_multilevel);
   m.impl("roi_align_backward", &roi_align_backward);
   m.impl("roi_pool", &roi_pool);
   m.impl("roi_pool_backward", &roi_pool_backward);

@@ -63,6 +63,7 @@ ConvAlgorithm depthwise_algorithm();
 // RoI kernels (contracts in common/roi_ops.h). The backward passes are deterministic (no
 // atomics) when torch.use_deterministic_algorithms(True) is set.
 RoiAlignForward roi_align_forward;
+RoiAlignMultilevelForward roi_align_forward_multilevel;
 RoiAlignBackward roi_align_backward;
 RoiPoolForward roi_pool_forward;
 RoiPoolBackward roi_pool_backward;

@@ -30,7 +30,7 @@ void register_cuda_kernels() {
   register_roi_kernels(c10::DeviceType::CUDA,
                        {&cuda::roi_align_forward, &cuda::roi_align_backward,
                         &cuda::roi_pool_forward, &cuda::roi_pool_backward, KernelState::emulated,
-                        /*align_takes_channels_last=*/true});
+                        /*align_takes_channels_last=*/true, &cuda::roi_align_forward_multilevel});
 }
 
 }  // namespace
@@ -56,6 +56,7 @@ TORCH_LIBRARY_IMPL(fastconv, CUDA, m) {
   m.impl("conv_transpose2d", &conv_transpose2d);
   m.impl("conv_transpose2d_backward", &conv_transpose2d_backward);
   m.impl("roi_align", &roi_align);
+  m.impl("roi_align_multilevel", &roi_align_multilevel);
   m.impl("roi_align_backward", &roi_align_backward);
   m.impl("roi_pool", &roi_pool);
   m.impl("roi_pool_backward", &roi_pool_backward);

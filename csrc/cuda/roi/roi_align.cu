@@ -51,6 +51,25 @@ void roi_align_forward(const at::Tensor& input, const at::Tensor& rois, const Ro
   });
 }
 
+void roi_align_forward_multilevel(const std::vector<at::Tensor>& features, const at::Tensor& rois,
+                                  const at::Tensor& levels, const std::vector<double>& scales,
+                                  const RoiArgs& a, at::Tensor& out) {
+  const at::Tensor& first = features[0];
+  const align::Shape s{rois.size(0), first.size(1), 0, 0, a.pooled_height, a.pooled_width};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, first.scalar_type(), "roi_align_multilevel", [&] {
+    using acc_t = acc_type<scalar_t>;
+    align::LevelViews<scalar_t> views{};
+    for (size_t l = 0; l < features.size(); ++l) {
+      views.data[l] = global_view<const scalar_t>(features[l], "features");
+      views.H[l] = features[l].size(2), views.W[l] = features[l].size(3);
+      views.scale[l] = scales[l];
+    }
+    launch_kernel("align::forward_multilevel_kernel", align::forward_multilevel_kernel<scalar_t, acc_t>,
+                  blocks_for(out.numel()), kThreads, 0, views, global_view<const int64_t>(levels, "levels"),
+                  global_view<const acc_t>(rois, "rois"), global_view<scalar_t>(out, "out"), s, a);
+  });
+}
+
 void roi_align_backward(const at::Tensor& grad, const at::Tensor& rois, const RoiArgs& a,
                         at::Tensor& grad_input) {
   const align::Shape s = shape_of(rois, grad_input.sizes(), a);

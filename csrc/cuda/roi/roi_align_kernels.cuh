@@ -54,6 +54,21 @@ FASTCONV_DEVICE void for_each_sample(const RoiAlignGeometry<T>& g, int64_t ph, i
   }
 }
 
+// The average of bin (ph, pw)'s samples over one channel of an image whose pixel (h, w) is
+// element (h * W + w) * pixel_stride of `plane` (1: an NCHW plane; C: channels_last).
+template <typename scalar_t, typename acc_t>
+FASTCONV_DEVICE acc_t average_bin(gptr<const scalar_t> plane, int64_t pixel_stride,
+                                  const RoiAlignGeometry<acc_t>& g, int64_t ph, int64_t pw, const Shape& s) {
+  acc_t sum = 0;
+  for_each_sample(g, ph, pw, s, [&](const BilinearAxis<acc_t>& y, const BilinearAxis<acc_t>& x) {
+    sum += y.low_weight * x.low_weight * load<acc_t>(plane, (y.low * s.W + x.low) * pixel_stride) +
+           y.low_weight * x.high_weight * load<acc_t>(plane, (y.low * s.W + x.high) * pixel_stride) +
+           y.high_weight * x.low_weight * load<acc_t>(plane, (y.high * s.W + x.low) * pixel_stride) +
+           y.high_weight * x.high_weight * load<acc_t>(plane, (y.high * s.W + x.high) * pixel_stride);
+  });
+  return sum / g.count;
+}
+
 template <typename scalar_t, typename acc_t>
 FASTCONV_GLOBAL void forward_kernel(gptr<const scalar_t> input, gptr<const acc_t> rois,
                                     gptr<scalar_t> out, Shape s, RoiArgs a) {
@@ -71,14 +86,48 @@ FASTCONV_GLOBAL void forward_kernel(gptr<const scalar_t> input, gptr<const acc_t
       continue;
     }
     const gptr<const scalar_t> plane = input + (int64_t(roi.v[0]) * s.C + c) * s.H * s.W;
-    acc_t sum = 0;
-    for_each_sample(g, ph, pw, s, [&](const BilinearAxis<acc_t>& y, const BilinearAxis<acc_t>& x) {
-      sum += y.low_weight * x.low_weight * load<acc_t>(plane, y.low * s.W + x.low) +
-             y.low_weight * x.high_weight * load<acc_t>(plane, y.low * s.W + x.high) +
-             y.high_weight * x.low_weight * load<acc_t>(plane, y.high * s.W + x.low) +
-             y.high_weight * x.high_weight * load<acc_t>(plane, y.high * s.W + x.high);
-    });
-    out[i] = scalar_t(sum / g.count);
+    out[i] = scalar_t(average_bin<scalar_t, acc_t>(plane, 1, g, ph, pw, s));
+  }
+}
+
+// The FPN pooler in one launch: forward_kernel with each box's feature map, size and scale
+// looked up from its level.
+template <typename scalar_t>
+struct LevelViews {
+  gptr<const scalar_t> data[kMaxRoiLevels];
+  int64_t H[kMaxRoiLevels], W[kMaxRoiLevels];
+  double scale[kMaxRoiLevels];
+};
+
+template <typename scalar_t, typename acc_t>
+FASTCONV_GLOBAL void forward_multilevel_kernel(LevelViews<scalar_t> levels, gptr<const int64_t> level_of,
+                                               gptr<const acc_t> rois, gptr<scalar_t> out, Shape s,
+                                               RoiArgs a) {
+  const int64_t bins = s.pooled_h * s.pooled_w;
+  FASTCONV_GRID_STRIDE_LOOP(i, s.K * s.C * bins) {
+    const int64_t pw = i % s.pooled_w;
+    const int64_t ph = (i / s.pooled_w) % s.pooled_h;
+    const int64_t c = (i / bins) % s.C;
+    const int64_t k = i / (bins * s.C);
+    const int64_t l = level_of[k];
+    // Picked with constant indices: a run-time index into a kernel parameter would copy the
+    // whole table to local memory.
+    gptr<const scalar_t> data = levels.data[0];
+    Shape sl = s;
+    sl.H = levels.H[0], sl.W = levels.W[0];
+    double scale = levels.scale[0];
+#pragma unroll
+    for (int j = 1; j < kMaxRoiLevels; ++j)
+      if (l == j) data = levels.data[j], sl.H = levels.H[j], sl.W = levels.W[j], scale = levels.scale[j];
+    const Box<acc_t> roi = load_box(rois, k);
+    const auto g = roi_align_geometry<acc_t>(roi.v, acc_t(scale), s.pooled_h, s.pooled_w,
+                                             a.sampling_ratio, a.aligned);
+    if (!g.valid) {
+      out[i] = scalar_t(std::numeric_limits<float>::quiet_NaN());
+      continue;
+    }
+    const gptr<const scalar_t> plane = data + (int64_t(roi.v[0]) * s.C + c) * sl.H * sl.W;
+    out[i] = scalar_t(average_bin<scalar_t, acc_t>(plane, 1, g, ph, pw, sl));
   }
 }
 
@@ -113,15 +162,7 @@ FASTCONV_GLOBAL void forward_nhwc_kernel(gptr<const scalar_t> input, gptr<const 
         acc_t v = acc_t(std::numeric_limits<float>::quiet_NaN());
         if (g.valid && c < s.C) {
           const int64_t b = b0 + bl;
-          acc_t sum = 0;
-          for_each_sample(g, b / s.pooled_w, b % s.pooled_w, s,
-                          [&](const BilinearAxis<acc_t>& y, const BilinearAxis<acc_t>& x) {
-                            sum += y.low_weight * x.low_weight * load<acc_t>(image, (y.low * s.W + x.low) * s.C) +
-                                   y.low_weight * x.high_weight * load<acc_t>(image, (y.low * s.W + x.high) * s.C) +
-                                   y.high_weight * x.low_weight * load<acc_t>(image, (y.high * s.W + x.low) * s.C) +
-                                   y.high_weight * x.high_weight * load<acc_t>(image, (y.high * s.W + x.high) * s.C);
-                          });
-          v = sum / g.count;
+          v = average_bin<scalar_t, acc_t>(image, s.C, g, b / s.pooled_w, b % s.pooled_w, s);
         }
         staged[lane_c * stride + int(bl)] = v;
       }

@@ -133,6 +133,10 @@ class RoIPooler(nn.Module):
         level = torch.floor(self.canonical_level + torch.log2(size / self.canonical_scale)
                             + torch.tensor(1e-6, dtype=size.dtype))
         level = level.clamp(k_min, k_max).to(torch.int64) - k_min
+        if self.pooling == "align" and all(f.dtype == first.dtype for f in levels):
+            # Every level in one pass (on CUDA, one kernel launch).
+            return FC.multi_level_roi_align(levels, rois, level, self.output_size, list(scales),
+                                            self.sampling_ratio, self.aligned)
         out = first.new_zeros((rois.shape[0], first.shape[1]) + self.output_size)
         for i, (feature, scale) in enumerate(zip(levels, scales)):
             index = torch.nonzero(level == i).squeeze(1)
