@@ -224,6 +224,24 @@ def test_roi_align_gather_backward(pooled, sampling_ratio, aligned, monkeypatch)
     assert rel_err(planes, want) <= 1e-6
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=["float64", "float32", "bfloat16"])
+def test_multi_level_roi_align_one_launch(dtype):
+    """The FPN pooler's CUDA kernel: every level in one launch, each box from its own level,
+    equal to the CPU's level-by-level pooling (invalid boxes NaN in both)."""
+    g = torch.Generator().manual_seed(8)
+    feats = [torch.randn(2, 5, 16 // 2**i, 20 // 2**i, generator=g).to(dtype) for i in range(3)]
+    rois = torch.cat([ROIS, torch.tensor([[1, 10.0, 8.0, 60.0, 50.0], [0, float("nan"), 1.0, 2.0, 3.0]])]).to(dtype)
+    levels = torch.tensor([0, 1, 2, 0, 1, 2, 1, 0])
+    want = F.multi_level_roi_align(feats, rois, levels, (3, 2), [0.5, 0.25, 0.125], 2, True)
+    with fastconv.testing.emulated_cuda(metrics=True):
+        fastconv.testing.emulated_launches()
+        got = F.multi_level_roi_align(feats, rois, levels, (3, 2), [0.5, 0.25, 0.125], 2, True)
+        kernels = [launch["kernel"] for launch in fastconv.testing.emulated_launches()]
+    assert kernels == ["align::forward_multilevel_kernel"]
+    assert torch.isnan(got[-1]).all() and torch.isnan(want[-1]).all()
+    assert rel_err(got[:-1], want[:-1]) <= max(TOLERANCE[dtype], 1e-9)
+
+
 def test_no_boxes():
     feat = torch.randn(ROI_FEATURES)
     with fastconv.testing.emulated_cuda():

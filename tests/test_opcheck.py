@@ -54,6 +54,11 @@ def cases(device):
             ops.roi_align_backward,
             (torch.randn(2, 3, 3, 2, device=device), rois(device), 0.5, 3, 2, 2, 3, 8, 9, -1, False),
         ),
+        "roi_align_multilevel": (
+            ops.roi_align_multilevel,
+            ([feats.detach().requires_grad_(), torch.randn(2, 3, 4, 5, device=device, requires_grad=True)],
+             rois(device), torch.tensor([1, 0], device=device), [0.5, 0.25], 3, 2, 2, False),
+        ),
         "roi_pool": (ops.roi_pool, (feats, rois(device), 0.5, 3, 2)),
         "roi_pool_backward": (
             ops.roi_pool_backward,

@@ -227,3 +227,88 @@ def test_modules_mirror_torchvision():
         fastconv.nn.RoIAlign(3, 1.0, 2, True)(x, boxes), torchvision_ops.RoIAlign(3, 1.0, 2, True)(x, boxes)
     )
     torch.testing.assert_close(fastconv.nn.RoIPool(3, 1.0)(x, boxes), torchvision_ops.RoIPool(3, 1.0)(x, boxes))
+
+
+# ---------------------------------------------------------------- the FPN pooler
+
+
+def _levels_case(device, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    feats = [torch.randn(2, 5, 24 // 2**i, 30 // 2**i, generator=g, dtype=dtype).to(device) for i in range(3)]
+    rois = make_rois(2, 11, 96, 120, seed, dtype=dtype, device=device)
+    rois = torch.cat([rois, torch.tensor([[1, -30.0, -30.0, -20.0, -20.0], [0, 40.0, 30.0, 10.0, 5.0]],
+                                         dtype=dtype, device=device)])
+    levels = torch.randint(0, 3, (rois.shape[0],), generator=g).to(device)
+    return feats, rois, levels, [0.25, 0.125, 0.0625]
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_multi_level_roi_align_is_roi_align_per_level(aligned, device):
+    """Each box pooled from its own level: the same numbers as roi_align on that level alone,
+    in the boxes' order, and the same input gradients."""
+    feats, rois, levels, scales = _levels_case(device)
+    feats = [f.requires_grad_() for f in feats]
+    out = F.multi_level_roi_align(feats, rois, levels, (3, 4), scales, 2, aligned)
+    want = torch.stack([F.roi_align(feats[int(l)], rois[i:i + 1], (3, 4), scales[int(l)], 2, aligned)[0]
+                        for i, l in enumerate(levels)])
+    assert torch.allclose(out, want, rtol=0, atol=1e-12, equal_nan=True)
+    finite = torch.isfinite(out).all(dim=(1, 2, 3))
+    grad = torch.randn_like(out) * finite[:, None, None, None]
+    got = torch.autograd.grad(out, feats, grad)
+    expected = torch.autograd.grad(want, feats, grad)
+    for a, b in zip(got, expected):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12)
+
+
+def test_multi_level_roi_align_gradcheck():
+    feats, rois, levels, scales = _levels_case("cpu", seed=1)
+    keep = torch.isfinite(F.multi_level_roi_align(feats, rois, levels, 2, scales, 2, True)).all(dim=(1, 2, 3))
+    rois, levels = rois[keep], levels[keep]
+    feats = [f.requires_grad_() for f in feats]
+    assert torch.autograd.gradcheck(
+        lambda *f: F.multi_level_roi_align(list(f), rois, levels, 2, scales, 2, True), feats)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_multi_scale_roi_align_module_matches_torchvision(dtype, device):
+    torchvision = pytest.importorskip("torchvision")
+    g = torch.Generator().manual_seed(2)
+    names = ["p2", "p3", "p4", "p5"]
+    feats = {n: torch.randn(2, 4, 64 // 2**i, 80 // 2**i, generator=g).to(device, dtype) for i, n in enumerate(names)}
+    feats["pool"] = torch.randn(2, 4, 1, 1, generator=g).to(device, dtype)  # not named: not pooled
+    boxes = [torch.tensor([[1.0, 2.0, 30.0, 40.0], [10.0, 10.0, 250.0, 200.0], [0.0, 0.0, 310.0, 250.0]]),
+             torch.tensor([[3.0, 4.0, 60.0, 70.0], [50.0, 60.0, 200.0, 240.0], [5.0, 5.0, 9.0, 9.0]])]
+    boxes = [b.to(device, dtype) for b in boxes]
+    sizes = [(256, 320), (250, 300)]
+    ours = fastconv.nn.MultiScaleRoIAlign(names, 7, 2)
+    theirs = torchvision.ops.MultiScaleRoIAlign(names, 7, 2)
+    want = theirs({k: v.float() for k, v in feats.items()}, [b.float() for b in boxes], sizes)
+    got = ours(feats, boxes, sizes)
+    assert got.dtype == dtype
+    assert rel_err(got, want) <= (1e-6 if dtype == torch.float32 else 1e-2)
+    assert "featmap_names=['p2', 'p3', 'p4', 'p5']" in repr(ours)
+
+
+def test_multi_level_roi_align_errors():
+    feats, rois, levels, scales = _levels_case("cpu")
+    call = F.multi_level_roi_align
+    with pytest.raises(TypeError, match="'features' must be a non-empty list"):
+        call([], rois, levels, 2, [])
+    with pytest.raises(ValueError, match="1 to 8 feature maps"):
+        call([feats[0]] * 9, rois, levels, 2, [0.25] * 9)
+    with pytest.raises(ValueError, match="one scale per feature map"):
+        call(feats, rois, levels, 2, scales[:2])
+    with pytest.raises(ValueError, match=r"levels must lie in \[0, 3\)"):
+        call(feats, rois, levels + 1, 2, scales)
+    with pytest.raises(ValueError, match="one level per box"):
+        call(feats, rois, levels[:3], 2, scales)
+    with pytest.raises(TypeError, match="levels must be int64"):
+        call(feats, rois, levels.float(), 2, scales)
+    with pytest.raises(ValueError, match=r"features\[1\] has batch and channels"):
+        call([feats[0], feats[1][:, :3], feats[2]], rois, levels, 2, scales)
+    with pytest.raises(ValueError, match=r"features\[2\] is"):
+        call([feats[0], feats[1], feats[2].float()], rois, levels, 2, scales)
+    with pytest.raises(TypeError, match="'spatial_scales' must be a list"):
+        call(feats, rois, levels, 2, 0.25)
+    with pytest.raises(TypeError, match="featmap_names must be a list"):
+        fastconv.nn.MultiScaleRoIAlign("p2", 7, 2)
