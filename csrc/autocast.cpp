@@ -56,6 +56,15 @@ at::Tensor conv_transpose2d_autocast(const at::Tensor& input, const at::Tensor& 
                  dilation, groups);
 }
 
+// RoIAlign and RoIPool under autocast return the input's dtype after float32 arithmetic, as
+// torchvision's do. float16 and bfloat16 features are passed as they are: the kernels read
+// them and accumulate in float32 (the boxes converted to float32 too), which is the same
+// arithmetic as torchvision's cast to float32, without a float32 copy of the features.
+// Other dtypes are cast to float32 and back, as torchvision does.
+inline bool roi_native(const at::Tensor& input) {
+  return input.scalar_type() == at::kHalf || input.scalar_type() == at::kBFloat16;
+}
+
 template <c10::DeviceType device>
 at::Tensor roi_align_autocast(const at::Tensor& input, const at::Tensor& rois,
                               double spatial_scale, int64_t pooled_height, int64_t pooled_width,
@@ -64,6 +73,7 @@ at::Tensor roi_align_autocast(const at::Tensor& input, const at::Tensor& rois,
       at::autocast::get_autocast_dispatch_key_from_device_type(device));
   static const auto op = find_op<at::Tensor(const at::Tensor&, const at::Tensor&, double,
                                             int64_t, int64_t, int64_t, bool)>("fastconv::roi_align");
+  if (roi_native(input)) return op.call(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned);
   return op
       .call(at::autocast::cached_cast(at::kFloat, input, device),
             at::autocast::cached_cast(at::kFloat, rois, device), spatial_scale, pooled_height,
@@ -82,6 +92,7 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_autocast(const at::Tensor& input,
   static const auto op =
       find_op<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, double,
                                                  int64_t, int64_t)>("fastconv::roi_pool");
+  if (roi_native(input)) return op.call(input, rois, spatial_scale, pooled_height, pooled_width);
   auto [out, argmax] = op.call(at::autocast::cached_cast(at::kFloat, input, device),
                                at::autocast::cached_cast(at::kFloat, rois, device),
                                spatial_scale, pooled_height, pooled_width);

@@ -41,16 +41,36 @@ def test_autocast_backward_gives_float32_leaf_gradients(device):
     assert rel_err(gx, rx) <= 5e-2 and rel_err(gw, rw) <= 5e-2
 
 
-def test_roi_ops_compute_in_float32_under_autocast(device):
-    x = torch.randn(2, 4, 12, 12, device=device).to(torch.bfloat16)
-    rois = torch.tensor([[0, 1.3, 2.1, 9.7, 8.2], [1, 0.0, 0.5, 11.0, 6.0]], device=device, dtype=torch.bfloat16)
-    with torch.autocast(device, dtype=torch.bfloat16):
-        out = F.roi_align(x, rois, 3, 1.0, 2, True)
+@pytest.mark.parametrize("dtype,box_dtype", [(torch.bfloat16, torch.bfloat16), (torch.float16, torch.float32),
+                                             (torch.bfloat16, torch.float32)])
+def test_roi_ops_compute_in_float32_under_autocast(device, dtype, box_dtype):
+    """Half-precision features go to the kernels as they are (no float32 copy), which read them
+    and accumulate in float32: bit for bit torchvision's cast-compute-cast, in both passes."""
+    x = torch.randn(2, 4, 12, 12, device=device).to(dtype)
+    rois = torch.tensor([[0, 1.3, 2.1, 9.7, 8.2], [1, 0.0, 0.5, 11.0, 6.0]], device=device, dtype=box_dtype)
+    xa = x.clone().requires_grad_()
+    with torch.autocast(device, dtype=AUTOCAST_DTYPES[device][0]):
+        out = F.roi_align(xa, rois, 3, 1.0, 2, True)
         pooled = F.roi_pool(x, rois, 3)
-    assert out.dtype == torch.bfloat16 and pooled.dtype == torch.bfloat16
-    want = F.roi_align(x.float(), rois.float(), 3, 1.0, 2, True).to(torch.bfloat16)
-    assert torch.equal(out, want)
-    assert torch.equal(pooled, F.roi_pool(x.float(), rois.float(), 3).to(torch.bfloat16))
+    assert out.dtype == dtype and pooled.dtype == dtype
+    xf = x.float().requires_grad_()
+    want = F.roi_align(xf, rois.float(), 3, 1.0, 2, True)
+    assert torch.equal(out, want.to(dtype))
+    assert torch.equal(pooled, F.roi_pool(x.float(), rois.float(), 3).to(dtype))
+    grad = torch.randn(out.shape, device=device).to(dtype)
+    (got,) = torch.autograd.grad(out, xa, grad)
+    (expected,) = torch.autograd.grad(want, xf, grad.float())
+    assert got.dtype == dtype and torch.equal(got, expected.to(dtype))
+
+
+def test_roi_align_in_float64_under_autocast_is_untouched(device):
+    """Autocast never casts float64 (torch's rule, which its cached_cast keeps)."""
+    x = torch.randn(1, 2, 6, 6, device=device, dtype=torch.float64)
+    rois = torch.tensor([[0, 0.3, 1.1, 4.7, 5.2]], device=device, dtype=torch.float64)
+    with torch.autocast(device, dtype=AUTOCAST_DTYPES[device][0]):
+        out = F.roi_align(x, rois, 2, 1.0, 2, True)
+    assert out.dtype == torch.float64
+    assert torch.equal(out, F.roi_align(x, rois, 2, 1.0, 2, True))
 
 
 def test_float32_outside_autocast_is_untouched(device):
