@@ -86,15 +86,17 @@ def main():
             rows.append((arch, m.group(1), fields))
     names = demangle([r[1] for r in rows])
     spilled = []
-    print(f"\n{'arch':7s} {'REG':>4s} {'STACK':>5s} {'LOCAL':>5s} {'SHARED':>6s}  kernel")
+    print(f"\n{'arch':7s} {'REG':>4s} {'STACK':>5s} {'LOCAL':>5s} {'SHARED':>6s} {'CTAs/SM':>7s}  kernel")
     labelled = sorted((short(mangled, name), arch, f) for (arch, mangled, f), name in zip(rows, names))
     for label, arch, f in labelled:
         reg, stack, local, shared = (int(f.get(k, 0)) for k in ("REG", "STACK", "LOCAL", "SHARED"))
         flag = "  <-- spills" if local or stack else ""
         if flag:
             spilled.append(label)
-        print(f"{arch:7s} {reg:4d} {stack:5d} {local:5d} {shared:6d}  {label}{flag}")
-    print("(SHARED includes the 1 KiB per block that sm_80 and newer reserve for the system)")
+        ctas = ctas_per_sm_sm90(block_threads(label), reg, shared) if arch == "sm_90" else 0
+        print(f"{arch:7s} {reg:4d} {stack:5d} {local:5d} {shared:6d} {ctas:7d}  {label}{flag}")
+    print("(SHARED includes the 1 KiB per block that sm_80 and newer reserve for the system; CTAs/SM:"
+          " resident blocks on an H100/H200 at the block size the launcher uses)")
     print(f"\n{len(rows)} kernels; {len(spilled)} with stack or local memory (spills)")
     if spilled and "--fail-on-spill" in sys.argv:
         sys.exit(f"kernels that spill: {spilled}")
@@ -108,6 +110,12 @@ TENSOR_CORE_KERNELS = [("igemm::gather_gemm_kernel", 128), ("igemm::wgrad_kernel
 # FFMA, 16-byte shared loads (LDS.128) and LDGSTS, and no HMMA. Never local memory.
 REQUIRED, FORBIDDEN = ("HMMA", "LDSM", "LDGSTS"), ("LDL", "STL")
 FFMA_REQUIRED = ("FFMA", "LDS.128", "LDGSTS")
+
+
+def block_threads(label):
+    """The block size each kernel is launched with: the implicit GEMM's 4 warps, and 256
+    threads (cuda/common/launch.cuh kThreads, and each family's config) for every other."""
+    return next((t for prefix, t in TENSOR_CORE_KERNELS if label.startswith(prefix)), 256)
 
 
 def ctas_per_sm_sm90(threads, regs, shared):
