@@ -18,6 +18,10 @@
 
 namespace fastconv::cuda::depthwise {
 
+// fprop and dgrad CTAs each SM must hold (__launch_bounds__): memory-bound kernels hide HBM
+// latency with warps in flight; 3 blocks of 256 threads is 24 warps, at most 85 registers.
+constexpr int kMinBlocksPerSM = 3;
+
 struct NhwcConfig {
   static constexpr int kThreads = 256;
   static constexpr int kPixelsPerThread = 2;  // fprop: consecutive output columns per thread

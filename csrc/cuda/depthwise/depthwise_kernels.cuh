@@ -61,8 +61,16 @@ struct Taps {
 // channels_last: threads over channels.
 
 // Item i: channel k fastest, then a group of kPixelsPerThread output columns, row, image.
+// The CTAs per SM a fprop or dgrad instance's registers must allow (__launch_bounds__):
+// kMinBlocksPerSM where it fits that many without spilling; float64, and the NCHW dgrad of
+// 5x5 and 7x7 filters, spill there and are left to the compiler (1).
+template <typename scalar_t, int KSize, bool kNchwDgrad>
+constexpr int min_blocks() {
+  return sizeof(scalar_t) > 4 || (kNchwDgrad && (KSize == 5 || KSize == 7)) ? 1 : kMinBlocksPerSM;
+}
+
 template <typename scalar_t, int KSize>
-FASTCONV_GLOBAL void fprop_nhwc_kernel(const ConvProblem p, const View4<const scalar_t> x,
+FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS(NhwcConfig::kThreads, (min_blocks<scalar_t, KSize, false>())) fprop_nhwc_kernel(const ConvProblem p, const View4<const scalar_t> x,
                                        const View4<const scalar_t> w, gptr<const scalar_t> bias,
                                        const View4<scalar_t> y) {
   using acc_t = acc_type<scalar_t>;
@@ -102,7 +110,7 @@ FASTCONV_GLOBAL void fprop_nhwc_kernel(const ConvProblem p, const View4<const sc
 // Item i: input channel c fastest, then column, row, image; gathers over taps and the M
 // output channels of c.
 template <typename scalar_t, int KSize>
-FASTCONV_GLOBAL void dgrad_nhwc_kernel(const ConvProblem p, const View4<const scalar_t> dy,
+FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS(NhwcConfig::kThreads, (min_blocks<scalar_t, KSize, false>())) dgrad_nhwc_kernel(const ConvProblem p, const View4<const scalar_t> dy,
                                        const View4<const scalar_t> w, gptr<const scalar_t> bias,
                                        const View4<scalar_t> dx) {
   using acc_t = acc_type<scalar_t>;
@@ -156,7 +164,7 @@ FASTCONV_DEVICE void stage_window(const View4<const scalar_t>& v, int64_t n, int
 
 // Item b: a tile of output channel k (PlaneTiles over K).
 template <typename scalar_t, int KSize>
-FASTCONV_GLOBAL void fprop_nchw_kernel(const ConvProblem p, const PlaneTile tile,
+FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS(NchwConfig::kThreads, (min_blocks<scalar_t, KSize, false>())) fprop_nchw_kernel(const ConvProblem p, const PlaneTile tile,
                                        const View4<const scalar_t> x, const View4<const scalar_t> w,
                                        gptr<const scalar_t> bias, const View4<scalar_t> y) {
   using acc_t = acc_type<scalar_t>;
@@ -197,7 +205,7 @@ FASTCONV_GLOBAL void fprop_nchw_kernel(const ConvProblem p, const PlaneTile tile
 // output channels of c, the dy window that reaches the dx tile is staged, and every dx element
 // gathers the taps that land on it.
 template <typename scalar_t, int KSize>
-FASTCONV_GLOBAL void dgrad_nchw_kernel(const ConvProblem p, const PlaneTile tile,
+FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS(NchwConfig::kThreads, (min_blocks<scalar_t, KSize, true>())) dgrad_nchw_kernel(const ConvProblem p, const PlaneTile tile,
                                        const View4<const scalar_t> dy, const View4<const scalar_t> w,
                                        gptr<const scalar_t> bias, const View4<scalar_t> dx) {
   using acc_t = acc_type<scalar_t>;
