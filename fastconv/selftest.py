@@ -118,10 +118,22 @@ def _check_roi(device, gen, deterministic):
     feat = torch.randn(2, 5, 12, 14, generator=gen, dtype=torch.float64)
     rois = torch.tensor([[0, 1.0, 1.0, 6.0, 7.0], [1, 0.0, 2.0, 11.0, 9.5], [0, -40.0, -30.0, 500.0, 400.0],
                          [1, 5.0, 4.0, 2.0, 1.0], [0, 2.5, 0.5, 13.5, 11.0]], dtype=torch.float64)
+    levels = torch.tensor([0, 1, 1, 0, 1])
+    coarse = torch.randn(2, 5, 6, 7, generator=gen, dtype=torch.float64)
     failures = []
     before = torch.are_deterministic_algorithms_enabled()
-    for name, call in (("roi_align", lambda f, r: F.roi_align(f, r, (3, 4), 0.5, 2, True)),
-                       ("roi_pool", lambda f, r: F.roi_pool(f, r, 3, 0.5))):
+    calls = (
+        ("roi_align", "nchw", lambda f, r: F.roi_align(f, r, (3, 4), 0.5, 2, True)),
+        # The channels_last forward kernel (threads over channels).
+        ("roi_align", "channels_last",
+         lambda f, r: F.roi_align(f.contiguous(memory_format=torch.channels_last), r, (3, 4), 0.5, 2, True)),
+        ("roi_pool", "nchw", lambda f, r: F.roi_pool(f, r, 3, 0.5)),
+        # The FPN pooler's one-launch kernel, against the CPU's level-by-level pooling.
+        ("multi_level_roi_align", "nchw",
+         lambda f, r: F.multi_level_roi_align([f, coarse.to(f.device, f.dtype)], r, levels.to(f.device), (3, 4),
+                                              [0.5, 0.25], 2, True)),
+    )
+    for name, layout, call in calls:
         for dtype in (torch.float32, torch.float64):
             ref_in = feat.to(dtype).requires_grad_()
             ref = call(ref_in, rois.to(dtype))  # fastconv's verified CPU kernels
@@ -138,7 +150,7 @@ def _check_roi(device, gen, deterministic):
             for what, got, want in (("forward", out, ref), (f"{mode} backward", g, ref_grad)):
                 e = _rel_err(got, want)
                 if not e <= TOLERANCE[dtype]:
-                    failures.append(f"{name} {str(dtype)[6:]} {what}: rel_err {e:.2e}")
+                    failures.append(f"{name} {layout} {str(dtype)[6:]} {what}: rel_err {e:.2e}")
     return failures
 
 
