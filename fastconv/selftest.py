@@ -27,6 +27,7 @@ import torch
 
 import fastconv
 from . import functional as F
+from ._flags import cudnn_flags
 
 __all__ = ["run", "ensure", "cache_path", "run_cases", "SelfTestResult"]
 
@@ -87,13 +88,9 @@ def _check_conv(name, op, x_shape, w_shape, kw, dtype, layout, device, gen):
     TF32's accuracy; plain float32 runs with it off, held to float32's."""
     tf32 = dtype == "tf32"
     dtype = torch.float32 if tf32 else dtype
-    before = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = tf32
-    try:
+    with cudnn_flags(allow_tf32=tf32):
         return _check_conv_with(name, op, x_shape, w_shape, kw, dtype, layout, device, gen,
                                 TOLERANCE["tf32"] if tf32 else TOLERANCE[dtype], _label(dtype if not tf32 else "tf32"))
-    finally:
-        torch.backends.cudnn.allow_tf32 = before
 
 
 def _check_conv_with(name, op, x_shape, w_shape, kw, dtype, layout, device, gen, tol, label):

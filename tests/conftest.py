@@ -35,6 +35,18 @@ def pytest_collection_modifyitems(items):
 torch.backends.cudnn.allow_tf32 = False
 
 
+@pytest.fixture
+def allow_tf32():
+    """Call it to switch TF32 on for the rest of the test, through torch.backends.cudnn.flags
+    (direct assignment raises once a torch.testing module has frozen cuDNN's flags)."""
+    import contextlib
+
+    from fastconv._flags import cudnn_flags
+
+    with contextlib.ExitStack() as stack:
+        yield lambda: stack.enter_context(cudnn_flags(allow_tf32=True))
+
+
 @pytest.fixture(autouse=True)
 def _no_forced_algorithm():
     """A failing test must not leave its forced algorithm to the next one."""

@@ -422,11 +422,11 @@ def test_exact_float32_takes_the_ffma_tile(dtype):
 @pytest.mark.parametrize("algorithm,dtype", [("igemm_64x64", torch.bfloat16), ("igemm_64x64", torch.float32),
                                              ("igemm_ffma_64x64", torch.float32)],
                          ids=["bfloat16", "tf32", "ffma"])
-def test_implicit_gemm_wgrad_is_deterministic(algorithm, dtype, monkeypatch):
+def test_implicit_gemm_wgrad_is_deterministic(algorithm, dtype, allow_tf32):
     """Split-K wgrad (many splits: a long reduction against a small dw) adds its partial sums
     in split order: the same bits under any schedule, and the float64 result within the
     dtype's rounding."""
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    allow_tf32()
     g = torch.Generator().manual_seed(3)
     x = torch.randn(4, 8, 32, 32, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
     w = torch.randn(8, 8, 3, 3, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
@@ -476,7 +476,7 @@ def test_implicit_gemm_memory_metrics(algorithm):
 @pytest.mark.parametrize("algorithm", IGEMM)
 @pytest.mark.parametrize("kind,case", [("conv2d", IGEMM_CASES[2]), ("conv2d", IGEMM_CASES[5]), ("conv_transpose2d", IGEMM_TRANSPOSED[1])],
                          ids=["conv2d-5x5_s2", "conv2d-groups2", "conv_transpose2d-3x3_s2"])
-def test_implicit_gemm_tf32(algorithm, kind, case, monkeypatch):
+def test_implicit_gemm_tf32(algorithm, kind, case, allow_tf32):
     """float32 on TF32 tensor cores only where torch allows TF32 (as cuDNN reads
     torch.backends.cudnn.allow_tf32): fprop and dgrad on both tiles, wgrad on the 64 x 64 tile
     (implicit_gemm/config.h, kTf32Wgrad); exact float32 goes elsewhere."""
@@ -487,7 +487,7 @@ def test_implicit_gemm_tf32(algorithm, kind, case, monkeypatch):
     w = torch.randn(w_shape, generator=g).contiguous(memory_format=torch.channels_last)
     with fastconv.testing.emulated_cuda():
         assert not claims(algorithm, kind, x, w, kw, device="cuda")
-        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+        allow_tf32()
         assert claims(algorithm, kind, x, w, kw, device="cuda")
         assert claims(algorithm, kind, x, w, kw, grads=True, device="cuda") == wgrad
     xr, wr = x.double().requires_grad_(), w.double().requires_grad_()

@@ -17,6 +17,7 @@ import time
 import torch
 
 import fastconv
+from fastconv._flags import cudnn_flags
 
 from . import measure, report, suites
 
@@ -153,22 +154,19 @@ def measure_case(case, args, timer, peaks, dtype):
 
 
 def run(argv):
-    before = torch.backends.cudnn.allow_tf32
-    try:
-        return _run(argv)
-    finally:  # --tf32 sets a process-wide flag; run() is also called in-process (tests)
-        torch.backends.cudnn.allow_tf32 = before
-
-
-def _run(argv):
     parser = run_parser()
     args = settle_args(parser, parser.parse_args(argv))
+    # cuDNN's flags for the run, restored afterwards: benchmark mode on the GPU, and --tf32.
+    changes = {"benchmark": True} if args.device == "cuda" else {}
+    if args.tf32 is not None:
+        changes["allow_tf32"] = args.tf32 == "on"
+    with cudnn_flags(**changes):
+        return _run(parser, args)
+
+
+def _run(parser, args):
     cases = select_cases(parser, args)
     dtype = DTYPES[args.dtype]
-    if args.device == "cuda":
-        torch.backends.cudnn.benchmark = True
-    if args.tf32:
-        torch.backends.cudnn.allow_tf32 = args.tf32 == "on"
     started = datetime.datetime.now(datetime.timezone.utc)
     t0 = time.perf_counter()
     machine = measure.machine_info(args.device)
