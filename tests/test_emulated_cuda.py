@@ -179,6 +179,45 @@ def test_roi_backward_atomic_and_deterministic(op):
     assert rel_err(runs[0], atomic) <= 1e-6
 
 
+def test_roi_pool_deterministic_backward_kernels(monkeypatch):
+    """RoIPool's deterministic backward: the segmented sum (the default: contributions sorted
+    stably by destination, each run added in order) and the plane walker (forced) add each
+    element's contributions in the same order, box by box and bin by bin: the same bits, and
+    the CPU's values within rounding."""
+    g = torch.Generator().manual_seed(9)
+    feat = torch.randn(3, 7, 10, 13, generator=g)
+    rois = torch.cat([ROIS, torch.tensor([[2, 0.2, 0.3, 25.0, 4.0], [0, 6.0, 6.0, 6.5, 6.25],
+                                          [2, -5.0, 7.0, 3.0, 30.0], [1, 9.0, 1.0, 12.9, 9.9]])])
+    rois = rois[torch.randperm(len(rois), generator=g)]
+    f = feat.clone().requires_grad_()
+    out = F.roi_pool(f, rois, (4, 3), 0.7)
+    grad = torch.randn(out.shape, generator=g)
+    (want,) = torch.autograd.grad(out, f, grad)
+
+    def grad_of(**settings):
+        fi = feat.clone().requires_grad_()
+        with fastconv.testing.emulated_cuda(metrics=True, **settings):
+            fastconv.testing.emulated_launches()
+            o = F.roi_pool(fi, rois, (4, 3), 0.7)
+            got = torch.autograd.grad(o, fi, grad)[0]
+            kernels = [launch["kernel"] for launch in fastconv.testing.emulated_launches()]
+        return got, kernels
+
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        segmented, kernels = grad_of()
+        assert "pool::backward_segmented_kernel" in kernels, kernels
+        assert torch.equal(segmented, grad_of(schedule="shuffle", seed=4, threads=2)[0])
+        monkeypatch.setenv("FASTCONV_ROI_DETERMINISTIC", "planes")
+        planes, kernels = grad_of()
+        assert "pool::backward_deterministic_kernel" in kernels, kernels
+    finally:
+        torch.use_deterministic_algorithms(before)
+    assert torch.equal(segmented, planes)
+    assert rel_err(segmented, want) <= 1e-6
+
+
 ROI_GATHER_CASES = [((7, 7), 2, False), ((7, 7), -1, True), ((4, 3), 1, True), ((14, 14), -1, False)]
 
 

@@ -1,11 +1,17 @@
-// RoIPool (max) on CUDA, torchvision's definition. Forward: one thread per output element,
-// recording the argmax. Backward: atomics into the input gradient, or, in deterministic
-// mode, one thread per (image, channel) plane walking the RoIs in order.
+// RoIPool (max) on CUDA (kernels and their strategies: roi_pool_kernels.cuh).
 #include "cuda/roi/roi_pool_kernels.cuh"
 #include "cuda/kernels.h"
 
 #include <ATen/Context.h>
 #include <ATen/Dispatch.h>
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/sort.h>
+#include <ATen/ops/where.h>
+
+#include <cstdlib>
+#include <cstring>
 #include <ATen/OpMathType.h>
 
 #include <cfloat>
@@ -31,12 +37,28 @@ void roi_pool_backward(const at::Tensor& grad, const at::Tensor& rois, const at:
                 grad.size(2), grad.size(3)};
   const int64_t N = grad_input.size(0);
   const bool deterministic = at::globalContext().deterministicAlgorithms();
+  const char* force = std::getenv("FASTCONV_ROI_DETERMINISTIC");
+  const bool planes = force != nullptr && std::strcmp(force, "planes") == 0;
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "roi_pool_backward", [&] {
     const auto g = global_view<const scalar_t>(grad, "grad");
     const auto r = global_view<const scalar_t>(rois, "rois");
     const auto am = global_view<const int64_t>(argmax, "argmax");
     const auto gi = global_view<scalar_t>(grad_input, "grad_input");
-    if (deterministic) {
+    if (deterministic && !planes) {
+      // Each contribution's destination, ((image * C + c) * H * W + argmax), or -1 for an
+      // empty bin; sorted stably, so equal destinations keep the contributions' order.
+      const int64_t plane = s.H * s.W;
+      const at::Tensor batch = rois.select(1, 0).to(at::kLong).view({s.K, 1, 1});
+      const at::Tensor channel = at::arange(s.C, argmax.options()).view({1, s.C, 1});
+      const at::Tensor flat = argmax.view({s.K, s.C, -1});
+      const at::Tensor dest = (batch * s.C + channel) * plane + flat;
+      const at::Tensor keys = at::where((flat >= 0) & (flat < plane), dest, at::full({}, -1, dest.options())).flatten();
+      const auto [sorted, order] = at::sort(keys, /*stable=*/true, 0, /*descending=*/false);
+      const at::Tensor sorted_keys = sorted.contiguous(), sorted_order = order.contiguous();
+      launch_kernel("pool::backward_segmented_kernel", pool::backward_segmented_kernel<scalar_t>,
+                    blocks_for(keys.numel()), kThreads, 0, global_view<const int64_t>(sorted_keys, "keys"),
+                    global_view<const int64_t>(sorted_order, "order"), g, keys.numel(), gi);
+    } else if (deterministic) {
       launch_kernel("pool::backward_deterministic_kernel", pool::backward_deterministic_kernel<scalar_t>,
                     blocks_for(N * s.C), kThreads, 0, g, r, am, gi, N, s);
     } else {

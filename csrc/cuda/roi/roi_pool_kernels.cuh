@@ -1,6 +1,9 @@
 // RoIPool (max) on CUDA, torchvision's definition. Forward: one thread per output element,
-// recording the argmax. Backward: atomics into the input gradient, or, in deterministic
-// mode, one thread per (image, channel) plane walking the RoIs in order.
+// recording the argmax. Backward: atomics into the input gradient; or, in deterministic mode,
+// a segmented sum: the contributions sorted stably by destination element (on the device,
+// by ATen), then one thread per destination adding its run in the original order; or the
+// simple deterministic one kept beside it, one thread per (image, channel) plane walking the
+// RoIs in order (FASTCONV_ROI_DETERMINISTIC=planes).
 // Device code only; the launcher is roi_pool.cu.
 #pragma once
 
@@ -98,6 +101,30 @@ FASTCONV_GLOBAL void backward_deterministic_kernel(gptr<const acc_t> grad, gptr<
         if (index >= 0 && index < s.H * s.W) plane[index] += g;
       }
     }
+  }
+}
+
+// keys: each contribution's destination in grad_input (< 0: none), sorted stably; order: the
+// contribution (flat index into grad) at each sorted position. The thread at the head of a
+// run of equal keys sums the run in order: the order of the contributions' indices.
+template <typename acc_t>
+FASTCONV_GLOBAL void backward_segmented_kernel(gptr<const int64_t> keys, gptr<const int64_t> order,
+                                               gptr<const acc_t> grad, int64_t count, gptr<acc_t> grad_input) {
+  FASTCONV_GRID_STRIDE_LOOP(i, count) {
+    const int64_t key = keys[i];
+    if (key < 0) continue;
+    if (i > 0) {
+      const int64_t before = keys[i - 1];
+      if (before == key) continue;  // not the head of its run
+    }
+    acc_t sum = 0;
+    for (int64_t j = i; j < count; ++j) {
+      const int64_t next = keys[j];
+      if (next != key) break;
+      const acc_t g = grad[order[j]];
+      sum += g;
+    }
+    grad_input[key] = sum;  // zeroed, and this thread alone writes it
   }
 }
 
