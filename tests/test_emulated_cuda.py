@@ -179,41 +179,56 @@ def test_roi_backward_atomic_and_deterministic(op):
     assert rel_err(runs[0], atomic) <= 1e-6
 
 
-def test_roi_pool_deterministic_backward_kernels(monkeypatch):
-    """RoIPool's deterministic backward: the segmented sum (the default: contributions sorted
-    stably by destination, each run added in order) and the plane walker (forced) add each
-    element's contributions in the same order, box by box and bin by bin: the same bits, and
-    the CPU's values within rounding."""
-    g = torch.Generator().manual_seed(9)
-    feat = torch.randn(3, 7, 10, 13, generator=g)
-    rois = torch.cat([ROIS, torch.tensor([[2, 0.2, 0.3, 25.0, 4.0], [0, 6.0, 6.0, 6.5, 6.25],
-                                          [2, -5.0, 7.0, 3.0, 30.0], [1, 9.0, 1.0, 12.9, 9.9]])])
-    rois = rois[torch.randperm(len(rois), generator=g)]
-    f = feat.clone().requires_grad_()
-    out = F.roi_pool(f, rois, (4, 3), 0.7)
-    grad = torch.randn(out.shape, generator=g)
-    (want,) = torch.autograd.grad(out, f, grad)
+def _deterministic_backwards(call, feat, grad, kernel, monkeypatch):
+    """Under torch.use_deterministic_algorithms(True), emulated: the input gradient of
+    call(features) from the default deterministic kernel (which must be `kernel`, and give the
+    same bits under a shuffled schedule on two threads) and from the plane walker forced with
+    FASTCONV_ROI_DETERMINISTIC=planes."""
 
     def grad_of(**settings):
-        fi = feat.clone().requires_grad_()
+        f = feat.clone().requires_grad_()
         with fastconv.testing.emulated_cuda(metrics=True, **settings):
             fastconv.testing.emulated_launches()
-            o = F.roi_pool(fi, rois, (4, 3), 0.7)
-            got = torch.autograd.grad(o, fi, grad)[0]
+            got = torch.autograd.grad(call(f), f, grad)[0]
             kernels = [launch["kernel"] for launch in fastconv.testing.emulated_launches()]
         return got, kernels
 
     before = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
-        segmented, kernels = grad_of()
-        assert "pool::backward_segmented_kernel" in kernels, kernels
-        assert torch.equal(segmented, grad_of(schedule="shuffle", seed=4, threads=2)[0])
-        monkeypatch.setenv("FASTCONV_ROI_DETERMINISTIC", "planes")
-        planes, kernels = grad_of()
-        assert "pool::backward_deterministic_kernel" in kernels, kernels
+        default, kernels = grad_of()
+        assert kernel in kernels, kernels
+        assert torch.equal(default, grad_of(schedule="shuffle", seed=4, threads=2)[0])
+        with monkeypatch.context() as m:
+            m.setenv("FASTCONV_ROI_DETERMINISTIC", "planes")
+            planes, kernels = grad_of()
+        assert any(k.endswith("backward_deterministic_kernel") for k in kernels), kernels
     finally:
         torch.use_deterministic_algorithms(before)
+    return default, planes
+
+
+# ROIS and four more: wide, tiny, tall and off the top, on a third image; out of image order.
+def _more_rois(g):
+    rois = torch.cat([ROIS, torch.tensor([[2, 0.2, 0.3, 25.0, 4.0], [0, 6.0, 6.0, 6.5, 6.25],
+                                          [2, -5.0, 7.0, 3.0, 30.0], [1, 9.0, 1.0, 12.9, 9.9]])])
+    return rois[torch.randperm(len(rois), generator=g)]
+
+
+def test_roi_pool_deterministic_backward_kernels(monkeypatch):
+    """RoIPool's deterministic backward: the segmented sum (the default: contributions sorted
+    stably by destination, each run added in order) and the plane walker add each element's
+    contributions in the same order, box by box and bin by bin: the same bits, and the CPU's
+    values within rounding."""
+    g = torch.Generator().manual_seed(9)
+    feat = torch.randn(3, 7, 10, 13, generator=g)
+    rois = _more_rois(g)
+    f = feat.clone().requires_grad_()
+    out = F.roi_pool(f, rois, (4, 3), 0.7)
+    grad = torch.randn(out.shape, generator=g)
+    (want,) = torch.autograd.grad(out, f, grad)
+    segmented, planes = _deterministic_backwards(lambda f: F.roi_pool(f, rois, (4, 3), 0.7), feat, grad,
+                                                 "pool::backward_segmented_kernel", monkeypatch)
     assert torch.equal(segmented, planes)
     assert rel_err(segmented, want) <= 1e-6
 
@@ -224,41 +239,19 @@ ROI_GATHER_CASES = [((7, 7), 2, False), ((7, 7), -1, True), ((4, 3), 1, True), (
 @pytest.mark.parametrize("pooled,sampling_ratio,aligned", ROI_GATHER_CASES,
                          ids=[f"{p[0]}x{p[1]}-s{s}-{'aligned' if a else 'legacy'}" for p, s, a in ROI_GATHER_CASES])
 def test_roi_align_gather_backward(pooled, sampling_ratio, aligned, monkeypatch):
-    """The deterministic backward's two kernels: the gather (the default: every input pixel
-    sums what its image's boxes send it) and the plane walker (forced with
-    FASTCONV_ROI_DETERMINISTIC=planes), over partial 8-channel groups, boxes of every kind and
-    boxes out of image order. Both match the float64 gradient; the gather gives the same bits
-    under every schedule."""
+    """RoIAlign's deterministic backward: the gather (the default: every input pixel sums what
+    its image's boxes send it) and the plane walker, over partial 8-channel groups, boxes of
+    every kind and boxes out of image order. Both match the float64 gradient."""
     g = torch.Generator().manual_seed(6)
     feat = torch.randn(3, 11, 10, 13, generator=g, dtype=torch.float64)
-    rois = torch.cat([ROIS, torch.tensor([[2, 0.2, 0.3, 25.0, 4.0], [0, 6.0, 6.0, 6.5, 6.25],
-                                          [2, -5.0, 7.0, 3.0, 30.0], [1, 9.0, 1.0, 12.9, 9.9]])])
-    rois = rois[torch.randperm(len(rois), generator=g)]
+    rois = _more_rois(g)
     f64 = feat.clone().requires_grad_()
     out = F.roi_align(f64, rois.double(), pooled, 0.7, sampling_ratio, aligned)
     grad = torch.randn(out.shape, generator=g, dtype=torch.float64)
     (want,) = torch.autograd.grad(out, f64, grad)
-
-    def grad_of(**settings):
-        f = feat.float().requires_grad_()
-        with fastconv.testing.emulated_cuda(metrics=True, **settings):
-            fastconv.testing.emulated_launches()
-            o = F.roi_align(f, rois, pooled, 0.7, sampling_ratio, aligned)
-            got = torch.autograd.grad(o, f, grad.float())[0]
-            kernels = [launch["kernel"] for launch in fastconv.testing.emulated_launches()]
-        return got, kernels
-
-    before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        gather, kernels = grad_of()
-        assert "align::backward_gather_kernel" in kernels, kernels
-        assert torch.equal(gather, grad_of(schedule="shuffle", seed=3, threads=2)[0])
-        monkeypatch.setenv("FASTCONV_ROI_DETERMINISTIC", "planes")
-        planes, kernels = grad_of()
-        assert "align::backward_deterministic_kernel" in kernels, kernels
-    finally:
-        torch.use_deterministic_algorithms(before)
+    gather, planes = _deterministic_backwards(lambda f: F.roi_align(f, rois, pooled, 0.7, sampling_ratio, aligned),
+                                              feat.float(), grad.float(), "align::backward_gather_kernel",
+                                              monkeypatch)
     assert rel_err(gather, want) <= 1e-6
     assert rel_err(planes, want) <= 1e-6
 

@@ -274,6 +274,17 @@ FASTCONV_GLOBAL void box_table_kernel(gptr<const acc_t> rois, gptr<const int64_t
 
 constexpr int kGatherChannels = 8;
 
+// Along one axis of `size` pixels: whether a sample at `coordinate` sends anything to pixel
+// p, and with what weight (the sum of its two taps' weights that land on p; both do where
+// the sample is clamped to the last pixel).
+template <typename acc_t>
+FASTCONV_DEVICE bool share_of_taps(acc_t coordinate, int64_t size, int64_t p, acc_t* weight) {
+  BilinearAxis<acc_t> axis;
+  if (!bilinear_axis(coordinate, size, &axis) || (axis.low != p && axis.high != p)) return false;
+  *weight = (axis.low == p ? axis.low_weight : acc_t(0)) + (axis.high == p ? axis.high_weight : acc_t(0));
+  return true;
+}
+
 // grid (pixel blocks, channel groups of 8, image). starts[n] .. starts[n + 1]: image n's rows
 // of the table.
 template <typename acc_t>
@@ -310,19 +321,15 @@ FASTCONV_GLOBAL void backward_gather_kernel(gptr<const acc_t> grad, gptr<const a
       roi_sample_window(double(base_y), double(g.bin_h), g.grid_h, y_lo, y_hi, &iy_lo, &iy_hi);
       for (int64_t iy = iy_lo; iy < iy_hi; ++iy) {
         // The forward's sample, computed the same way, and this pixel's share of its taps.
-        BilinearAxis<acc_t> y;
-        if (!bilinear_axis(base_y + acc_t(float(iy) + .5f) * g.bin_h / acc_t(g.grid_h), s.H, &y)) continue;
-        if (y.low != h && y.high != h) continue;
-        const acc_t wy = (y.low == h ? y.low_weight : acc_t(0)) + (y.high == h ? y.high_weight : acc_t(0));
+        acc_t wy;
+        if (!share_of_taps(base_y + acc_t(float(iy) + .5f) * g.bin_h / acc_t(g.grid_h), s.H, h, &wy)) continue;
         for (int64_t pw = pw_lo; pw < pw_hi; ++pw) {
           const acc_t base_x = g.start_w + acc_t(pw) * g.bin_w;
           int64_t ix_lo, ix_hi;
           roi_sample_window(double(base_x), double(g.bin_w), g.grid_w, x_lo, x_hi, &ix_lo, &ix_hi);
           for (int64_t ix = ix_lo; ix < ix_hi; ++ix) {
-            BilinearAxis<acc_t> x;
-            if (!bilinear_axis(base_x + acc_t(float(ix) + .5f) * g.bin_w / acc_t(g.grid_w), s.W, &x)) continue;
-            if (x.low != w && x.high != w) continue;
-            const acc_t wx = (x.low == w ? x.low_weight : acc_t(0)) + (x.high == w ? x.high_weight : acc_t(0));
+            acc_t wx;
+            if (!share_of_taps(base_x + acc_t(float(ix) + .5f) * g.bin_w / acc_t(g.grid_w), s.W, w, &wx)) continue;
             const acc_t weight = wy * wx;
             const int64_t bin = ph * s.pooled_w + pw;
             for (int cc = 0; cc < kGatherChannels; ++cc)
