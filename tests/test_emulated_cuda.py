@@ -233,6 +233,21 @@ def test_roi_pool_deterministic_backward_kernels(monkeypatch):
     assert rel_err(segmented, want) <= 1e-6
 
 
+def test_roi_deterministic_setting_is_checked(monkeypatch):
+    feat = torch.randn(ROI_FEATURES).requires_grad_()
+    monkeypatch.setenv("FASTCONV_ROI_DETERMINISTIC", "plane")
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        with fastconv.testing.emulated_cuda():
+            for call in (lambda f: F.roi_align(f, ROIS, 3, 0.5, 2, True), lambda f: F.roi_pool(f, ROIS, 3, 0.5)):
+                out = call(feat)
+                with pytest.raises(ValueError, match="FASTCONV_ROI_DETERMINISTIC must be 'planes' or unset, got 'plane'"):
+                    torch.autograd.grad(out, feat, torch.ones_like(out))
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
 ROI_GATHER_CASES = [((7, 7), 2, False), ((7, 7), -1, True), ((4, 3), 1, True), ((14, 14), -1, False)]
 
 

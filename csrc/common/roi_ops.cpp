@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/DeviceGuard.h>
 
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <string>
@@ -46,6 +47,14 @@ at::Tensor acc_rois(const at::Tensor& rois, at::ScalarType dtype) {
 void register_roi_kernels(c10::DeviceType device, RoiKernels kernels) {
   std::lock_guard<std::mutex> lock(kernels_mutex());
   kernel_table()[device] = kernels;
+}
+
+bool roi_deterministic_planes_forced(const char* op) {
+  const char* forced = std::getenv("FASTCONV_ROI_DETERMINISTIC");
+  if (forced == nullptr || *forced == '\0') return false;
+  const std::string f(forced);
+  TORCH_CHECK_VALUE(f == "planes", op, ": FASTCONV_ROI_DETERMINISTIC must be 'planes' or unset, got '", f, "'");
+  return true;
 }
 
 at::Tensor roi_align(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,

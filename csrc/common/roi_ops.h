@@ -55,6 +55,12 @@ struct RoiKernels {
 
 void register_roi_kernels(c10::DeviceType device, RoiKernels kernels);
 
+// Which deterministic backward a device's RoI kernels run: their default (false), or the
+// simple one kept beside it, one thread per (image, channel) plane (true), which
+// FASTCONV_ROI_DETERMINISTIC=planes asks for. Any other non-empty value is an error naming
+// the variable.
+bool roi_deterministic_planes_forced(const char* op);
+
 at::Tensor roi_align(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
                      int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
                      bool aligned);

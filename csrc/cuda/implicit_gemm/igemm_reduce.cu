@@ -8,23 +8,15 @@ namespace fastconv::cuda::igemm {
 
 void reduce_splits(const at::Tensor& workspace, int64_t splits, at::Tensor& dw) {
   const int64_t count = dw.numel();
+  auto launch = [&](auto type) {
+    using T = decltype(type);
+    launch_kernel("igemm::reduce_splits_kernel", reduce_splits_kernel<T>, blocks_for(count), kThreads, 0,
+                  global_view<const float>(workspace, "workspace"), splits, count, global_view<T>(dw, "dw"));
+  };
   AT_DISPATCH_SWITCH(dw.scalar_type(), "igemm::reduce_splits",
-                     AT_DISPATCH_CASE(at::kHalf, [&] {
-                       launch_kernel("igemm::reduce_splits_kernel", reduce_splits_kernel<scalar_t>,
-                                     blocks_for(count), kThreads, 0,
-                                     global_view<const float>(workspace, "workspace"), splits,
-                                     count, global_view<scalar_t>(dw, "dw"));
-                     }) AT_DISPATCH_CASE(at::kFloat, [&] {
-                       launch_kernel("igemm::reduce_splits_kernel", reduce_splits_kernel<scalar_t>,
-                                     blocks_for(count), kThreads, 0,
-                                     global_view<const float>(workspace, "workspace"), splits,
-                                     count, global_view<scalar_t>(dw, "dw"));
-                     }) AT_DISPATCH_CASE(at::kBFloat16, [&] {
-                       launch_kernel("igemm::reduce_splits_kernel", reduce_splits_kernel<scalar_t>,
-                                     blocks_for(count), kThreads, 0,
-                                     global_view<const float>(workspace, "workspace"), splits,
-                                     count, global_view<scalar_t>(dw, "dw"));
-                     }));
+                     AT_DISPATCH_CASE(at::kHalf, [&] { launch(scalar_t{}); })
+                     AT_DISPATCH_CASE(at::kBFloat16, [&] { launch(scalar_t{}); })
+                     AT_DISPATCH_CASE(at::kFloat, [&] { launch(scalar_t{}); }));
 }
 
 }  // namespace fastconv::cuda::igemm

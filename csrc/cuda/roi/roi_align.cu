@@ -15,8 +15,6 @@
 #include <ATen/ops/sort.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 #include <limits>
 
 namespace fastconv::cuda {
@@ -75,8 +73,7 @@ void roi_align_backward(const at::Tensor& grad, const at::Tensor& rois, const Ro
   const align::Shape s = shape_of(rois, grad_input.sizes(), a);
   const int64_t N = grad_input.size(0);
   const bool deterministic = at::globalContext().deterministicAlgorithms();
-  const char* force = std::getenv("FASTCONV_ROI_DETERMINISTIC");
-  const bool planes = force != nullptr && std::strcmp(force, "planes") == 0;
+  const bool planes = deterministic && roi_deterministic_planes_forced("fastconv::roi_align_backward");
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "roi_align_backward", [&] {
     const auto g = global_view<const scalar_t>(grad, "grad");
     const auto r = global_view<const scalar_t>(rois, "rois");

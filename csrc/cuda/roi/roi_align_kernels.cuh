@@ -34,6 +34,13 @@ struct Shape {
   int64_t K, C, H, W, pooled_h, pooled_w;
 };
 
+// Sample i of a bin starting at base along one axis: the one expression the forward and
+// the gather backward both use, so that they agree on every sample to the bit.
+template <typename T>
+FASTCONV_DEVICE T sample_at(T base, int64_t i, T bin, double grid) {
+  return base + T(float(i) + .5f) * bin / T(grid);
+}
+
 // Calls visit(y_tap, x_tap) for every sample of bin (ph, pw) that lands on the image.
 template <typename T, typename Visit>
 FASTCONV_DEVICE void for_each_sample(const RoiAlignGeometry<T>& g, int64_t ph, int64_t pw,
@@ -45,10 +52,10 @@ FASTCONV_DEVICE void for_each_sample(const RoiAlignGeometry<T>& g, int64_t ph, i
   roi_sample_range(double(base_x), double(g.bin_w), g.grid_w, s.W, &x_lo, &x_hi);
   for (int64_t iy = y_lo; iy < y_hi; ++iy) {
     BilinearAxis<T> y;
-    if (!bilinear_axis(base_y + T(float(iy) + .5f) * g.bin_h / T(g.grid_h), s.H, &y)) continue;
+    if (!bilinear_axis(sample_at(base_y, iy, g.bin_h, g.grid_h), s.H, &y)) continue;
     for (int64_t ix = x_lo; ix < x_hi; ++ix) {
       BilinearAxis<T> x;
-      if (!bilinear_axis(base_x + T(float(ix) + .5f) * g.bin_w / T(g.grid_w), s.W, &x)) continue;
+      if (!bilinear_axis(sample_at(base_x, ix, g.bin_w, g.grid_w), s.W, &x)) continue;
       visit(y, x);
     }
   }
@@ -320,16 +327,16 @@ FASTCONV_GLOBAL void backward_gather_kernel(gptr<const acc_t> grad, gptr<const a
       int64_t iy_lo, iy_hi;
       roi_sample_window(double(base_y), double(g.bin_h), g.grid_h, y_lo, y_hi, &iy_lo, &iy_hi);
       for (int64_t iy = iy_lo; iy < iy_hi; ++iy) {
-        // The forward's sample, computed the same way, and this pixel's share of its taps.
+        // The forward's sample, and this pixel's share of its taps.
         acc_t wy;
-        if (!share_of_taps(base_y + acc_t(float(iy) + .5f) * g.bin_h / acc_t(g.grid_h), s.H, h, &wy)) continue;
+        if (!share_of_taps(sample_at(base_y, iy, g.bin_h, g.grid_h), s.H, h, &wy)) continue;
         for (int64_t pw = pw_lo; pw < pw_hi; ++pw) {
           const acc_t base_x = g.start_w + acc_t(pw) * g.bin_w;
           int64_t ix_lo, ix_hi;
           roi_sample_window(double(base_x), double(g.bin_w), g.grid_w, x_lo, x_hi, &ix_lo, &ix_hi);
           for (int64_t ix = ix_lo; ix < ix_hi; ++ix) {
             acc_t wx;
-            if (!share_of_taps(base_x + acc_t(float(ix) + .5f) * g.bin_w / acc_t(g.grid_w), s.W, w, &wx)) continue;
+            if (!share_of_taps(sample_at(base_x, ix, g.bin_w, g.grid_w), s.W, w, &wx)) continue;
             const acc_t weight = wy * wx;
             const int64_t bin = ph * s.pooled_w + pw;
             for (int cc = 0; cc < kGatherChannels; ++cc)

@@ -9,9 +9,6 @@
 #include <ATen/ops/full.h>
 #include <ATen/ops/sort.h>
 #include <ATen/ops/where.h>
-
-#include <cstdlib>
-#include <cstring>
 #include <ATen/OpMathType.h>
 
 #include <cfloat>
@@ -37,8 +34,7 @@ void roi_pool_backward(const at::Tensor& grad, const at::Tensor& rois, const at:
                 grad.size(2), grad.size(3)};
   const int64_t N = grad_input.size(0);
   const bool deterministic = at::globalContext().deterministicAlgorithms();
-  const char* force = std::getenv("FASTCONV_ROI_DETERMINISTIC");
-  const bool planes = force != nullptr && std::strcmp(force, "planes") == 0;
+  const bool planes = deterministic && roi_deterministic_planes_forced("fastconv::roi_pool_backward");
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "roi_pool_backward", [&] {
     const auto g = global_view<const scalar_t>(grad, "grad");
     const auto r = global_view<const scalar_t>(rois, "rois");
