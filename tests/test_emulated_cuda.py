@@ -215,17 +215,19 @@ def _more_rois(g):
     return rois[torch.randperm(len(rois), generator=g)]
 
 
-def test_roi_pool_deterministic_backward_kernels(monkeypatch):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_roi_pool_deterministic_backward_kernels(dtype, monkeypatch):
     """RoIPool's deterministic backward: the segmented sum (the default: contributions sorted
     stably by destination, each run added in order) and the plane walker add each element's
     contributions in the same order, box by box and bin by bin: the same bits, and the CPU's
     values within rounding."""
     g = torch.Generator().manual_seed(9)
-    feat = torch.randn(3, 7, 10, 13, generator=g)
+    feat = torch.randn(3, 7, 10, 13, generator=g, dtype=dtype)
     rois = _more_rois(g)
+    rois = rois.to(dtype)
     f = feat.clone().requires_grad_()
     out = F.roi_pool(f, rois, (4, 3), 0.7)
-    grad = torch.randn(out.shape, generator=g)
+    grad = torch.randn(out.shape, generator=g, dtype=dtype)
     (want,) = torch.autograd.grad(out, f, grad)
     segmented, planes = _deterministic_backwards(lambda f: F.roi_pool(f, rois, (4, 3), 0.7), feat, grad,
                                                  "pool::backward_segmented_kernel", monkeypatch)
@@ -251,9 +253,10 @@ def test_roi_deterministic_setting_is_checked(monkeypatch):
 ROI_GATHER_CASES = [((7, 7), 2, False), ((7, 7), -1, True), ((4, 3), 1, True), ((14, 14), -1, False)]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("pooled,sampling_ratio,aligned", ROI_GATHER_CASES,
                          ids=[f"{p[0]}x{p[1]}-s{s}-{'aligned' if a else 'legacy'}" for p, s, a in ROI_GATHER_CASES])
-def test_roi_align_gather_backward(pooled, sampling_ratio, aligned, monkeypatch):
+def test_roi_align_gather_backward(pooled, sampling_ratio, aligned, dtype, monkeypatch):
     """RoIAlign's deterministic backward: the gather (the default: every input pixel sums what
     its image's boxes send it) and the plane walker, over partial 8-channel groups, boxes of
     every kind and boxes out of image order. Both match the float64 gradient."""
@@ -264,11 +267,13 @@ def test_roi_align_gather_backward(pooled, sampling_ratio, aligned, monkeypatch)
     out = F.roi_align(f64, rois.double(), pooled, 0.7, sampling_ratio, aligned)
     grad = torch.randn(out.shape, generator=g, dtype=torch.float64)
     (want,) = torch.autograd.grad(out, f64, grad)
+    rois = rois.to(dtype)
     gather, planes = _deterministic_backwards(lambda f: F.roi_align(f, rois, pooled, 0.7, sampling_ratio, aligned),
-                                              feat.float(), grad.float(), "align::backward_gather_kernel",
+                                              feat.to(dtype), grad.to(dtype), "align::backward_gather_kernel",
                                               monkeypatch)
-    assert rel_err(gather, want) <= 1e-6
-    assert rel_err(planes, want) <= 1e-6
+    tolerance = 1e-6 if dtype == torch.float32 else 1e-12
+    assert rel_err(gather, want) <= tolerance
+    assert rel_err(planes, want) <= tolerance
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=["float64", "float32", "bfloat16"])
