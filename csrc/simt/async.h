@@ -4,9 +4,12 @@
 //
 // Emulation: the global source is read (bounds-checked, traced) when the copy is issued; the
 // shared destination is written when a wait_group makes the copy's group complete, as this
-// thread's write at that moment (so racecheck and initcheck see it then). A read of the
-// destination before the wait therefore sees the old contents, as the hardware may; a thread that
-// exits with copies never waited for is reported (synccheck).
+// thread's write at that moment (initcheck sees it then). For racecheck the destination is
+// written from the issue to the completion: a read of it by another thread since the last
+// barrier before the issue is a write-after-read (a stage refilled while still being read),
+// and any access to it, by any thread, before the completion is reported, since on the GPU the
+// copy may land before or after it. A thread that exits with copies never waited for is
+// reported (synccheck).
 #pragma once
 
 #include "simt/memory.h"
@@ -16,9 +19,11 @@ namespace fastconv::simt {
 namespace detail {
 inline void complete_async(const std::vector<AsyncCopy>& group) {
   Runner& r = runner();
-  for (const AsyncCopy& c : group)
+  for (const AsyncCopy& c : group) {
+    async_copy_completed(c.off, c.bytes);
     if (shared_access(c.off, c.bytes, c.lo, c.hi, c.array, true, false, 1))
       std::memcpy(r.arena.data() + c.off, c.data, c.bytes);
+  }
 }
 }  // namespace detail
 
@@ -56,6 +61,7 @@ void cp_async(SharedPtr<D> dst, GlobalPtr<S> src, int bytes, int src_bytes = -1)
     const auto* p = s.checked_read_bytes(size_t(src_bytes));
     if (p) std::memcpy(c.data, p, size_t(src_bytes));
   }
+  detail::async_copy_issued(c.off, c.bytes, c.lo, c.array);
   r.cur->async_open.push_back(c);
 }
 

@@ -1,9 +1,9 @@
 // fastconv::simt memory: checked views of global and shared memory, and atomics.
 //
-// GlobalPtr<T> / SharedPtr<T> are the types a kernel's pointers are written with. Under nvcc
-// (a later step) they become plain T*; here they carry their buffer's bounds so that every
-// access is checked (memcheck), recorded per byte (racecheck, initcheck; shared only) and traced
-// (metrics). p[i] and *p return a Ref proxy: it converts to T (a read), takes `= value` (a
+// GlobalPtr<T> / SharedPtr<T> are the types a kernel's pointers are written with (as gptr<T> and
+// sptr<T>, cuda/common/primitives.h). Under nvcc they are plain T*; here they carry their
+// buffer's bounds so that every access is checked (memcheck), recorded per byte (racecheck,
+// initcheck; shared only) and traced (metrics). p[i] and *p return a Ref proxy: it converts to T (a read), takes `= value` (a
 // write) and the compound assignments (a read then a write). Caveat of any proxy: `auto v = p[i]`
 // keeps the proxy, not the value; write `T v = p[i]`. Members of a struct element are reached
 // through a copy (`float4 v = p[i]; v.x`), and written back with `p[i] = v`.
@@ -150,6 +150,18 @@ inline bool shared_access(int64_t off, size_t n, int64_t lo, int64_t hi, int arr
     bool init_reported = false, race_reported = false;
     for (int64_t b = off; b < off + int64_t(n); ++b) {
       ByteShadow& s = r.shadow[size_t(b)];
+      if (o.racecheck && s.async_tid != kNone && !race_reported) {
+        race_reported = true;
+        const Thread& issuer = r.threads_[s.async_tid];
+        r.error(Checker::racecheck,
+                std::string(write ? "writes " : "reads ") + fmt_index(off - lo, elem) + " of " +
+                    shared_name(r, array) + " (shared byte " + std::to_string(b) +
+                    "), the destination of a cp.async that " +
+                    (issuer.tid == t.tid ? std::string("this thread") : thread_str(issuer)) +
+                    " issued and has not completed (no cp_async_wait_group since): the copy may "
+                    "land before or after this access",
+                "shared", b, &issuer);
+      }
       if (o.initcheck && !write && !s.init && !init_reported) {
         init_reported = true;
         r.error(Checker::initcheck,
@@ -199,6 +211,60 @@ inline bool shared_access(int64_t off, size_t n, int64_t lo, int64_t hi, int arr
   }
   if (o.metrics) t.shared.push_back({uint64_t(off), uint32_t(n), 0, uint32_t(r.epoch)});
   return true;
+}
+
+// racecheck at a cp.async's issue. The copy writes its destination at some moment between the
+// issue and the wait_group that completes it, so for ordering it is a write at the issue (a
+// read of those bytes by another thread since the last barrier is a write-after-read: the
+// stage was refilled while still being read) that lasts until the completion (pending: any
+// access in between is reported by shared_access). Bounds were checked by the caller.
+inline void async_copy_issued(int64_t off, size_t n, int64_t lo, int array) {
+  Runner& r = runner();
+  if (!r.L->opt.racecheck) return;
+  Thread& t = *r.cur;
+  const Rec me{uint16_t(t.tid), r.epoch, r.warp_gen[t.tid / 32]};
+  bool reported = false;
+  for (int64_t b = off; b < off + int64_t(n); ++b) {
+    ByteShadow& s = r.shadow[size_t(b)];
+    if (!reported) {
+      const Thread* other = nullptr;
+      std::string kind;
+      if (s.async_tid != kNone) {
+        other = &r.threads_[s.async_tid];
+        kind = "is still the destination of a pending cp.async of " + thread_str(*other) +
+               " (write-after-write)";
+      } else if (!ordered_before(r, s.w, t)) {
+        other = &r.threads_[s.w.tid];
+        kind = "was written by " + thread_str(*other) + " (write-after-write)";
+      } else if (!ordered_before(r, s.r1, t)) {
+        other = &r.threads_[s.r1.tid];
+        kind = "was read by " + thread_str(*other) + " (write-after-read)";
+      } else if (!ordered_before(r, s.r2, t)) {
+        other = &r.threads_[s.r2.tid];
+        kind = "was read by " + thread_str(*other) + " (write-after-read)";
+      }
+      if (other) {
+        reported = true;
+        r.error(Checker::racecheck,
+                "cp.async into " + fmt_index(b - lo, 1) + " of " + shared_name(r, array) +
+                    " (shared byte " + std::to_string(b) + "), which " + kind +
+                    " with no syncthreads between that access and the copy's issue (both after "
+                    "barrier " + std::to_string(r.epoch) + ")",
+                "shared", b, other);
+      }
+    }
+    s.w = me;
+    s.r1 = s.r2 = Rec{};
+    s.async_tid = uint16_t(t.tid);
+  }
+}
+
+// The copy completes: its bytes are no longer pending (the write itself is then recorded as
+// this thread's, at the completion, by shared_access).
+inline void async_copy_completed(int64_t off, size_t n) {
+  Runner& r = runner();
+  if (!r.L->opt.racecheck) return;
+  for (int64_t b = off; b < off + int64_t(n); ++b) r.shadow[size_t(b)].async_tid = kNone;
 }
 
 }  // namespace detail

@@ -262,6 +262,10 @@ struct Rec {
 struct ByteShadow {
   Rec w, r1, r2;
   bool init = false;
+  // The thread whose cp.async into this byte is issued but not yet complete: the byte is
+  // being written from the issue to the wait_group that completes it, so any access in
+  // between, by any thread, is a hazard.
+  uint16_t async_tid = kNone;
 };
 
 struct SharedDecl {
@@ -327,6 +331,11 @@ class Runner {
  private:
   static size_t page() { return size_t(sysconf(_SC_PAGESIZE)); }
   void prepare(unsigned n);
+  void start_block(LaunchState& L, Dim3 block_idx);
+  void run_round(const std::vector<unsigned>& order);
+  void abort_block();
+  bool collective_deadlock();
+  bool complete_barrier();
   void resume(Thread& t);
   void metrics_for_block();
   static void fiber_entry();
@@ -437,7 +446,41 @@ inline void Runner::resume(Thread& t) {
   cur = nullptr;
 }
 
+// A block's run: its state reset (start_block), then rounds in which every ready fiber runs
+// to its next synchronisation point (run_round); when none is ready, the block is quiescent and
+// either a warp collective can never complete (collective_deadlock), or every live thread waits
+// at a barrier, which completes or is reported (complete_barrier). A finding that leaves the
+// block unable to go on aborts it (abort_block): its fibers are unwound, never left hanging.
 inline void Runner::run_block(LaunchState& LS, Dim3 bidx) {
+  start_block(LS, bidx);
+  std::vector<unsigned> order(nthreads);
+  std::iota(order.begin(), order.end(), 0u);
+  if (LS.opt.schedule == Schedule::reverse) std::reverse(order.begin(), order.end());
+  std::mt19937_64 rng(LS.opt.seed * 0x9E3779B97F4A7C15ull + bidx.x + 65536ull * bidx.y +
+                      (uint64_t(bidx.z) << 32));
+  for (;;) {
+    if (LS.opt.schedule == Schedule::shuffle) std::shuffle(order.begin(), order.end(), rng);
+    run_round(order);
+    if (aborting) {
+      abort_block();
+      break;
+    }
+    bool any_ready = false, all_exited = true;
+    for (unsigned i = 0; i < nthreads; ++i) {
+      any_ready |= threads_[i].state == TState::ready;
+      all_exited &= threads_[i].state == TState::exited;
+    }
+    if (all_exited) break;
+    if (any_ready) continue;
+    // Quiescent: every live thread waits at a barrier or a warp collective.
+    if (collective_deadlock() || !complete_barrier()) aborting = true;
+  }
+  if (LS.opt.metrics) metrics_for_block();
+  arena_hw = std::max(arena_hw, arena_used);
+  tl_runner = nullptr;
+}
+
+inline void Runner::start_block(LaunchState& LS, Dim3 bidx) {
   L = &LS;
   tl_runner = this;
   block_idx = bidx;
@@ -477,134 +520,120 @@ inline void Runner::run_block(LaunchState& LS, Dim3 bidx) {
     t.async_open.clear();
     t.async_groups.clear();
   }
+}
 
-  std::vector<unsigned> order(nthreads);
-  std::iota(order.begin(), order.end(), 0u);
-  if (LS.opt.schedule == Schedule::reverse) std::reverse(order.begin(), order.end());
-  std::mt19937_64 rng(LS.opt.seed * 0x9E3779B97F4A7C15ull + bidx.x + 65536ull * bidx.y +
-                      (uint64_t(bidx.z) << 32));
+inline void Runner::run_round(const std::vector<unsigned>& order) {
+  for (unsigned i : order) {
+    if (aborting) break;
+    if (threads_[i].state == TState::ready) resume(threads_[i]);
+  }
+}
 
-  for (;;) {
-    if (LS.opt.schedule == Schedule::shuffle) std::shuffle(order.begin(), order.end(), rng);
-    for (unsigned i : order) {
-      if (aborting) break;
-      if (threads_[i].state == TState::ready) resume(threads_[i]);
+inline void Runner::abort_block() {
+  for (unsigned i = 0; i < nthreads; ++i) {
+    Thread& t = threads_[i];
+    if (t.state == TState::exited) continue;
+    if (!t.started) {
+      t.state = TState::exited;
+      continue;
     }
-    if (aborting) {
-      for (unsigned i = 0; i < nthreads; ++i) {
-        Thread& t = threads_[i];
-        if (t.state == TState::exited) continue;
-        if (!t.started) {
-          t.state = TState::exited;
+    t.abort = true;
+    resume(t);  // throws Abort inside the fiber, which unwinds and exits
+  }
+}
+
+// Reports (one record per warp) a warp collective whose lanes can never all arrive, naming the
+// lanes that keep it waiting; true when there is one.
+inline bool Runner::collective_deadlock() {
+  const unsigned nwarps = (nthreads + 31) / 32;
+  bool stuck = false;
+  for (unsigned w = 0; w < nwarps; ++w) {
+    for (unsigned l = 0; l < warp_lanes(w); ++l) {
+      Thread& t = lane(w, l);
+      if (t.state != TState::collective) continue;
+      // the lanes that keep it waiting, as runs of lanes with the same reason
+      std::string missing, run_reason;
+      int run_start = -1, run_end = -1;
+      auto flush = [&] {
+        if (run_start < 0) return;
+        missing += run_start == run_end ? " lane " + std::to_string(run_start)
+                                        : " lanes " + std::to_string(run_start) + ".." +
+                                              std::to_string(run_end);
+        missing += " (" + run_reason + ");";
+        run_start = -1;
+      };
+      for (unsigned m = 0; m < 32; ++m) {
+        if (!(t.coll.mask >> m & 1u) || m >= warp_lanes(w)) continue;
+        const Thread& o = lane(w, m);
+        if (o.state == TState::collective && o.coll.mask == t.coll.mask &&
+            o.coll.kind == t.coll.kind && o.coll.variant == t.coll.variant)
           continue;
-        }
-        t.abort = true;
-        resume(t);  // throws Abort inside the fiber, which unwinds and exits
+        const std::string reason =
+            o.state == TState::exited    ? "exited"
+            : o.state == TState::barrier ? "waiting at syncthreads"
+                                         : std::string("waiting in ") + coll_name(o.coll.kind);
+        if (run_start >= 0 && (reason != run_reason || int(m) != run_end + 1)) flush();
+        if (run_start < 0) run_start = int(m), run_reason = reason;
+        run_end = int(m);
       }
-      break;
-    }
-    bool any_ready = false, all_exited = true;
-    for (unsigned i = 0; i < nthreads; ++i) {
-      any_ready |= threads_[i].state == TState::ready;
-      all_exited &= threads_[i].state == TState::exited;
-    }
-    if (all_exited) break;
-    if (any_ready) continue;
-
-    // Quiescent: every live thread waits at a barrier or a warp collective.
-    bool stuck = false;
-    for (unsigned w = 0; w < nwarps; ++w) {
-      for (unsigned l = 0; l < warp_lanes(w); ++l) {
-        Thread& t = lane(w, l);
-        if (t.state != TState::collective) continue;
-        // the lanes that keep it waiting, as runs of lanes with the same reason
-        std::string missing, run_reason;
-        int run_start = -1, run_end = -1;
-        auto flush = [&] {
-          if (run_start < 0) return;
-          missing += run_start == run_end ? " lane " + std::to_string(run_start)
-                                          : " lanes " + std::to_string(run_start) + ".." +
-                                                std::to_string(run_end);
-          missing += " (" + run_reason + ");";
-          run_start = -1;
-        };
-        for (unsigned m = 0; m < 32; ++m) {
-          if (!(t.coll.mask >> m & 1u) || m >= warp_lanes(w)) continue;
-          const Thread& o = lane(w, m);
-          if (o.state == TState::collective && o.coll.mask == t.coll.mask &&
-              o.coll.kind == t.coll.kind && o.coll.variant == t.coll.variant)
-            continue;
-          const std::string reason =
-              o.state == TState::exited    ? "exited"
-              : o.state == TState::barrier ? "waiting at syncthreads"
-                                           : std::string("waiting in ") + coll_name(o.coll.kind);
-          if (run_start >= 0 && (reason != run_reason || int(m) != run_end + 1)) flush();
-          if (run_start < 0) run_start = int(m), run_reason = reason;
-          run_end = int(m);
-        }
-        flush();
-        cur = &t;
-        char buf[16];
-        std::snprintf(buf, sizeof buf, "0x%08x", t.coll.mask);
-        error(Checker::collective, std::string(coll_name(t.coll.kind)) + " in warp " +
-                                       std::to_string(w) + " with mask " + buf +
-                                       " can never complete:" + missing);
-        cur = nullptr;
-        stuck = true;
-        break;  // one record per warp
-      }
-    }
-    if (stuck) {
-      aborting = true;
-      continue;
-    }
-    // All live threads are at a barrier.
-    std::vector<unsigned> waiting, exited;
-    for (unsigned i = 0; i < nthreads; ++i)
-      (threads_[i].state == TState::exited ? exited : waiting).push_back(i);
-    const Thread& first = threads_[waiting.front()];
-    bool bad = false;
-    for (unsigned i : waiting) {
-      const Thread& t = threads_[i];
-      if (t.bar_line != first.bar_line || std::strcmp(t.bar_file, first.bar_file) != 0) {
-        cur = &threads_[i];
-        error(Checker::synccheck,
-              "waits at the syncthreads at " + std::string(t.bar_file) + ":" +
-                  std::to_string(t.bar_line) + " while " + thread_str(first) +
-                  " waits at the one at " + first.bar_file + ":" + std::to_string(first.bar_line) +
-                  " (barrier " + std::to_string(epoch) + "): divergent barrier",
-              "", -1, &first);
-        cur = nullptr;
-        bad = true;
-        break;
-      }
-    }
-    if (!exited.empty()) {
-      cur = &threads_[waiting.front()];
-      error(Checker::synccheck,
-            std::to_string(waiting.size()) + " thread(s) wait at the syncthreads at " +
-                first.bar_file + ":" + std::to_string(first.bar_line) + " (barrier " +
-                std::to_string(epoch) + ") while " + std::to_string(exited.size()) +
-                " thread(s) have exited, e.g. " + thread_str(threads_[exited.front()]),
-            "", -1, &threads_[exited.front()]);
+      flush();
+      cur = &t;
+      char buf[16];
+      std::snprintf(buf, sizeof buf, "0x%08x", t.coll.mask);
+      error(Checker::collective, std::string(coll_name(t.coll.kind)) + " in warp " +
+                                     std::to_string(w) + " with mask " + buf +
+                                     " can never complete:" + missing);
       cur = nullptr;
-      bad = true;
-    }
-    if (bad) {
-      aborting = true;
-      continue;
-    }
-    int count = 0;
-    for (unsigned i : waiting) count += threads_[i].bar_pred != 0;
-    ++epoch;
-    for (unsigned i : waiting) {
-      threads_[i].bar_result = count;
-      threads_[i].state = TState::ready;
+      stuck = true;
+      break;  // one record per warp
     }
   }
-  if (LS.opt.metrics) metrics_for_block();
-  arena_hw = std::max(arena_hw, arena_used);
-  tl_runner = nullptr;
+  return stuck;
+}
+
+// Every live thread waits at a barrier: it completes when they all wait at the same call site
+// and none has exited; otherwise the divergence is reported and false returned.
+inline bool Runner::complete_barrier() {
+  std::vector<unsigned> waiting, exited;
+  for (unsigned i = 0; i < nthreads; ++i)
+    (threads_[i].state == TState::exited ? exited : waiting).push_back(i);
+  const Thread& first = threads_[waiting.front()];
+  bool bad = false;
+  for (unsigned i : waiting) {
+    const Thread& t = threads_[i];
+    if (t.bar_line != first.bar_line || std::strcmp(t.bar_file, first.bar_file) != 0) {
+      cur = &threads_[i];
+      error(Checker::synccheck,
+            "waits at the syncthreads at " + std::string(t.bar_file) + ":" +
+                std::to_string(t.bar_line) + " while " + thread_str(first) +
+                " waits at the one at " + first.bar_file + ":" + std::to_string(first.bar_line) +
+                " (barrier " + std::to_string(epoch) + "): divergent barrier",
+            "", -1, &first);
+      cur = nullptr;
+      bad = true;
+      break;
+    }
+  }
+  if (!exited.empty()) {
+    cur = &threads_[waiting.front()];
+    error(Checker::synccheck,
+          std::to_string(waiting.size()) + " thread(s) wait at the syncthreads at " +
+              first.bar_file + ":" + std::to_string(first.bar_line) + " (barrier " +
+              std::to_string(epoch) + ") while " + std::to_string(exited.size()) +
+              " thread(s) have exited, e.g. " + thread_str(threads_[exited.front()]),
+          "", -1, &threads_[exited.front()]);
+    cur = nullptr;
+    bad = true;
+  }
+  if (bad) return false;
+  int count = 0;
+  for (unsigned i : waiting) count += threads_[i].bar_pred != 0;
+  ++epoch;
+  for (unsigned i : waiting) {
+    threads_[i].bar_result = count;
+    threads_[i].state = TState::ready;
+  }
+  return true;
 }
 
 inline void Runner::metrics_for_block() {
