@@ -9,6 +9,8 @@ import shutil
 import subprocess
 
 import pytest
+import torch
+import torch.utils.cpp_extension
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SIMT_TESTS = REPO / "tests" / "simt"
@@ -56,6 +58,24 @@ EXPECTED = {
         "ok mma in a partial warp is reported",
         "ok cp.async without wait_group: uninitialised reads and copies never waited for",
     ],
+    "pipeline_test": [
+        f"ok ring: {what} [{order}]"
+        for what in ("the mainloop's order is clean", "the barrier removed is reported",
+                     "a prefetch hoisted above the barrier is reported")
+        for order in ("forward", "reverse", "shuffle")
+    ] + [
+        "ok cp.async: a read of its own destination before the wait is reported",
+        "ok cp.async: two copies in flight into the same bytes are reported",
+    ],
+    "primitives_test": [
+        "ok synccheck: a divergent barrier through sync_threads() names the kernel's lines",
+        "ok synccheck: one barrier through sync_threads() is clean",
+        "ok limits: a block over the kernel's launch bounds is refused",
+        "ok tf32: round to nearest, ties away from zero (cvt.rna.tf32.f32), through mma",
+        "ok tf32: the tensor core alone truncates (ignores the low 13 bits)",
+        "ok tf32: infinity and NaN pass, the largest float rounds up to infinity",
+        "ok tf32: tf32_round leaves Inf and every NaN (all-ones too) as they are",
+    ],
     "metrics_test": [
         "ok coalesced float load of 32 elements: 4 sectors per request",
         "ok stride-32 float load: 32 sectors per request",
@@ -76,8 +96,10 @@ def binaries(tmp_path_factory):
 
     def build(name):
         exe = out / name
-        cmd = [CXX, "-std=c++20", "-O1", "-pthread", f"-I{REPO / 'csrc'}", f"-I{SIMT_TESTS}",
-               str(SIMT_TESTS / f"{name}.cpp"), "-o", str(exe)]
+        # primitives.h (primitives_test) includes c10's error macros: torch's headers, no library.
+        torch_includes = [f"-I{d}" for d in torch.utils.cpp_extension.include_paths()]
+        cmd = [CXX, "-std=c++20", "-O1", "-pthread", "-DFASTCONV_SIMT=1", f"-I{REPO / 'csrc'}", f"-I{SIMT_TESTS}",
+               *torch_includes, str(SIMT_TESTS / f"{name}.cpp"), "-o", str(exe)]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         return name, (exe if res.returncode == 0 else None, res.stderr[-4000:])
 
@@ -100,3 +122,21 @@ def test_simt_program(binaries, name):
     missing = [line for line in EXPECTED.get(name, []) if line not in lines]
     assert not missing, f"expected lines not printed: {missing}"
     assert "all checks passed" in lines
+
+
+def test_inline_ptx_that_touches_memory_declares_it():
+    """Every asm statement of primitives.h that reads or writes memory (a [address] operand,
+    cp.async's group operations, ldmatrix) declares a "memory" clobber, so that nvcc keeps
+    ordinary loads and stores on their side of it; mma, which only reads registers, need not."""
+    import re
+
+    text = (REPO / "csrc" / "cuda" / "common" / "primitives.h").read_text()
+    statements = re.findall(r"asm(?: volatile)?\((.*?)\);", text, flags=re.S)
+    assert len(statements) >= 12, "the inline PTX moved out of primitives.h?"
+    for statement in statements:
+        template = "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', statement.split(":")[0]))
+        touches_memory = "[" in template or "cp.async" in template or "ldmatrix" in template
+        if touches_memory:
+            assert '"memory"' in statement, f"no memory clobber: {template.strip()}"
+        elif "mma" in template:
+            assert "[" not in template

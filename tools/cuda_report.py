@@ -112,10 +112,15 @@ REQUIRED, FORBIDDEN = ("HMMA", "LDSM", "LDGSTS"), ("LDL", "STL")
 FFMA_REQUIRED = ("FFMA", "LDS.128", "LDGSTS")
 
 
+# Other kernels launched with a block other than the default 256 threads.
+OTHER_BLOCKS = [("selftest::launch_probe_kernel", 128), ("selftest::tensor_core_check_kernel", 32)]
+
+
 def block_threads(label):
-    """The block size each kernel is launched with: the implicit GEMM's 4 warps, and 256
-    threads (cuda/common/launch.cuh kThreads, and each family's config) for every other."""
-    return next((t for prefix, t in TENSOR_CORE_KERNELS if label.startswith(prefix)), 256)
+    """The block size each kernel is launched with: the implicit GEMM's 4 warps, the selftest
+    kernels' own, and 256 threads (cuda/common/launch_shape.h kThreads, and each family's
+    config) for every other."""
+    return next((t for prefix, t in TENSOR_CORE_KERNELS + OTHER_BLOCKS if label.startswith(prefix)), 256)
 
 
 def ctas_per_sm_sm90(threads, regs, shared):
@@ -154,6 +159,9 @@ def tensor_core_report(tool, labelled):
         count += 1
         sass = "\n".join(functions[m])
         counts = {op: len(re.findall(rf"\b{re.escape(op)}\b", sass)) for op in REQUIRED + FORBIDDEN + FFMA_REQUIRED}
+        # TF32 operands rounded before the tensor cores (tf32_round: a test against +INF, then
+        # a predicated add, per fragment register).
+        tf32_rounding = len(re.findall(r"FSETP\.\w+\.AND .*\+INF", sass))
         f = resources.get(label, {})
         ctas = ctas_per_sm_sm90(threads, int(f.get("REG", 0)), int(f.get("SHARED", 0)))
         local = counts["LDL"] + counts["STL"]
@@ -169,13 +177,16 @@ def tensor_core_report(tool, labelled):
         required = [op for op in REQUIRED if not (op == "LDSM" and "wgrad_kernel" in label and ", float," in label)]
         if any(counts[op] == 0 for op in required) or local:
             failures.append(label)
+        if ", float," in label and tf32_rounding < counts["HMMA"]:
+            failures.append(label + " (TF32 operands not rounded)")
     expected = sum(1 for _ in TENSOR_CORE_KERNELS)
     if count - ffma_count < expected or ffma_count < expected:
         sys.exit(f"{count - ffma_count} tensor-core and {ffma_count} FFMA kernel instances in the SASS;"
                  f" expected at least {expected} of each")
     if failures:
         sys.exit(f"implicit-GEMM kernels without their instructions, or with local memory: {failures}")
-    print(f"{count - ffma_count} tensor-core kernel instances: HMMA, LDGSTS and (but float wgrad) LDSM in each;"
+    print(f"{count - ffma_count} tensor-core kernel instances: HMMA, LDGSTS and (but float wgrad) LDSM in each,"
+          " TF32 operands rounded in the float ones;"
           f" {ffma_count} FFMA instances: FFMA, LDS.128 and LDGSTS, no HMMA; no local memory in any")
 
 

@@ -9,6 +9,7 @@
 //   block_size(), grid_size()
 //   sync_threads()                      __syncthreads()
 //   FASTCONV_SHARED(T, name, n)         __shared__ T name[n]
+//   FASTCONV_DYNAMIC_SHARED(T, name)    extern __shared__ T name[] (the launch's shared_bytes)
 //   sptr<T>                             a pointer into shared memory (T*; emulated: with bounds)
 //   shared_as<U>(p)                     reinterpret_cast<U*>(p) of a shared pointer (emulated:
 //                                       the same bounds, seen as U)
@@ -24,16 +25,36 @@
 //   cp_async_commit_group(),            cp.async.{ca,cg}.shared.global, commit_group,
 //   cp_async_wait_group<N>(),           wait_group N, wait_all
 //   cp_async_wait_all()
-//   launch_kernel(kernel, grid, block, shared_bytes, args...)
-//                                       kernel<<<grid, block, shared_bytes, stream>>>(args...)
-//                                       and the launch check; emulated: every checker on, and
-//                                       any finding raised as an error naming the kernel.
+//   tf32_round(bits)                    float32 bits rounded to TF32 for mma (see below)
+//   FASTCONV_LAUNCH_BOUNDS(bounds)      __launch_bounds__ from a KernelBounds (launch_shape.h)
+//   launch_kernel(name, kernel, [bounds,] grid, block, shared_bytes, args...)
+//                                       kernel<<<grid, block, shared_bytes, stream>>>(args...):
+//                                       dynamic shared memory past 48 KiB opted into, and the
+//                                       launch checked, any failure an error naming the kernel;
+//                                       emulated: the same limits (the kernel's bounds, the
+//                                       opt-in), every checker on, any finding an error naming
+//                                       the kernel.
+//
+// Inline PTX that reads or writes memory declares a "memory" clobber, so that nvcc keeps
+// ordinary loads and stores on their side of it (a shared read after cp.async.wait_group, say).
 //
 // Rules for kernel code (so both builds agree): read an element into a typed variable
 // (`T v = p[i]`, not `auto`), and reach global memory only through gptr<T> or Strided4.
 #pragma once
 
+#include "cuda/common/launch_shape.h"
+
 #include <cstdint>
+
+// TF32 (mma m16n8k8 .tf32): the tensor cores use the top 19 bits of each 32-bit operand and
+// ignore the low 13 mantissa bits, which truncates float32 towards zero. The kernels round
+// instead, as cvt.rna.tf32.f32 does (to nearest, ties away from zero): half a TF32 unit added
+// to the bits of a finite value, the rest left to the tensor cores' truncation, so Inf and NaN
+// pass unchanged. Two instructions per fragment register (a compare and a predicated add);
+// it halves the largest error and removes truncation's bias towards zero.
+namespace fastconv::cuda {
+constexpr uint32_t kTf32HalfUnit = 1u << 12;
+}
 
 #if defined(FASTCONV_SIMT)
 
@@ -42,11 +63,14 @@
 #include <c10/util/Exception.h>
 
 #include <cmath>
+#include <cstring>
+#include <source_location>
 #include <string>
 
 #define FASTCONV_GLOBAL
 #define FASTCONV_DEVICE inline
-#define FASTCONV_LAUNCH_BOUNDS(threads, min_blocks)
+// The emulator sees no attributes: it takes the bound from the launch (launch_kernel below).
+#define FASTCONV_LAUNCH_BOUNDS(bounds)
 
 namespace fastconv::cuda {
 
@@ -62,7 +86,10 @@ inline Dim3 thread_index() { return simt::thread_idx(); }
 inline Dim3 block_index() { return simt::block_idx(); }
 inline Dim3 block_size() { return simt::block_dim(); }
 inline Dim3 grid_size() { return simt::grid_dim(); }
-inline void sync_threads() { simt::syncthreads(); }
+// The caller's line, not this one: synccheck tells barriers apart by where they are called.
+inline void sync_threads(std::source_location loc = std::source_location::current()) {
+  simt::syncthreads(loc);
+}
 template <typename U, typename T>
 sptr<U> shared_as(sptr<T> p) {
   return simt::shared_cast<U>(p);
@@ -88,6 +115,12 @@ using simt::mma_m16n8k16_bf16;
 using simt::mma_m16n8k16_f16;
 using simt::mma_m16n8k8_tf32;
 
+inline uint32_t tf32_round(uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return std::isfinite(f) ? bits + kTf32HalfUnit : bits;
+}
+
 using simt::cp_async;
 using simt::cp_async_commit_group;
 using simt::cp_async_wait_all;
@@ -102,12 +135,24 @@ simt::LaunchOptions& emulation_options();
 void record_launch(const char* name, Dim3 grid, Dim3 block, const simt::LaunchReport& report);
 
 template <typename Kernel, typename... Args>
+void launch_kernel(const char* name, Kernel kernel, KernelBounds bounds, Dim3 grid, Dim3 block,
+                   size_t shared_bytes, Args&&... args) {
+  simt::LaunchOptions options = emulation_options();
+  options.max_threads_per_block = unsigned(bounds.max_threads);
+  // As on the GPU (below): past the default 48 KiB, the launch opts in, up to the device's limit.
+  if (shared_bytes > options.max_dynamic_shared_bytes && shared_bytes <= simt::limits::max_shared_bytes_optin)
+    options.max_dynamic_shared_bytes = shared_bytes;
+  const simt::LaunchReport report =
+      simt::launch(kernel, grid, block, shared_bytes, options, std::forward<Args>(args)...);
+  TORCH_CHECK(report.ok(), "fastconv: the emulated CUDA kernel ", name, " (grid ", simt::to_string(grid),
+              ", block ", simt::to_string(block), ", ", shared_bytes, " bytes of dynamic shared memory) failed: ",
+              report.summary());
+  record_launch(name, grid, block, report);
+}
+template <typename Kernel, typename... Args>
 void launch_kernel(const char* name, Kernel kernel, Dim3 grid, Dim3 block, size_t shared_bytes,
                    Args&&... args) {
-  const simt::LaunchReport report =
-      simt::launch(kernel, grid, block, shared_bytes, emulation_options(), std::forward<Args>(args)...);
-  TORCH_CHECK(report.ok(), "fastconv: the emulated CUDA kernel ", name, " failed: ", report.summary());
-  record_launch(name, grid, block, report);
+  launch_kernel(name, kernel, kNoLaunchBounds, grid, block, shared_bytes, std::forward<Args>(args)...);
 }
 
 // A global-memory view of a tensor's storage, from its data pointer to the storage's end.
@@ -122,14 +167,21 @@ gptr<T> global_view(const Tensor& t, const char* name) {
 
 #else  // nvcc
 
+#include "cuda/common/launch_checks.h"
+
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 
 #define FASTCONV_GLOBAL __global__
 #define FASTCONV_DEVICE __device__ __forceinline__
-// Caps registers so that min_blocks CTAs of `threads` fit on one SM.
-#define FASTCONV_LAUNCH_BOUNDS(threads, min_blocks) __launch_bounds__(threads, min_blocks)
+// At most bounds.max_threads per block, and registers capped so that bounds.min_blocks CTAs
+// of that size fit on one SM.
+#define FASTCONV_LAUNCH_BOUNDS(bounds) __launch_bounds__((bounds).max_threads, (bounds).min_blocks)
 #define FASTCONV_SHARED(T, name, count) __shared__ T name[count]
+// One extern array for every kernel (its type must agree across a translation unit), seen as T.
+#define FASTCONV_DYNAMIC_SHARED(T, name)                                      \
+  extern __shared__ __align__(128) unsigned char fastconv_dynamic_shared[]; \
+  T* name = reinterpret_cast<T*>(fastconv_dynamic_shared)
 
 namespace fastconv::cuda {
 
@@ -211,19 +263,19 @@ template <typename T>
 __device__ __forceinline__ void ldmatrix_x1(uint32_t& r0, T* row, bool trans = false) {
   const auto a = static_cast<uint32_t>(__cvta_generic_to_shared(row));
   if (trans)
-    asm volatile("ldmatrix.sync.aligned.m8n8.x1.trans.shared.b16 {%0}, [%1];\n" : "=r"(r0) : "r"(a));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x1.trans.shared.b16 {%0}, [%1];\n" : "=r"(r0) : "r"(a) : "memory");
   else
-    asm volatile("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];\n" : "=r"(r0) : "r"(a));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];\n" : "=r"(r0) : "r"(a) : "memory");
 }
 template <typename T>
 __device__ __forceinline__ void ldmatrix_x2(uint32_t& r0, uint32_t& r1, T* row, bool trans = false) {
   const auto a = static_cast<uint32_t>(__cvta_generic_to_shared(row));
   if (trans)
     asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n"
-                 : "=r"(r0), "=r"(r1) : "r"(a));
+                 : "=r"(r0), "=r"(r1) : "r"(a) : "memory");
   else
     asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n"
-                 : "=r"(r0), "=r"(r1) : "r"(a));
+                 : "=r"(r0), "=r"(r1) : "r"(a) : "memory");
 }
 template <typename T>
 __device__ __forceinline__ void ldmatrix_x4(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3,
@@ -231,10 +283,10 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t& r0, uint32_t& r1, uint32_t
   const auto a = static_cast<uint32_t>(__cvta_generic_to_shared(row));
   if (trans)
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(a));
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(a) : "memory");
   else
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(a));
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(a) : "memory");
 }
 template <typename T>
 __device__ __forceinline__ void ldmatrix_x1_trans(uint32_t& r0, T* row) { ldmatrix_x1(r0, row, true); }
@@ -254,27 +306,38 @@ __device__ __forceinline__ void cp_async(D* dst, const S* src, int bytes, int sr
   const auto d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
   const int n = src_bytes < 0 ? bytes : src_bytes;
   if (bytes == 16)
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(n));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(n) : "memory");
   else if (bytes == 8)
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(d), "l"(src), "r"(n));
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(d), "l"(src), "r"(n) : "memory");
   else
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(n));
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(n) : "memory");
 }
 __device__ __forceinline__ void cp_async_commit_group() {
-  asm volatile("cp.async.commit_group;\n" ::);
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
 }
 template <int N>
 __device__ __forceinline__ void cp_async_wait_group() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+
+// See tf32_round's note at the top: the tensor cores truncate what this leaves below TF32.
+__device__ __forceinline__ uint32_t tf32_round(uint32_t bits) {
+  return isfinite(__uint_as_float(bits)) ? bits + kTf32HalfUnit : bits;
+}
 
 template <typename... KernelArgs, typename... Args>
-void launch_kernel(const char*, void (*kernel)(KernelArgs...), dim3 grid, dim3 block,
+void launch_kernel(const char* name, void (*kernel)(KernelArgs...), KernelBounds, dim3 grid,
+                   dim3 block, size_t shared_bytes, Args&&... args) {
+  if (shared_bytes > 48 * 1024) opt_in_dynamic_shared(name, reinterpret_cast<const void*>(kernel), shared_bytes);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  kernel<<<grid, block, shared_bytes, stream>>>(std::forward<Args>(args)...);
+  check_launch(name, grid, block, shared_bytes, stream);
+}
+template <typename... KernelArgs, typename... Args>
+void launch_kernel(const char* name, void (*kernel)(KernelArgs...), dim3 grid, dim3 block,
                    size_t shared_bytes, Args&&... args) {
-  kernel<<<grid, block, shared_bytes, c10::cuda::getCurrentCUDAStream().stream()>>>(
-      std::forward<Args>(args)...);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  launch_kernel(name, kernel, kNoLaunchBounds, grid, block, shared_bytes, std::forward<Args>(args)...);
 }
 
 template <typename T, typename Tensor>

@@ -13,6 +13,7 @@
 #pragma once
 
 #include "common/macros.h"
+#include "cuda/common/launch_shape.h"
 
 #include <cstdint>
 
@@ -23,14 +24,14 @@ namespace fastconv::cuda::depthwise {
 constexpr int kMinBlocksPerSM = 3;
 
 struct NhwcConfig {
-  static constexpr int kThreads = 256;
+  static constexpr int kThreads = cuda::kThreads;
   static constexpr int kPixelsPerThread = 2;  // fprop: consecutive output columns per thread
   static_assert(kThreads % 32 == 0, "whole warps");
   static_assert(kPixelsPerThread >= 1 && kPixelsPerThread <= 8, "accumulators in registers");
 };
 
 struct NchwConfig {
-  static constexpr int kThreads = 256;
+  static constexpr int kThreads = cuda::kThreads;
   static constexpr int kTileRows = 16;  // the largest output tile: kTileRows x kTileCols
   static constexpr int kTileCols = 32;
   static constexpr int kOutputsPerThread = 2;

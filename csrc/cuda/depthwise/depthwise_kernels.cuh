@@ -68,9 +68,14 @@ template <typename scalar_t, int KSize, bool kNchwDgrad>
 constexpr int min_blocks() {
   return sizeof(scalar_t) > 4 || (kNchwDgrad && (KSize == 5 || KSize == 7)) ? 1 : kMinBlocksPerSM;
 }
+// An instance's launch bounds, for the kernel and for its launch (depthwise.cu).
+template <class Config, typename scalar_t, int KSize, bool kNchwDgrad>
+constexpr KernelBounds launch_bounds() {
+  return {Config::kThreads, min_blocks<scalar_t, KSize, kNchwDgrad>()};
+}
 
 template <typename scalar_t, int KSize>
-FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS(NhwcConfig::kThreads, (min_blocks<scalar_t, KSize, false>())) fprop_nhwc_kernel(const ConvProblem p, const View4<const scalar_t> x,
+FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS((launch_bounds<NhwcConfig, scalar_t, KSize, false>())) fprop_nhwc_kernel(const ConvProblem p, const View4<const scalar_t> x,
                                        const View4<const scalar_t> w, gptr<const scalar_t> bias,
                                        const View4<scalar_t> y) {
   using acc_t = acc_type<scalar_t>;
@@ -110,7 +115,7 @@ FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS(NhwcConfig::kThreads, (min_blocks<sc
 // Item i: input channel c fastest, then column, row, image; gathers over taps and the M
 // output channels of c.
 template <typename scalar_t, int KSize>
-FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS(NhwcConfig::kThreads, (min_blocks<scalar_t, KSize, false>())) dgrad_nhwc_kernel(const ConvProblem p, const View4<const scalar_t> dy,
+FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS((launch_bounds<NhwcConfig, scalar_t, KSize, false>())) dgrad_nhwc_kernel(const ConvProblem p, const View4<const scalar_t> dy,
                                        const View4<const scalar_t> w, gptr<const scalar_t> bias,
                                        const View4<scalar_t> dx) {
   using acc_t = acc_type<scalar_t>;
@@ -164,7 +169,7 @@ FASTCONV_DEVICE void stage_window(const View4<const scalar_t>& v, int64_t n, int
 
 // Item b: a tile of output channel k (PlaneTiles over K).
 template <typename scalar_t, int KSize>
-FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS(NchwConfig::kThreads, (min_blocks<scalar_t, KSize, false>())) fprop_nchw_kernel(const ConvProblem p, const PlaneTile tile,
+FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS((launch_bounds<NchwConfig, scalar_t, KSize, false>())) fprop_nchw_kernel(const ConvProblem p, const PlaneTile tile,
                                        const View4<const scalar_t> x, const View4<const scalar_t> w,
                                        gptr<const scalar_t> bias, const View4<scalar_t> y) {
   using acc_t = acc_type<scalar_t>;
@@ -205,7 +210,7 @@ FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS(NchwConfig::kThreads, (min_blocks<sc
 // output channels of c, the dy window that reaches the dx tile is staged, and every dx element
 // gathers the taps that land on it.
 template <typename scalar_t, int KSize>
-FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS(NchwConfig::kThreads, (min_blocks<scalar_t, KSize, true>())) dgrad_nchw_kernel(const ConvProblem p, const PlaneTile tile,
+FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS((launch_bounds<NchwConfig, scalar_t, KSize, true>())) dgrad_nchw_kernel(const ConvProblem p, const PlaneTile tile,
                                        const View4<const scalar_t> dy, const View4<const scalar_t> w,
                                        gptr<const scalar_t> bias, const View4<scalar_t> dx) {
   using acc_t = acc_type<scalar_t>;

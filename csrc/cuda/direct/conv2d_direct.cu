@@ -10,11 +10,6 @@ namespace fastconv::cuda {
 
 namespace {
 
-template <typename scalar_t>
-gptr<const scalar_t> bias_data(const at::Tensor& bias) {
-  return bias.defined() ? global_view<const scalar_t>(bias, "bias") : gptr<const scalar_t>();
-}
-
 void fprop(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& x,
            const at::Tensor& w, const at::Tensor& bias, at::Tensor& y) {
   const auto blocks = blocks_for(p.N * p.K * p.P * p.Q);
@@ -22,7 +17,7 @@ void fprop(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor&
     bool_switch(layouts.output == Layout::nhwc, [&](auto channels_last) {
       launch_kernel("direct::fprop_kernel", direct::fprop_kernel<scalar_t, decltype(channels_last)::value>,
                     blocks, kThreads, 0, p, view4<const scalar_t>(x, "x"),
-                    view4<const scalar_t>(w, "w"), bias_data<scalar_t>(bias), view4<scalar_t>(y, "y"));
+                    view4<const scalar_t>(w, "w"), optional_view<const scalar_t>(bias, "bias"), view4<scalar_t>(y, "y"));
     });
   });
 }
@@ -34,7 +29,7 @@ void dgrad(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor&
     bool_switch(layouts.output == Layout::nhwc, [&](auto channels_last) {
       launch_kernel("direct::dgrad_kernel", direct::dgrad_kernel<scalar_t, decltype(channels_last)::value>,
                     blocks, kThreads, 0, p, view4<const scalar_t>(dy, "dy"),
-                    view4<const scalar_t>(w, "w"), bias_data<scalar_t>(bias), view4<scalar_t>(dx, "dx"));
+                    view4<const scalar_t>(w, "w"), optional_view<const scalar_t>(bias, "bias"), view4<scalar_t>(dx, "dx"));
     });
   });
 }

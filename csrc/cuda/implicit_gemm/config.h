@@ -2,12 +2,13 @@
 // both read this header; every constant a kernel uses comes from a config checked here.
 //
 // A CTA computes a BM x BN tile of C with 4 warps in a 2 x 2 grid, each warp a WM x WN
-// sub-tile, over BK-wide slices of the reduction that cp.async brings into a Stages-deep ring
+// sub-tile, over slices of the reduction (kSliceUnits 2-byte units each) that cp.async brings into a Stages-deep ring
 // of shared-memory buffers. The warp's products are m16n8k16 tensor-core tiles (Math::mma), or
 // exact float32 FFMA with each lane an 8 x 4 block of C (Math::ffma).
 #pragma once
 
 #include "common/macros.h"
+#include "cuda/common/launch_shape.h"
 
 #include <cstdint>
 
@@ -19,7 +20,10 @@ enum class Math { mma, ffma };
 // copies double a thread's copies per stage, which the 128 x 128 tile has no registers for.
 template <int BM_, int BN_, int Stages_, int kMinAlignment_, Math kMath_ = Math::mma>
 struct TileConfig {
-  static constexpr int BM = BM_, BN = BN_, BK = 32, Stages = Stages_;  // BK in 2-byte units
+  static constexpr int BM = BM_, BN = BN_, Stages = Stages_;
+  // The reduction per stage, in 2-byte units (shared memory is laid out in them whatever the
+  // dtype): 32 k of bf16 or fp16, 16 of float.
+  static constexpr int kSliceUnits = 32;
   static constexpr int kMinAlignment = kMinAlignment_;
   static constexpr Math kMath = kMath_;
   static constexpr int kWarpsM = 2, kWarpsN = 2, kThreads = 32 * kWarpsM * kWarpsN;
@@ -34,8 +38,10 @@ struct TileConfig {
   // its wgrad, with more addressing per copy, spills there and is left alone.
   static constexpr int kGatherMinBlocks = kMath == Math::ffma ? 4 : BM == 64 ? 5 : 1;
   static constexpr int kWgradMinBlocks = kMath == Math::ffma ? 4 : 1;
+  static constexpr KernelBounds kGatherBounds{kThreads, kGatherMinBlocks};
+  static constexpr KernelBounds kWgradBounds{kThreads, kWgradMinBlocks};
   // 2-byte units of one stage's A and B tiles, and of the whole ring.
-  static constexpr int kStageElems = (BM + BN) * BK;
+  static constexpr int kStageElems = (BM + BN) * kSliceUnits;
   static constexpr int kSharedBytes = Stages * kStageElems * 2;
 
   static_assert(kMath == Math::ffma || (BM % (16 * kWarpsM) == 0 && BN % (16 * kWarpsN) == 0),
@@ -49,7 +55,7 @@ struct TileConfig {
   static_assert(Stages >= 2 && Stages <= 4, "the ring needs one stage loading beside one in use");
   static_assert(kSharedBytes <= 48 * 1024,
                 "static shared memory: raise it with a dynamic allocation first");
-  static_assert((BM * BK / 8) % kThreads == 0 && (BN * BK / 8) % kThreads == 0,
+  static_assert((BM * kSliceUnits / 8) % kThreads == 0 && (BN * kSliceUnits / 8) % kThreads == 0,
                 "every thread issues the same number of 16-byte copies per stage");
 };
 
@@ -70,7 +76,7 @@ constexpr bool kTf32Wgrad = Cfg::BM <= 64;
 // eight rows an ldmatrix phase reads, and the rows a quarter-warp's 16-byte cp.async stores
 // write, fall in distinct bank groups.
 //
-// k-contiguous tiles (rows are m or n, BK = 32 elements = 4 units = 64 bytes per row): two
+// k-contiguous tiles (rows are m or n, kSliceUnits = 32 two-byte elements = 4 units = 64 bytes per row): two
 // rows share a 128-byte line, so the unit is XORed with (row / 2) % 4.
 FASTCONV_HD int swizzle_k_contiguous(int row, int k) {
   return row * 32 + ((((k >> 3) ^ (row >> 1)) & 3) << 3) + (k & 7);

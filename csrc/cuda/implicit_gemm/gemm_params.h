@@ -1,5 +1,5 @@
 // The implicit-GEMM kernels' problem descriptions, read by host (launchers) and device
-// (kernels). The mapping from ConvProblem to these is in implicit_gemm.cu, written once.
+// (kernels). The mapping from ConvProblem to these is in implicit_gemm.cpp, written once.
 #pragma once
 
 #include "common/macros.h"
@@ -32,8 +32,9 @@ struct GatherGemm {
 // wgrad: dw[g*Kg + m][r][s][c] = sum over the N*P*Q output pixels of
 //   dy[pixel, g*Kg + m] * x[img, p*stride_h - pad_top + r*dil_h, q*stride_w - pad_left + s*dil_w, g*Cg + c],
 // a GEMM with M = Kg, N = R*S*Cg and the pixels as its reduction, split into `splits` runs
-// of `pixels_per_split` (a multiple of the tile's BK) that write float partial sums to a
-// workspace [splits][groups*Kg][R*S*Cg]; a second pass adds them in split order.
+// of `pixels_per_split` (a multiple of kSliceUnits, so of every dtype's stage slice) that
+// write float partial sums to a workspace [splits][groups*Kg][R*S*Cg]; a second pass adds
+// them in split order.
 struct WgradGemm {
   int64_t N, H, W, Ctot, Cg;
   int64_t P, Q, Ktot, Kg;

@@ -28,7 +28,8 @@
 namespace fastconv::cuda::igemm {
 
 // One 16-byte-wide k step of the fragments: m16n8k16 for 2-byte types, m16n8k8 on TF32 for
-// float (the same 16 bytes of k hold 8 floats; the tensor cores read each as TF32).
+// float (the same 16 bytes of k hold 8 floats; warp_mma has rounded each to TF32, see
+// tf32_round in cuda/common/primitives.h).
 template <typename T>
 FASTCONV_DEVICE void mma_step(float (&acc)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
   const float c[4] = {acc[0], acc[1], acc[2], acc[3]};
@@ -82,7 +83,7 @@ struct alignas(16) Float4 {
   float x, y, z, w;
 };
 
-// ffma: one BK slice (BK / 2 floats of k) of the lane's 8 x 4 block, from k-major float tiles
+// ffma: one stage's slice (kSliceUnits / 2 floats of k) of the lane's 8 x 4 block, from k-major float tiles
 // (rows of BM or BN floats, 2 * BM units, mn-swizzled). Per k the warp reads 4 + 4 distinct
 // 16-byte A units (its two row blocks) and 8 B units, each a conflict-free broadcast, for 32
 // FFMA per lane.
@@ -92,7 +93,7 @@ FASTCONV_DEVICE void warp_ffma(sptr<uint16_t> a_tile, sptr<uint16_t> b_tile, int
   using Acc = Accumulators<Cfg>;
   const int m0 = Acc::row(0, warp_m, lane), m1 = Acc::row(4, warp_m, lane), n0 = Acc::col(0, warp_n, lane);
 #pragma unroll 4
-  for (int k = 0; k < Cfg::BK / 2; ++k) {
+  for (int k = 0; k < Cfg::kSliceUnits / 2; ++k) {
     const Float4 lo = shared_as<const Float4>(a_tile + swizzle_mn_contiguous(k, 2 * m0, 2 * Cfg::BM))[0];
     const Float4 hi = shared_as<const Float4>(a_tile + swizzle_mn_contiguous(k, 2 * m1, 2 * Cfg::BM))[0];
     const Float4 bv = shared_as<const Float4>(b_tile + swizzle_mn_contiguous(k, 2 * n0, 2 * Cfg::BN))[0];
@@ -105,7 +106,7 @@ FASTCONV_DEVICE void warp_ffma(sptr<uint16_t> a_tile, sptr<uint16_t> b_tile, int
   }
 }
 
-// One BK slice of the warp's WM x WN sub-tile: BK / 16 steps of MI x NI mma. Offsets count
+// One stage's slice of the warp's WM x WN sub-tile: kSliceUnits / 16 steps of MI x NI mma. Offsets count
 // 2-byte units: a float tile is laid out as a 2-byte tile of twice the width, and ldmatrix
 // hands each lane the same 4 bytes either way, which for float are the TF32 fragments.
 // kAKMajor / kBKMajor: the tile stores rows of k (mn contiguous) rather than rows of m / n.
@@ -122,7 +123,7 @@ FASTCONV_DEVICE void warp_mma(sptr<uint16_t> a_tile, sptr<uint16_t> b_tile, int 
     return v;
   };
 #pragma unroll
-  for (int kk = 0; kk < Cfg::BK; kk += 16) {
+  for (int kk = 0; kk < Cfg::kSliceUnits; kk += 16) {
     const int k8 = (kk / 16) * 8;  // float k-major: this step's first row
     // All of the warp's A fragments, then B two n8 blocks at a time: 4 registers of B live
     // instead of 2 * NI, which keeps the 128 x 128 tile's 128 accumulators out of local memory.
@@ -144,6 +145,8 @@ FASTCONV_DEVICE void warp_mma(sptr<uint16_t> a_tile, sptr<uint16_t> b_tile, int 
         ldmatrix_x4_trans(af[mi][0], af[mi][1], af[mi][2], af[mi][3],
                           a_tile + swizzle_mn_contiguous(k, col, Cfg::BM));
       }
+      if constexpr (kFloat)
+        for (uint32_t& r : af[mi]) r = tf32_round(r);
     }
 #pragma unroll
     for (int ni = 0; ni < Cfg::NI; ni += 2) {
@@ -162,6 +165,9 @@ FASTCONV_DEVICE void warp_mma(sptr<uint16_t> a_tile, sptr<uint16_t> b_tile, int 
         ldmatrix_x4_trans(bf[0][0], bf[0][1], bf[1][0], bf[1][1],
                           b_tile + swizzle_mn_contiguous(k, col, Cfg::BN));
       }
+      if constexpr (kFloat)
+        for (auto& block : bf)
+          for (uint32_t& r : block) r = tf32_round(r);
 #pragma unroll
       for (int mi = 0; mi < Cfg::MI; ++mi) {
         mma_step<T>(acc[mi][ni], af[mi], bf[0]);
@@ -194,7 +200,7 @@ FASTCONV_DEVICE void mainloop(sptr<uint16_t> ring, int64_t k_tiles, LoadStage& l
     if (next < k_tiles) load_stage(int(next % kStages), next);
     cp_async_commit_group();
     const sptr<uint16_t> a_tile = ring + int(kt % kStages) * Cfg::kStageElems;
-    const sptr<uint16_t> b_tile = a_tile + Cfg::BM * Cfg::BK;
+    const sptr<uint16_t> b_tile = a_tile + Cfg::BM * Cfg::kSliceUnits;
     if constexpr (Cfg::kMath == Math::ffma)
       warp_ffma<Cfg>(a_tile, b_tile, warp_m, warp_n, lane, acc);
     else
@@ -203,13 +209,35 @@ FASTCONV_DEVICE void mainloop(sptr<uint16_t> ring, int64_t k_tiles, LoadStage& l
   cp_async_wait_all();
 }
 
+// The epilogue both kernels share: each of the lane's accumulators that lies inside the GEMM
+// (m < m_limit, n < n_limit) goes to store(row, n, value), row = row_of(m) being worked out
+// once per row of the lane's fragment.
+template <class Cfg, typename RowOf, typename Store>
+FASTCONV_DEVICE void store_accumulators(const Accumulators<Cfg>& acc, int warp_m, int warp_n, int lane,
+                                        int64_t m_begin, int64_t n_begin, int64_t m_limit, int64_t n_limit,
+                                        RowOf&& row_of, Store&& store) {
+  using Acc = Accumulators<Cfg>;
+#pragma unroll
+  for (int i = 0; i < Acc::kRows; ++i) {
+    const int64_t m = m_begin + Acc::row(i, warp_m, lane);
+    if (m >= m_limit) continue;
+    const int64_t row = row_of(m);
+#pragma unroll
+    for (int j = 0; j < Acc::kCols; ++j) {
+      const int64_t n = n_begin + Acc::col(j, warp_n, lane);
+      if (n >= n_limit) continue;
+      store(row, n, acc.at(i, j));
+    }
+  }
+}
+
 template <class Cfg, typename T, int kVec>
-FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS(Cfg::kThreads, Cfg::kGatherMinBlocks) gather_gemm_kernel(const GatherGemm p, gptr<const T> x, gptr<const T> w,
+FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS(Cfg::kGatherBounds) gather_gemm_kernel(const GatherGemm p, gptr<const T> x, gptr<const T> w,
                                         gptr<const T> bias, gptr<T> y) {
-  constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, kStages = Cfg::Stages;
+  constexpr int BM = Cfg::BM, BN = Cfg::BN, kSliceUnits = Cfg::kSliceUnits, kStages = Cfg::Stages;
   constexpr bool kFfma = Cfg::kMath == Math::ffma;
-  // BK and kVec count 2-byte units; a float element is two of them.
-  constexpr int kUnits = int(sizeof(T)) / 2, kSliceElems = BK / kUnits;
+  // kSliceUnits and kVec count 2-byte units; a float element is two of them.
+  constexpr int kUnits = int(sizeof(T)) / 2, kSliceElems = kSliceUnits / kUnits;
   static_assert(kUnits == 1 || kUnits == 2, "2-byte types, or float");
   static_assert(kFfma ? (kVec == 2 && kUnits == 2) : (kVec == 8 || kVec == 4),
                 "mma: 16- or 8-byte copies along k; ffma: one float per copy");
@@ -218,7 +246,7 @@ FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS(Cfg::kThreads, Cfg::kGatherMinBlocks
   //   mma: chunks of kVec units across the slice, k-contiguous tiles.
   //   ffma: a warp's lanes take 8 k columns x 4 rows (each row's 8 floats one 32-byte sector),
   //         stored k-major, where the swizzle puts the 32 lanes' words in 32 banks.
-  constexpr int kChunksPerRow = kFfma ? kSliceElems : BK / kVec;
+  constexpr int kChunksPerRow = kFfma ? kSliceElems : kSliceUnits / kVec;
   constexpr int kRowStep = Cfg::kThreads / kChunksPerRow;
   constexpr int kAIters = BM / kRowStep, kBIters = BN / kRowStep, kBytes = 2 * kVec;
   static_assert(Cfg::kThreads % kChunksPerRow == 0 && BM % kRowStep == 0 && BN % kRowStep == 0,
@@ -264,7 +292,7 @@ FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS(Cfg::kThreads, Cfg::kGatherMinBlocks
   }
 
   auto load_stage = [&](int stage, int64_t k_tile) {
-    const sptr<uint16_t> a_tile = ring + stage * Cfg::kStageElems, b_tile = a_tile + BM * BK;
+    const sptr<uint16_t> a_tile = ring + stage * Cfg::kStageElems, b_tile = a_tile + BM * kSliceUnits;
     const int64_t k = k_tile * kSliceElems + k_col;
     const bool k_ok = k < reduction;
     int c = 0, r_off = 0, s_off = 0;
@@ -297,30 +325,26 @@ FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS(Cfg::kThreads, Cfg::kGatherMinBlocks
                                  warp_m, warp_n, lane, acc);
 
   // Epilogue: bias in float, one rounding, straight to the NHWC output.
-#pragma unroll
-  for (int i = 0; i < Acc::kRows; ++i) {
-    const int64_t m = m_begin + Acc::row(i, warp_m, lane);
-    if (m >= M) continue;
-    const int64_t img = m / pixels_per_image, rest = m % pixels_per_image;
-    const int64_t yh = (rest / p.OW) * p.out_stride_h + p.out_offset_h;
-    const int64_t yw = (rest % p.OW) * p.out_stride_w + p.out_offset_w;
-    const int64_t y_row = ((img * p.YH + yh) * p.YW + yw) * p.Ktot + g * p.Kg;
-#pragma unroll
-    for (int j = 0; j < Acc::kCols; ++j) {
-      const int64_t n = n_begin + Acc::col(j, warp_n, lane);
-      if (n >= p.Kg) continue;
-      y[y_row + n] = static_cast<T>(acc.at(i, j) + bias_value<T>(bias, g * p.Kg + n));
-    }
-  }
+  store_accumulators<Cfg>(
+      acc, warp_m, warp_n, lane, m_begin, n_begin, M, p.Kg,
+      [&](int64_t m) {
+        const int64_t img = m / pixels_per_image, rest = m % pixels_per_image;
+        const int64_t yh = (rest / p.OW) * p.out_stride_h + p.out_offset_h;
+        const int64_t yw = (rest % p.OW) * p.out_stride_w + p.out_offset_w;
+        return ((img * p.YH + yh) * p.YW + yw) * p.Ktot + g * p.Kg;
+      },
+      [&](int64_t y_row, int64_t n, float v) {
+        y[y_row + n] = static_cast<T>(v + bias_value<T>(bias, g * p.Kg + n));
+      });
 }
 
 template <class Cfg, typename T, int kVec>
-FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS(Cfg::kThreads, Cfg::kWgradMinBlocks) wgrad_kernel(const WgradGemm p, gptr<const T> x, gptr<const T> dy,
+FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS(Cfg::kWgradBounds) wgrad_kernel(const WgradGemm p, gptr<const T> x, gptr<const T> dy,
                                   gptr<float> workspace, gptr<T> dw) {
-  constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, kStages = Cfg::Stages;
+  constexpr int BM = Cfg::BM, BN = Cfg::BN, kSliceUnits = Cfg::kSliceUnits, kStages = Cfg::Stages;
   // A float slice holds half the pixels of a 2-byte one in the same bytes: rows of BM (BN)
   // floats are 2 * BM (2 * BN) 2-byte units wide.
-  constexpr int kUnits = int(sizeof(T)) / 2, kSliceRows = BK / kUnits;
+  constexpr int kUnits = int(sizeof(T)) / 2, kSliceRows = kSliceUnits / kUnits;
   constexpr int kAWidth = BM * kUnits, kBWidth = BN * kUnits;
   constexpr int kAChunks = kAWidth / kVec, kARowsPerPass = Cfg::kThreads / kAChunks;
   constexpr int kBChunks = kBWidth / kVec, kBRowsPerPass = Cfg::kThreads / kBChunks;
@@ -355,7 +379,7 @@ FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS(Cfg::kThreads, Cfg::kWgradMinBlocks)
   const int64_t b_channel = g * p.Cg + c;
 
   auto load_stage = [&](int stage, int64_t k_tile) {
-    const sptr<uint16_t> a_tile = ring + stage * Cfg::kStageElems, b_tile = a_tile + BK * BM;
+    const sptr<uint16_t> a_tile = ring + stage * Cfg::kStageElems, b_tile = a_tile + kSliceUnits * BM;
     const int64_t first = pixel_begin + k_tile * kSliceRows;
 #pragma unroll
     for (int i = 0; i < kAIters; ++i) {
@@ -391,21 +415,15 @@ FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS(Cfg::kThreads, Cfg::kWgradMinBlocks)
   // split, dw itself, rounded once.
   const int64_t split_base = split * p.groups * p.Kg * columns;
   const bool single = p.splits == 1;
-#pragma unroll
-  for (int i = 0; i < Acc::kRows; ++i) {
-    const int64_t m = m_begin + Acc::row(i, warp_m, lane);
-    if (m >= p.Kg) continue;
-    const int64_t row = split_base + (g * p.Kg + m) * columns;
-#pragma unroll
-    for (int j = 0; j < Acc::kCols; ++j) {
-      const int64_t n = n_begin + Acc::col(j, warp_n, lane);
-      if (n >= columns) continue;
-      if (single)
-        dw[row + n] = static_cast<T>(acc.at(i, j));
-      else
-        workspace[row + n] = acc.at(i, j);
-    }
-  }
+  store_accumulators<Cfg>(
+      acc, warp_m, warp_n, lane, m_begin, n_begin, p.Kg, columns,
+      [&](int64_t m) { return split_base + (g * p.Kg + m) * columns; },
+      [&](int64_t row, int64_t n, float v) {
+        if (single)
+          dw[row + n] = static_cast<T>(v);
+        else
+          workspace[row + n] = v;
+      });
 }
 
 // dw[i] = the splits' partial sums added in split order: the same bits on every run.

@@ -46,9 +46,9 @@ void launch_gather_gemm(const GatherGemm& p, int64_t groups, int vec, const at::
                   unsigned(groups));
   auto launch = [&](auto type, auto width) {
     using T = decltype(type);
-    const gptr<const T> b = bias.defined() ? global_view<const T>(bias, "bias") : gptr<const T>();
+    const gptr<const T> b = optional_view<const T>(bias, "bias");
     launch_kernel("igemm::gather_gemm_kernel", gather_gemm_kernel<Cfg, T, decltype(width)::value>,
-                  grid, Dim3(Cfg::kThreads), 0, p, global_view<const T>(x, "x"),
+                  Cfg::kGatherBounds, grid, Dim3(Cfg::kThreads), 0, p, global_view<const T>(x, "x"),
                   global_view<const T>(w, "w"), b, global_view<T>(y, "y"));
   };
   if constexpr (Cfg::kMath == Math::ffma) {
@@ -68,8 +68,8 @@ void launch_wgrad_gemm(const WgradGemm& p, int vec, const at::Tensor& x, const a
                   unsigned(p.groups * p.splits));
   dispatch_types<Cfg, Cfg::kMath == Math::ffma || kTf32Wgrad<Cfg>>(x.scalar_type(), vec, "igemm::wgrad", [&](auto type, auto width) {
     using T = decltype(type);
-    launch_kernel("igemm::wgrad_kernel", wgrad_kernel<Cfg, T, decltype(width)::value>, grid,
-                  Dim3(Cfg::kThreads), 0, p, global_view<const T>(x, "x"),
+    launch_kernel("igemm::wgrad_kernel", wgrad_kernel<Cfg, T, decltype(width)::value>,
+                  Cfg::kWgradBounds, grid, Dim3(Cfg::kThreads), 0, p, global_view<const T>(x, "x"),
                   global_view<const T>(dy, "dy"), global_view<float>(workspace, "workspace"),
                   global_view<T>(dw, "dw"));
   });

@@ -12,6 +12,7 @@
 #include "cuda/implicit_gemm/config.h"
 #include "cuda/implicit_gemm/implicit_gemm.h"
 #include "cuda/common/device_info.h"
+#include "cuda/common/launch_shape.h"
 #include "cuda/kernels.h"
 
 #include <ATen/ATen.h>
@@ -25,8 +26,6 @@ namespace {
 
 using igemm::GatherGemm;
 using igemm::WgradGemm;
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // 2-byte units per cp.async: 8 (16 bytes) when every operand's base and channel run is
 // 16-byte aligned, 4 (8 bytes) when they are 8-byte aligned, else 2 (4 bytes: float on the
@@ -100,8 +99,15 @@ struct Algorithm {
   static void dgrad(const ConvProblem& p, const KernelLayouts&, const at::Tensor& dy,
                     const at::Tensor& w, const at::Tensor& bias, at::Tensor& dx) {
     const int64_t Kg = p.K_per_group(), Cg = p.C_per_group();
-    // w, logically [K, C/g, R, S], as [groups, K/g, C/g, R, S] (a view of its KRSC memory).
-    const at::Tensor wg = w.view({p.groups, Kg, Cg, p.R, p.S});
+    // w, logically [K, C/g, R, S], as [groups, K/g, C/g, R, S] (a view of its KRSC memory),
+    // flipped and transposed once for every phase: [groups * C/g][R][S][K/g] with the taps in
+    // reverse order. A phase's filter is then a strided slice of it, copied once where it is
+    // not already contiguous (stride 1 has one phase, the whole filter).
+    const at::Tensor flipped = w.view({p.groups, Kg, Cg, p.R, p.S})
+                                   .permute({0, 2, 3, 4, 1})
+                                   .flip({2, 3})
+                                   .contiguous()
+                                   .view({p.groups * Cg, p.R, p.S, Kg});
     for (int64_t ph = 0; ph < std::min(p.stride_h, p.H); ++ph) {
       const std::vector<int64_t> rs_h = taps(ph, p.pad_top, p.R, p.stride_h, p.dilation_h);
       for (int64_t pw = 0; pw < std::min(p.stride_w, p.W); ++pw) {
@@ -129,13 +135,14 @@ struct Algorithm {
         g.YH = p.H, g.YW = p.W, g.Ktot = p.C;
         g.out_stride_h = p.stride_h, g.out_stride_w = p.stride_w;
         g.out_offset_h = ph, g.out_offset_w = pw;
-        // The phase's filter, flipped and transposed: [groups * C/g][taps_h][taps_w][K/g].
-        auto pick = [](const at::Tensor& t, int64_t dim, const std::vector<int64_t>& r_list) {
+        // The phase's filter, flipped and transposed: [groups * C/g][taps_h][taps_w][K/g], its
+        // taps r_list read backwards: flipped index R - 1 - r, ascending.
+        auto pick = [](const at::Tensor& t, int64_t dim, int64_t taps, const std::vector<int64_t>& r_list) {
           if (r_list.empty()) return t.narrow(dim, 0, 0);
           const int64_t step = r_list.size() > 1 ? r_list[1] - r_list[0] : 1;
-          return t.slice(dim, r_list.front(), r_list.back() + 1, step).flip({dim});
+          return t.slice(dim, taps - 1 - r_list.back(), taps - r_list.front(), step);
         };
-        const at::Tensor sub = pick(pick(wg, 3, rs_h), 4, rs_w).permute({0, 2, 3, 4, 1}).contiguous();
+        const at::Tensor sub = pick(pick(flipped, 1, p.R, rs_h), 2, p.S, rs_w).contiguous();
         const int vec = vector_width({&dy, &sub, &dx}, {Kg, Cg});
         igemm::launch_gather_gemm<Cfg>(g, p.groups, vec, dy, sub, bias, dx);
       }
@@ -151,7 +158,7 @@ struct Algorithm {
     g.stride_h = p.stride_h, g.stride_w = p.stride_w, g.dil_h = p.dilation_h, g.dil_w = p.dilation_w;
     g.pad_top = p.pad_top, g.pad_left = p.pad_left;
     g.groups = p.groups;
-    // Enough splits for two CTAs per SM, each at least 4 BK slices long; the float workspace
+    // Enough splits for two CTAs per SM, each at least 4 stage slices long; the float workspace
     // (written and read once per split) at most half the bytes of x and dy, so that split-K
     // never doubles the traffic where the reduction is short against dw, and under 256 MiB.
     const int64_t tiles = ceil_div(g.Kg, Cfg::BM) * ceil_div(g.columns(), Cfg::BN) * p.groups;
@@ -159,11 +166,11 @@ struct Algorithm {
     const int64_t result = p.groups * g.Kg * g.columns();
     const int64_t operand_bytes = (x.numel() + dy.numel()) * x.element_size();
     int64_t splits = std::max<int64_t>(1, ceil_div(2 * sms, tiles));
-    splits = std::min(splits, std::max<int64_t>(1, g.pixels() / (4 * Cfg::BK)));
+    splits = std::min(splits, std::max<int64_t>(1, g.pixels() / (4 * Cfg::kSliceUnits)));
     splits = std::min(splits, std::max<int64_t>(1, operand_bytes / (2 * 8 * result)));
     splits = std::min(splits, std::max<int64_t>(1, (int64_t(256) << 20) / (4 * result)));
     splits = std::min<int64_t>(splits, 65535 / p.groups);
-    g.pixels_per_split = ceil_div(ceil_div(g.pixels(), splits), Cfg::BK) * Cfg::BK;
+    g.pixels_per_split = ceil_div(ceil_div(g.pixels(), splits), Cfg::kSliceUnits) * Cfg::kSliceUnits;
     g.splits = ceil_div(g.pixels(), g.pixels_per_split);
     // One split writes dw straight; more add their float partial sums in a second pass.
     at::Tensor workspace = at::empty({g.splits > 1 ? g.splits * result : 0}, x.options().dtype(at::kFloat));

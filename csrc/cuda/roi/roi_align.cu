@@ -31,16 +31,15 @@ align::Shape shape_of(const at::Tensor& rois, c10::IntArrayRef input_sizes, cons
 void roi_align_forward(const at::Tensor& input, const at::Tensor& rois, const RoiArgs& a,
                        at::Tensor& out) {
   const align::Shape s = shape_of(rois, input.sizes(), a);
-  const bool channels_last = !input.is_contiguous();  // the contract's other form: [N, H, W, C]
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align", [&] {
     using acc_t = acc_type<scalar_t>;
     const auto in = global_view<const scalar_t>(input, "input");
     const auto r = global_view<const acc_t>(rois, "rois");
     const auto o = global_view<scalar_t>(out, "out");
-    if (channels_last) {
-      const int64_t blocks = s.K * ((s.C + align::kNhwcChannels - 1) / align::kNhwcChannels);
+    if (a.channels_last) {
+      const int64_t blocks = s.K * ceil_div(s.C, roi::NhwcForwardConfig::kChannels);
       launch_kernel("align::forward_nhwc_kernel", align::forward_nhwc_kernel<scalar_t, acc_t>,
-                    unsigned(std::min<int64_t>(blocks, int64_t(1) << 30)), align::kNhwcThreads, 0, in, r,
+                    unsigned(std::min<int64_t>(blocks, int64_t(1) << 30)), roi::NhwcForwardConfig::kThreads, 0, in, r,
                     o, s, a);
     } else {
       launch_kernel("align::forward_kernel", align::forward_kernel<scalar_t, acc_t>,
@@ -80,7 +79,7 @@ void roi_align_backward(const at::Tensor& grad, const at::Tensor& rois, const Ro
     const auto gi = global_view<scalar_t>(grad_input, "grad_input");
     // The gather's grid has images in z and 8-channel groups in y; past that, the plane walker.
     const bool gather = deterministic && !planes && N <= 65535 &&
-                        ceil_div(s.C, int64_t(align::kGatherChannels)) <= 65535;
+                        ceil_div(s.C, int64_t(roi::GatherBackwardConfig::kChannels)) <= 65535;
     if (gather) {
       // Boxes in image order (a stable sort keeps each image's boxes in index order), where
       // each image's run starts, and each box's reach in pixels.
@@ -88,11 +87,11 @@ void roi_align_backward(const at::Tensor& grad, const at::Tensor& rois, const Ro
       const at::Tensor order = std::get<1>(at::sort(batch, /*stable=*/true, 0, /*descending=*/false)).contiguous();
       const at::Tensor starts =
           at::searchsorted(batch.index_select(0, order), at::arange(N + 1, batch.options())).contiguous();
-      at::Tensor table = at::empty({s.K, align::kTableColumns}, batch.options());
+      at::Tensor table = at::empty({s.K, roi::GatherBackwardConfig::kTableColumns}, batch.options());
       launch_kernel("align::box_table_kernel", align::box_table_kernel<scalar_t>, blocks_for(s.K), kThreads, 0,
                     r, global_view<const int64_t>(order, "order"), global_view<int64_t>(table, "table"), s, a);
       const Dim3 grid(unsigned(ceil_div(s.H * s.W, int64_t(kThreads))),
-                      unsigned(ceil_div(s.C, int64_t(align::kGatherChannels))), unsigned(N));
+                      unsigned(ceil_div(s.C, int64_t(roi::GatherBackwardConfig::kChannels))), unsigned(N));
       launch_kernel("align::backward_gather_kernel", align::backward_gather_kernel<scalar_t>, grid, kThreads, 0,
                     g, r, global_view<const int64_t>(table, "table"), global_view<const int64_t>(starts, "starts"),
                     gi, s, a);

@@ -26,13 +26,14 @@
 
 namespace fastconv::cuda::align {
 
+using roi_loads::Bin;
+using roi_loads::bin_of;
 using roi_loads::Box;
 using roi_loads::load;
 using roi_loads::load_box;
-
-struct Shape {
-  int64_t K, C, H, W, pooled_h, pooled_w;
-};
+using roi_loads::Shape;
+using Nhwc = roi::NhwcForwardConfig;
+using Gather = roi::GatherBackwardConfig;
 
 // Sample i of a bin starting at base along one axis: the one expression the forward and
 // the gather backward both use, so that they agree on every sample to the bit.
@@ -81,10 +82,7 @@ FASTCONV_GLOBAL void forward_kernel(gptr<const scalar_t> input, gptr<const acc_t
                                     gptr<scalar_t> out, Shape s, RoiArgs a) {
   const int64_t bins = s.pooled_h * s.pooled_w;
   FASTCONV_GRID_STRIDE_LOOP(i, s.K * s.C * bins) {
-    const int64_t pw = i % s.pooled_w;
-    const int64_t ph = (i / s.pooled_w) % s.pooled_h;
-    const int64_t c = (i / bins) % s.C;
-    const int64_t k = i / (bins * s.C);
+    const auto [k, c, ph, pw] = bin_of(i, s);
     const Box<acc_t> roi = load_box(rois, k);
     const auto g = roi_align_geometry<acc_t>(roi.v, acc_t(a.spatial_scale), s.pooled_h, s.pooled_w,
                                              a.sampling_ratio, a.aligned);
@@ -112,10 +110,7 @@ FASTCONV_GLOBAL void forward_multilevel_kernel(LevelViews<scalar_t> levels, gptr
                                                RoiArgs a) {
   const int64_t bins = s.pooled_h * s.pooled_w;
   FASTCONV_GRID_STRIDE_LOOP(i, s.K * s.C * bins) {
-    const int64_t pw = i % s.pooled_w;
-    const int64_t ph = (i / s.pooled_w) % s.pooled_h;
-    const int64_t c = (i / bins) % s.C;
-    const int64_t k = i / (bins * s.C);
+    const auto [k, c, ph, pw] = bin_of(i, s);
     const int64_t l = level_of[k];
     // Picked with constant indices: a run-time index into a kernel parameter would copy the
     // whole table to local memory.
@@ -144,28 +139,25 @@ FASTCONV_GLOBAL void forward_multilevel_kernel(LevelViews<scalar_t> levels, gptr
 // as one contiguous run, since out[k, c0:c0+32, :, :] is contiguous. stride is the chunk's
 // bin count made odd: the 32 lanes' writes land in 32 banks, and the reads run straight
 // through the tile (one word of padding a channel where the count is even).
-constexpr int kNhwcChannels = 32, kNhwcBinLanes = 8, kNhwcBinChunk = 64;
-constexpr int kNhwcThreads = kNhwcChannels * kNhwcBinLanes;
-
 template <typename scalar_t, typename acc_t>
 FASTCONV_GLOBAL void forward_nhwc_kernel(gptr<const scalar_t> input, gptr<const acc_t> rois,
                                          gptr<scalar_t> out, Shape s, RoiArgs a) {
-  FASTCONV_SHARED(acc_t, staged, kNhwcChannels * (kNhwcBinChunk + 1));
-  const int tid = int(thread_index().x), lane_c = tid % kNhwcChannels, lane_b = tid / kNhwcChannels;
+  FASTCONV_SHARED(acc_t, staged, Nhwc::kStagedWords);
+  const int tid = int(thread_index().x), lane_c = tid % Nhwc::kChannels, lane_b = tid / Nhwc::kChannels;
   const int64_t bins = s.pooled_h * s.pooled_w;
-  const int64_t chunks = (s.C + kNhwcChannels - 1) / kNhwcChannels;
+  const int64_t chunks = (s.C + Nhwc::kChannels - 1) / Nhwc::kChannels;
   for (int64_t block = block_index().x; block < s.K * chunks; block += grid_size().x) {
-    const int64_t k = block / chunks, c0 = (block % chunks) * kNhwcChannels, c = c0 + lane_c;
-    const int64_t channels = s.C - c0 < kNhwcChannels ? s.C - c0 : kNhwcChannels;
+    const int64_t k = block / chunks, c0 = (block % chunks) * Nhwc::kChannels, c = c0 + lane_c;
+    const int64_t channels = s.C - c0 < Nhwc::kChannels ? s.C - c0 : Nhwc::kChannels;
     const Box<acc_t> roi = load_box(rois, k);
     const auto g = roi_align_geometry<acc_t>(roi.v, acc_t(a.spatial_scale), s.pooled_h, s.pooled_w,
                                              a.sampling_ratio, a.aligned);
     // [H][W][C] of the box's image, from this thread's channel.
     const gptr<const scalar_t> image = input + (int64_t(roi.v[0]) * s.H * s.W * s.C + (c < s.C ? c : 0));
-    for (int64_t b0 = 0; b0 < bins; b0 += kNhwcBinChunk) {
-      const int64_t count = bins - b0 < kNhwcBinChunk ? bins - b0 : kNhwcBinChunk;
+    for (int64_t b0 = 0; b0 < bins; b0 += Nhwc::kBinChunk) {
+      const int64_t count = bins - b0 < Nhwc::kBinChunk ? bins - b0 : Nhwc::kBinChunk;
       const int stride = int(count) | 1;
-      for (int64_t bl = lane_b; bl < count; bl += kNhwcBinLanes) {
+      for (int64_t bl = lane_b; bl < count; bl += Nhwc::kBinLanes) {
         acc_t v = acc_t(std::numeric_limits<float>::quiet_NaN());
         if (g.valid && c < s.C) {
           const int64_t b = b0 + bl;
@@ -175,7 +167,7 @@ FASTCONV_GLOBAL void forward_nhwc_kernel(gptr<const scalar_t> input, gptr<const 
       }
       sync_threads();
       const gptr<scalar_t> run = out + ((k * s.C + c0) * bins + b0);
-      for (int64_t t = tid; t < channels * count; t += kNhwcThreads) {
+      for (int64_t t = tid; t < channels * count; t += Nhwc::kThreads) {
         const acc_t v = staged[int(t / count) * stride + int(t % count)];
         run[(t / count) * bins + t % count] = scalar_t(v);
       }
@@ -205,10 +197,7 @@ FASTCONV_GLOBAL void backward_atomic_kernel(gptr<const acc_t> grad, gptr<const a
                                             gptr<acc_t> grad_input, Shape s, RoiArgs a) {
   const int64_t bins = s.pooled_h * s.pooled_w;
   FASTCONV_GRID_STRIDE_LOOP(i, s.K * s.C * bins) {
-    const int64_t pw = i % s.pooled_w;
-    const int64_t ph = (i / s.pooled_w) % s.pooled_h;
-    const int64_t c = (i / bins) % s.C;
-    const int64_t k = i / (bins * s.C);
+    const auto [k, c, ph, pw] = bin_of(i, s);
     const Box<acc_t> roi = load_box(rois, k);
     const auto g = roi_align_geometry<acc_t>(roi.v, acc_t(a.spatial_scale), s.pooled_h, s.pooled_w,
                                              a.sampling_ratio, a.aligned);
@@ -251,7 +240,6 @@ FASTCONV_GLOBAL void backward_deterministic_kernel(gptr<const acc_t> grad, gptr<
 // keep their index order): (k, first row, last row, first column, last column) of the input
 // pixels box k can send gradient to, a little wider than exact; an empty range (first > last)
 // for an invalid box or one off the image.
-constexpr int kTableColumns = 5;
 
 template <typename acc_t>
 FASTCONV_GLOBAL void box_table_kernel(gptr<const acc_t> rois, gptr<const int64_t> order,
@@ -274,12 +262,10 @@ FASTCONV_GLOBAL void box_table_kernel(gptr<const acc_t> rois, gptr<const int64_t
       range(double(g.start_h), double(g.bin_h), s.pooled_h, s.H, &y0, &y1);
       range(double(g.start_w), double(g.bin_w), s.pooled_w, s.W, &x0, &x1);
     }
-    const int64_t row[kTableColumns] = {k, y0, y1, x0, x1};
-    for (int e = 0; e < kTableColumns; ++e) table[j * kTableColumns + e] = row[e];
+    const int64_t row[Gather::kTableColumns] = {k, y0, y1, x0, x1};
+    for (int e = 0; e < Gather::kTableColumns; ++e) table[j * Gather::kTableColumns + e] = row[e];
   }
 }
-
-constexpr int kGatherChannels = 8;
 
 // Along one axis of `size` pixels: whether a sample at `coordinate` sends anything to pixel
 // p, and with what weight (the sum of its two taps' weights that land on p; both do where
@@ -300,21 +286,21 @@ FASTCONV_GLOBAL void backward_gather_kernel(gptr<const acc_t> grad, gptr<const a
                                             gptr<acc_t> grad_input, Shape s, RoiArgs a) {
   const int64_t pixels = s.H * s.W, bins = s.pooled_h * s.pooled_w;
   const int64_t pixel = int64_t(block_index().x) * block_size().x + thread_index().x;
-  const int64_t c0 = int64_t(block_index().y) * kGatherChannels, n = block_index().z;
+  const int64_t c0 = int64_t(block_index().y) * Gather::kChannels, n = block_index().z;
   if (pixel >= pixels) return;  // no barrier follows
   const int64_t h = pixel / s.W, w = pixel % s.W;
-  const int64_t channels = s.C - c0 < kGatherChannels ? s.C - c0 : kGatherChannels;
-  acc_t sum[kGatherChannels];
-  for (int cc = 0; cc < kGatherChannels; ++cc) sum[cc] = 0;
+  const int64_t channels = s.C - c0 < Gather::kChannels ? s.C - c0 : Gather::kChannels;
+  acc_t sum[Gather::kChannels];
+  for (int cc = 0; cc < Gather::kChannels; ++cc) sum[cc] = 0;
   // The rows and columns whose taps can reach this pixel: [h - 1, h + 1], [w - 1, w + 1].
   const double y_lo = double(h - 1), y_hi = double(h + 1), x_lo = double(w - 1), x_hi = double(w + 1);
   const int64_t end = starts[n + 1];
   for (int64_t j = starts[n]; j < end; ++j) {
-    const int64_t row_first = table[j * kTableColumns + 1], row_last = table[j * kTableColumns + 2];
+    const int64_t row_first = table[j * Gather::kTableColumns + 1], row_last = table[j * Gather::kTableColumns + 2];
     if (h < row_first || h > row_last) continue;
-    const int64_t col_first = table[j * kTableColumns + 3], col_last = table[j * kTableColumns + 4];
+    const int64_t col_first = table[j * Gather::kTableColumns + 3], col_last = table[j * Gather::kTableColumns + 4];
     if (w < col_first || w > col_last) continue;
-    const int64_t k = table[j * kTableColumns];
+    const int64_t k = table[j * Gather::kTableColumns];
     const Box<acc_t> roi = load_box(rois, k);
     const auto g = roi_align_geometry<acc_t>(roi.v, acc_t(a.spatial_scale), s.pooled_h, s.pooled_w,
                                              a.sampling_ratio, a.aligned);
@@ -339,7 +325,7 @@ FASTCONV_GLOBAL void backward_gather_kernel(gptr<const acc_t> grad, gptr<const a
             if (!share_of_taps(sample_at(base_x, ix, g.bin_w, g.grid_w), s.W, w, &wx)) continue;
             const acc_t weight = wy * wx;
             const int64_t bin = ph * s.pooled_w + pw;
-            for (int cc = 0; cc < kGatherChannels; ++cc)
+            for (int cc = 0; cc < Gather::kChannels; ++cc)
               if (cc < channels) sum[cc] += load<acc_t>(box_grad, cc * bins + bin) / g.count * weight;
           }
         }
@@ -347,7 +333,7 @@ FASTCONV_GLOBAL void backward_gather_kernel(gptr<const acc_t> grad, gptr<const a
     }
   }
   // grad_input is zeroed and this thread alone owns these elements.
-  for (int cc = 0; cc < kGatherChannels; ++cc)
+  for (int cc = 0; cc < Gather::kChannels; ++cc)
     if (cc < channels) grad_input[(n * s.C + c0 + cc) * pixels + pixel] = sum[cc];
 }
 

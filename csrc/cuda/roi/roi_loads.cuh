@@ -1,13 +1,30 @@
-// Loads both RoI kernel families share: a box read once into registers, and an element read
-// as its own type before it widens to the accumulation type (a half-type element cannot
-// convert to float in one step through the emulator's checked pointer).
+// What both RoI kernel families share: the problem's shape and an output element's place in
+// it, a box read once into registers, and an element read as its own type before it widens to
+// the accumulation type (a half-type element cannot convert to float in one step through the
+// emulator's checked pointer).
 #pragma once
 
 #include "cuda/common/launch.cuh"
+#include "cuda/roi/config.h"
 
 #include <cstdint>
 
 namespace fastconv::cuda::roi_loads {
+
+// K boxes pooled from an [N, C, H, W] input into [K, C, pooled_h, pooled_w].
+struct Shape {
+  int64_t K, C, H, W, pooled_h, pooled_w;
+};
+
+// Output element i of [K][C][pooled_h][pooled_w]: box k, channel c, bin (ph, pw).
+struct Bin {
+  int64_t k, c, ph, pw;
+};
+
+FASTCONV_DEVICE Bin bin_of(int64_t i, const Shape& s) {
+  const int64_t bins = s.pooled_h * s.pooled_w;
+  return {i / (bins * s.C), (i / bins) % s.C, (i / s.pooled_w) % s.pooled_h, i % s.pooled_w};
+}
 
 // RoI k's five numbers (batch index, x1, y1, x2, y2), read once into registers.
 template <typename acc_t>

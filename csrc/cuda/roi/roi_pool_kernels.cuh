@@ -18,19 +18,15 @@
 
 namespace fastconv::cuda::pool {
 
-struct Shape {
-  int64_t K, C, H, W, pooled_h, pooled_w;
-};
+using roi_loads::bin_of;
+using roi_loads::Shape;
 
 template <typename scalar_t, typename acc_t>
 FASTCONV_GLOBAL void forward_kernel(gptr<const scalar_t> input, gptr<const acc_t> rois,
                                     gptr<scalar_t> out, gptr<int64_t> argmax, Shape s, acc_t scale) {
   const int64_t bins = s.pooled_h * s.pooled_w;
   FASTCONV_GRID_STRIDE_LOOP(i, s.K * s.C * bins) {
-    const int64_t pw = i % s.pooled_w;
-    const int64_t ph = (i / s.pooled_w) % s.pooled_h;
-    const int64_t c = (i / bins) % s.C;
-    const int64_t k = i / (bins * s.C);
+    const auto [k, c, ph, pw] = bin_of(i, s);
     const roi_loads::Box<acc_t> box = roi_loads::load_box(rois, k);
     const acc_t* roi = box.v;
     bool finite = true;
@@ -75,8 +71,7 @@ FASTCONV_GLOBAL void backward_atomic_kernel(gptr<const acc_t> grad, gptr<const a
   FASTCONV_GRID_STRIDE_LOOP(i, s.K * s.C * bins) {
     const int64_t index = argmax[i];
     if (index < 0 || index >= s.H * s.W) continue;
-    const int64_t c = (i / bins) % s.C;
-    const int64_t k = i / (bins * s.C);
+    const auto [k, c, ph, pw] = bin_of(i, s);
     const acc_t batch = rois[k * 5], g = grad[i];
     atomic_add(grad_input + (int64_t(batch) * s.C + c) * s.H * s.W + index, g);
   }

@@ -1,14 +1,13 @@
 // fastconv::_tensor_core_check(a, bt) = a @ bt.T through mma.sync, ldmatrix and cp.async:
-// the GPU check runs it on the card, and the emulation tests on the CPU. Registered for the
-// CUDA key (nvcc build) or, in the emulation build, for CPU tensors.
+// the GPU check runs it on the card, and the emulation tests on the CPU (registered in
+// selftest_ops.cpp, so that this unit compiles without the dispatcher's headers).
+#include "cuda/selftest/selftest_ops.h"
 #include "cuda/selftest/tensor_core_check_kernels.cuh"
 
-#include <ATen/ATen.h>
-#include <torch/library.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 
 namespace fastconv::cuda {
-
-namespace {
 
 at::Tensor tensor_core_check(const at::Tensor& a, const at::Tensor& bt) {
   constexpr const char* op = "fastconv::_tensor_core_check";
@@ -23,13 +22,5 @@ at::Tensor tensor_core_check(const at::Tensor& a, const at::Tensor& bt) {
                 global_view<float>(d, "d"));
   return d;
 }
-
-}  // namespace
-
-#if defined(FASTCONV_SIMT)
-TORCH_LIBRARY_IMPL(fastconv, CPU, m) { m.impl("_tensor_core_check", &tensor_core_check); }
-#else
-TORCH_LIBRARY_IMPL(fastconv, CUDA, m) { m.impl("_tensor_core_check", &tensor_core_check); }
-#endif
 
 }  // namespace fastconv::cuda
