@@ -9,9 +9,11 @@ from torch import Tensor
 from torch.nn.modules.utils import _pair, _single
 
 from . import functional as F
+from ._pooler import RoIPooler
 
 __all__ = [
     "MultiScaleRoIAlign",
+    "RoIPooler",
     "Conv1d",
     "Conv2d",
     "ConvTranspose1d",
@@ -128,8 +130,6 @@ class MultiScaleRoIAlign(torch.nn.Module):
     def __init__(self, featmap_names: List[str], output_size: Union[int, Tuple[int, int]],
                  sampling_ratio: int, *, canonical_scale: int = 224, canonical_level: int = 4):
         super().__init__()
-        from .models.detection.poolers import RoIPooler  # fastconv.models imports this module
-
         if isinstance(featmap_names, str) or not isinstance(featmap_names, (list, tuple)):
             raise TypeError(f"MultiScaleRoIAlign: featmap_names must be a list of str, got {featmap_names!r}")
         self.featmap_names = list(featmap_names)

@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
+from ..._boxes import box_area  # noqa: F401  (shared with fastconv.nn.RoIPooler)
 from ._utils import _boxes_tensor, _image_size, _number
 
 __all__ = [
@@ -19,11 +20,6 @@ __all__ = [
     "nms",
     "batched_nms",
 ]
-
-
-def box_area(boxes: Tensor) -> Tensor:
-    """Area of each (x1, y1, x2, y2) box."""
-    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
 
 
 class BoxCoder:
