@@ -70,16 +70,38 @@ TORCH_LIBRARY(fastconv, m) {
       "int[2] stride, int[4] padding, int[2] dilation, int groups, int[]? output_padding, "
       "int compute_capability=-1) -> bool",
       &fastconv::can_implement_op);
+  m.def(
+      "_chosen_algorithm(str device, str direction, Tensor input, Tensor weight, int[2] stride, "
+      "int[4] padding, int[2] dilation, int groups, int[]? output_padding) -> str",
+      &fastconv::chosen_algorithm_op);
   m.def("_parallel_threads() -> int", &fastconv::parallel_threads_op);
   m.def("_emulation_built() -> bool", &fastconv::emulation_built_op);
   m.def("_algorithm_states(str device) -> str[]", &fastconv::algorithm_states_op);
-  m.def("_selftest_result(int device) -> int", &fastconv::selftest_result_op);
-  m.def("_set_selftest_result(int device, bool passed) -> ()", &fastconv::set_selftest_result_op);
+  m.def("_roi_kernel_names() -> str[]", &fastconv::roi_kernel_names_op);
+  m.def("_roi_kernel_state(str device) -> str", &fastconv::roi_kernel_state_op);
+  m.def("_kernel_source_digests() -> str[]", &fastconv::kernel_source_digests_op);
+  // The gate (csrc/common/kernel_gate.h): the self-test's verdicts per GPU index and kernel,
+  // and the kernels verified on real hardware per SM version.
+  m.def("_selftest_result(int device, str kernel) -> int", &fastconv::selftest_result_op);
+  m.def("_set_selftest_result(int device, str kernel, bool passed, str failures=\"\") -> ()",
+        &fastconv::set_selftest_result_op);
+  m.def("_clear_selftest_results(int device) -> ()", &fastconv::clear_selftest_results_op);
   m.def("_set_selftest_trial(bool on) -> ()", &fastconv::set_selftest_trial_op);
+  m.def("_set_selftest_record(str where) -> ()", &fastconv::set_selftest_record_op);
+  m.def("_set_verified_kernels(int compute_capability, str[] kernels) -> ()",
+        &fastconv::set_verified_kernels_op);
+  m.def("_kernel_may_run(str device, str kernel, int device_index, int compute_capability) -> bool",
+        &fastconv::kernel_may_run_op);
+  m.def("_kernel_refusal(str device, str kernel, int device_index, int compute_capability) -> str",
+        &fastconv::kernel_refusal_op);
   // a @ bt.T for bf16 a [16, 16] and bt [8, 16], through mma.sync, ldmatrix and cp.async
   // (csrc/cuda/selftest/): on a GPU, and on CPU tensors in the emulation build.
   m.def("_tensor_core_check(Tensor a, Tensor bt) -> Tensor");
-  m.def("_set_emulation(bool active, int schedule, int seed, int threads, bool metrics=False) -> ()",
+  // Launches a probe kernel correctly or with a planted fault (csrc/cuda/selftest/launch_probe.cu):
+  // launch failures and faults must come back as errors naming the kernel.
+  m.def("_launch_probe(Tensor(a!) out, str fault) -> ()");
+  m.def("_set_emulation(bool active, int schedule, int seed, int threads, bool metrics=False, "
+        "bool gate=False) -> ()",
         &fastconv::set_emulation_op);
   m.def("_emulated_launches() -> str[]", &fastconv::emulated_launches_op);
 }

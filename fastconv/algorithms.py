@@ -12,10 +12,11 @@ import contextlib
 import torch
 
 from . import _C  # noqa: F401  (loads the library and its operators)
+from . import selftest
 
 _DEVICES = ("cpu", "cuda")
 
-__all__ = ["names", "forced", "set_forced", "force", "usable", "can_implement"]
+__all__ = ["names", "forced", "set_forced", "force", "usable", "can_implement", "chosen"]
 
 
 def names(device="cpu"):
@@ -67,30 +68,42 @@ def can_implement(algorithm, direction, input, weight, stride=(1, 1), padding=(0
     )
 
 
+def chosen(direction, input, weight, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1,
+           output_padding=None, device=None):
+    """The algorithm that fastconv's conv2d operator (output_padding None) or conv_transpose2d
+    operator (output_padding given) would run for `direction` on these tensors now: the forced
+    one, or the automatic choice, which passes over the kernels that the GPU's gate keeps off
+    (fastconv.selftest). Arguments as can_implement's; the operands' values are not read (an
+    algorithm that needs finite operands is answered as if they were)."""
+    if device is None:
+        device = input.device.type
+    return torch.ops.fastconv._chosen_algorithm(
+        device, direction, input, weight, list(stride), list(padding), list(dilation), groups,
+        None if output_padding is None else list(output_padding),
+    )
+
+
 _usable: dict = {}
 
 
 def usable(device="cpu"):
     """Whether fastconv can run convolutions on `device` ("cpu" or "cuda") in this process.
 
-    The CPU always can. CUDA needs a GPU, a build with the CUDA kernels, and those kernels
-    switched on: verified ones are; emulated ones once fastconv's self-test has passed on the
-    GPU (run here if it has not); every one with FASTCONV_ALLOW_UNVERIFIED_KERNELS=1.
-    Examples use it to pick their device.
+    The CPU always can. CUDA needs a GPU, a build with the CUDA kernels, and a kernel
+    switched on for each convolution (the direct kernel, at least): verified ones are;
+    emulated ones once fastconv's self-test has passed them on the GPU (run here if it has
+    not); every one with FASTCONV_ALLOW_UNVERIFIED_KERNELS=1. Examples use it to pick their
+    device.
     """
     if device not in _DEVICES:
         raise ValueError(f"fastconv.algorithms.usable: device must be 'cpu' or 'cuda', got {device!r}")
     if device == "cpu":
         return True
     if device not in _usable:
-        import torch
-
         ok = torch.cuda.is_available() and bool(names("cuda"))
         if ok:
             # The gate lives in C++; the self-test may open it, then one tiny convolution asks.
             try:
-                from . import selftest
-
                 selftest.ensure(torch.device("cuda", torch.cuda.current_device()))
                 x = torch.zeros(1, 1, 1, 1, device="cuda")
                 torch.ops.fastconv.conv2d(x, x, None, [1, 1], [0, 0, 0, 0], [1, 1], 1)

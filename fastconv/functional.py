@@ -18,6 +18,7 @@ import torch.fx
 from torch import Tensor
 
 from . import _ops  # noqa: F401  (registers fake kernels and autograd)
+from . import selftest
 
 ops = torch.ops.fastconv
 
@@ -40,10 +41,8 @@ torch.fx.wrap("multi_level_roi_align")
 
 def _on_gpu(t):
     """The first call on each GPU runs fastconv's on-device self-test (fastconv.selftest),
-    which switches its emulated CUDA kernels on there; later calls cost a set lookup."""
+    which switches on there each emulated CUDA kernel it passes; later calls cost a set lookup."""
     if t.is_cuda and not torch.compiler.is_compiling():
-        from . import selftest
-
         selftest.ensure(t.device)
 
 

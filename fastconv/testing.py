@@ -39,14 +39,16 @@ def emulation_available():
 
 
 @contextlib.contextmanager
-def emulated_cuda(schedule="forward", seed=0, threads=1, metrics=False):
+def emulated_cuda(schedule="forward", seed=0, threads=1, metrics=False, gate=False):
     """Runs fastconv's operators on CPU tensors through the emulated CUDA kernels.
 
     schedule: "forward", "reverse" or "shuffle" (seeded by `seed`), the order in which a
     block's threads run between synchronisation points. threads: OS threads that run blocks
     (1, the default, is deterministic; 0 uses every core). Process-wide, like
     fastconv.algorithms.force, so that autograd's threads see it too; nests. metrics: trace
-    every access and keep each launch's traffic (emulated_launches() takes them).
+    every access and keep each launch's traffic (emulated_launches() takes them). gate: the
+    emulated GPU (index -1, SM 9.0) keeps its emulated kernels off, as a real GPU does, until
+    its self-test verdicts pass them (fastconv.selftest.apply(-1, ...)); off, every kernel runs.
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"fastconv.testing.emulated_cuda: schedule must be one of {sorted(SCHEDULES)}, got {schedule!r}")
@@ -54,14 +56,14 @@ def emulated_cuda(schedule="forward", seed=0, threads=1, metrics=False):
         raise ValueError(f"fastconv.testing.emulated_cuda: seed must be a non-negative int, got {seed!r}")
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
         raise ValueError(f"fastconv.testing.emulated_cuda: threads must be a non-negative int, got {threads!r}")
-    settings = (True, SCHEDULES[schedule], seed, threads, bool(metrics))
+    settings = (True, SCHEDULES[schedule], seed, threads, bool(metrics), bool(gate))
     torch.ops.fastconv._set_emulation(*settings)
     _active.append(settings)
     try:
         yield
     finally:
         _active.pop()
-        torch.ops.fastconv._set_emulation(*(_active[-1] if _active else (False, 0, 0, 1, False)))
+        torch.ops.fastconv._set_emulation(*(_active[-1] if _active else (False, 0, 0, 1, False, False)))
 
 
 def emulated_launches():

@@ -362,15 +362,19 @@ def test_traffic_scaling_keeps_the_seed_suite_small():
 
 
 def test_selftest_case_matrix_under_emulation():
-    """The self-test's case matrix, run through the emulated CUDA list as a GPU would run it:
-    it passes, and a kernel that cannot run is reported by name, not raised."""
+    """The self-test's case matrix, run through the emulated CUDA kernels as a GPU would run
+    it: every kernel it decides on (each CUDA algorithm and each RoI kernel) passes, and a
+    kernel that does not exist is reported by name, not raised."""
     import fastconv.selftest
 
+    kernels = fastconv.selftest.gated_kernels(90)
+    assert set(fastconv.algorithms.names("cuda")) <= set(kernels)
+    assert set(torch.ops.fastconv._roi_kernel_names()) <= set(kernels)
     with fastconv.testing.emulated_cuda():
-        assert fastconv.selftest.run_cases(torch.device("cpu"), fastconv.algorithms.names("cuda")) == []
+        verdicts = fastconv.selftest.run_cases(torch.device("cpu"), kernels)
+        assert verdicts == {k: [] for k in kernels}
         failures = fastconv.selftest.run_cases(torch.device("cpu"), ["no_such_kernel"])
-    assert failures and all(line.startswith(("no_such_kernel:", "RoI kernels:")) for line in failures)
-    assert any("no_such_kernel: basic float32 nchw" in line for line in failures)
+    assert failures == {"no_such_kernel": ["no_such_kernel: no CUDA kernel of that name in this build"]}
 
 
 # The implicit-GEMM configurations, forced over a CUTLASS-style alignment list: C and K of

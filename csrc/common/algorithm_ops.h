@@ -30,18 +30,43 @@ bool can_implement_op(const std::string& algorithm, const std::string& device,
                       at::OptionalIntArrayRef output_padding,
                       int64_t compute_capability);
 
+// The algorithm that conv2d / conv_transpose2d would run for `direction` on these tensors
+// now: the forced one, or the automatic choice through the gate (operand values unread).
+std::string chosen_algorithm_op(const std::string& device, const std::string& direction,
+                                const at::Tensor& input, const at::Tensor& weight, c10::IntArrayRef stride,
+                                c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups,
+                                at::OptionalIntArrayRef output_padding);
+
 // The emulated-CUDA mode (common/emulation.h): whether this build has it, and switching it.
 bool emulation_built_op();
-void set_emulation_op(bool active, int64_t schedule, int64_t seed, int64_t threads, bool metrics);
+void set_emulation_op(bool active, int64_t schedule, int64_t seed, int64_t threads, bool metrics,
+                      bool gate);
 std::vector<std::string> emulated_launches_op();
 
-// The on-device self-test's bookkeeping (fastconv/selftest.py): per GPU index, -1 not run,
-// 0 failed, 1 passed; the trial lets emulated kernels run while the self-test tries them.
-int64_t selftest_result_op(int64_t device);
-void set_selftest_result_op(int64_t device, bool passed);
+// The gate's records (common/kernel_gate.h), for fastconv/selftest.py and fastconv/_verified.py:
+// the self-test's verdict per GPU index and kernel (-1 not run, 0 failed, 1 passed), the
+// trial that lets emulated kernels run while the self-test tries them, where its record is
+// kept, and the kernels verified on real hardware per SM version.
+int64_t selftest_result_op(int64_t device, const std::string& kernel);
+void set_selftest_result_op(int64_t device, const std::string& kernel, bool passed,
+                            const std::string& failures);
+void clear_selftest_results_op(int64_t device);
 void set_selftest_trial_op(bool on);
-// Each CUDA algorithm's state ("unverified", "emulated", "verified"), in list order.
+void set_selftest_record_op(const std::string& where);
+void set_verified_kernels_op(int64_t compute_capability, const std::vector<std::string>& kernels);
+// Whether `kernel` may run on a device (CUDA index, or -1 for the emulated GPU) of that SM
+// version; and if not, why.
+bool kernel_may_run_op(const std::string& device, const std::string& kernel, int64_t device_index,
+                       int64_t compute_capability);
+std::string kernel_refusal_op(const std::string& device, const std::string& kernel, int64_t device_index,
+                              int64_t compute_capability);
+// Each algorithm's compiled state ("unverified", "emulated", "verified"), in list order.
 std::vector<std::string> algorithm_states_op(const std::string& device);
+// The RoI kernels the gate names (roi_kernel_names), and their compiled state on a device.
+std::vector<std::string> roi_kernel_names_op();
+std::string roi_kernel_state_op(const std::string& device);
+// "family=digest" per CUDA kernel family: the sources this build was compiled from.
+std::vector<std::string> kernel_source_digests_op();
 
 // How many threads an at::parallel_for compiled into this library runs on: the build must
 // give ATen's header-only OpenMP loop its -fopenmp, or every kernel silently runs serially.

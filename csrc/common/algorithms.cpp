@@ -1,10 +1,7 @@
 #include "common/algorithms.h"
 
-#include "common/emulation.h"
-
 #include <c10/util/Exception.h>
 
-#include <atomic>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -72,74 +69,6 @@ std::string& forced_name() {
 
 }  // namespace
 
-bool unverified_kernels_allowed() {
-  static const bool allowed = [] {
-    const char* v = std::getenv("FASTCONV_ALLOW_UNVERIFIED_KERNELS");
-    return v != nullptr && std::string(v) == "1";
-  }();
-  // Under emulation no GPU is touched: running what is unverified there is the point.
-  return allowed || emulation_settings().active;
-}
-
-const char* state_name(KernelState s) {
-  switch (s) {
-    case KernelState::unverified: return "unverified";
-    case KernelState::emulated: return "emulated";
-    case KernelState::verified: return "verified";
-  }
-  return "?";
-}
-
-namespace {
-
-std::mutex& selftest_mutex() {
-  static std::mutex m;
-  return m;
-}
-std::map<int, bool>& selftest_results() {
-  static std::map<int, bool> r;
-  return r;
-}
-std::atomic<bool> selftest_trial{false};
-
-}  // namespace
-
-int selftest_result(int device_index) {
-  std::lock_guard<std::mutex> lock(selftest_mutex());
-  auto it = selftest_results().find(device_index);
-  return it == selftest_results().end() ? -1 : int(it->second);
-}
-
-void set_selftest_result(int device_index, bool passed) {
-  std::lock_guard<std::mutex> lock(selftest_mutex());
-  selftest_results()[device_index] = passed;
-}
-
-void set_selftest_trial(bool on) { selftest_trial = on; }
-
-bool may_run(KernelState state, c10::DeviceType device, int device_index) {
-  if (state == KernelState::verified || unverified_kernels_allowed()) return true;
-  return state == KernelState::emulated && device == c10::DeviceType::CUDA &&
-         (selftest_trial.load() || selftest_result(device_index) == 1);
-}
-
-void check_runnable(KernelState state, c10::DeviceType device, int device_index,
-                    const std::string& what) {
-  if (may_run(state, device, device_index)) return;
-  TORCH_CHECK_NOT_IMPLEMENTED(
-      state != KernelState::emulated, "fastconv: ", what,
-      " passes fastconv's emulation suite but has not yet run on real hardware of this kind; ",
-      selftest_result(device_index) == 0
-          ? "it failed fastconv's self-test on this GPU, so it stays off"
-          : "it runs once fastconv's self-test has passed on this GPU: python -m "
-            "fastconv.selftest (fastconv.functional runs it by itself on first use)",
-      "; FASTCONV_ALLOW_UNVERIFIED_KERNELS=1 runs it anyway");
-  TORCH_CHECK_NOT_IMPLEMENTED(
-      false, "fastconv: ", what,
-      " has been compiled but has not yet been verified on real hardware, so it is off by "
-      "default; set FASTCONV_ALLOW_UNVERIFIED_KERNELS=1 to run it anyway");
-}
-
 void register_conv_algorithms(c10::DeviceType device, std::vector<ConvAlgorithm> list) {
   std::lock_guard<std::mutex> lock(registry_mutex());
   registry()[device] = std::move(list);
@@ -197,24 +126,29 @@ const ConvAlgorithm& choose_conv_algorithm(c10::DeviceType device, const ConvPro
         layout_name(request.layout), " layout on ", problem.str(),
         request.operands_finite ? "" : " (its operands hold inf or NaN, which it cannot keep "
                                        "to the outputs whose windows hold them)");
-    check_runnable(a->state, device, request.device_index,
-                   std::string("the ") + a->name + " algorithm on " + c10::DeviceTypeName(device));
+    check_runnable(a->name, a->state, device, request.device_index, request.compute_capability,
+                   std::string("the forced algorithm '") + a->name + "' on " + c10::DeviceTypeName(device));
     return *a;
   }
-  const ConvAlgorithm* unverified = nullptr;
-  for (const auto& a : list) {
-    if (!a.has_kernel(request.direction) || !a.can_implement(problem, request)) continue;
-    if (a.preferred != nullptr && !a.preferred(problem, request)) continue;
-    learn_finiteness(a);
-    if (!a.implements(problem, request)) continue;
-    if (may_run(a.state, device, request.device_index)) return a;
-    if (!unverified) unverified = &a;
+  // First the algorithms whose speed rule takes the problem; where the gate keeps all of those
+  // off, any other that implements it (a slower kernel that runs beats an error).
+  std::string kept_off;  // the algorithms that would have run, and why the gate keeps them off
+  for (const bool by_speed_rule : {true, false}) {
+    for (const auto& a : list) {
+      if (!a.has_kernel(request.direction) || !a.can_implement(problem, request)) continue;
+      const bool preferred = a.preferred == nullptr || a.preferred(problem, request);
+      if (preferred != by_speed_rule) continue;
+      learn_finiteness(a);
+      if (!a.implements(problem, request)) continue;
+      const std::string why =
+          why_not_runnable(a.name, a.state, device, request.device_index, request.compute_capability);
+      if (why.empty()) return a;
+      kept_off += "\n  " + why;
+    }
   }
-  if (unverified) {
-    check_runnable(unverified->state, device, request.device_index,
-                   std::string("the ") + unverified->name + " algorithm on " +
-                       c10::DeviceTypeName(device));
-  }
+  TORCH_CHECK_NOT_IMPLEMENTED(kept_off.empty(), "fastconv: no kernel that may run on this ",
+                              c10::DeviceTypeName(device), " device implements ",
+                              direction_name(request.direction), " for ", problem.str(), ":", kept_off);
   TORCH_CHECK(false, "fastconv: no algorithm implements ", direction_name(request.direction),
               " for ", problem.str(), "; the last algorithm of each list must implement everything");
 }

@@ -16,6 +16,7 @@
 #pragma once
 
 #include "common/conv_problem.h"
+#include "common/kernel_gate.h"
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/DeviceType.h>
@@ -35,12 +36,6 @@ enum class Layout { nchw, nhwc };
 const char* layout_name(Layout l);
 at::MemoryFormat memory_format_of(Layout l);
 
-// How far a kernel is proved. unverified: compiled only. emulated: passes the emulation
-// suite in CI (every checker on); on a GPU it runs once fastconv's on-device self-test has
-// passed there (fastconv/selftest.py). verified: passed bench/gpu_check.sh on real hardware.
-enum class KernelState { unverified, emulated, verified };
-const char* state_name(KernelState s);
-
 // What an operator asks of an algorithm, apart from the shapes.
 struct ConvRequest {
   Direction direction;
@@ -54,8 +49,8 @@ struct ConvRequest {
   int alignment;
   // SM version as major * 10 + minor (90 for the H100/H200); 0 on the CPU.
   int compute_capability;
-  // The device's index (-1 for the CPU): whether an emulated kernel may run depends on the
-  // self-test of that GPU.
+  // The device's index (-1 for the CPU and the emulated GPU): whether an emulated kernel may
+  // run depends on that GPU's self-test (common/kernel_gate.h).
   int device_index = -1;
   // Whether float32 may run on TF32 tensor cores (torch.backends.cudnn.allow_tf32, as
   // cuDNN reads it); when false, float32 needs an exact float32 kernel.
@@ -102,7 +97,8 @@ struct ConvAlgorithm {
   // operands before choosing (on the CPU one pass over them, a few per cent of a Winograd
   // layer; a GPU algorithm must never set this, as the read would be a device-to-host sync).
   bool needs_finite_operands = false;
-  // How far the kernels are proved (see KernelState): only verified ones run by default.
+  // How far the kernels are proved (common/kernel_gate.h decides where they may run, by
+  // this algorithm's name).
   KernelState state = KernelState::verified;
   // For the automatic choice only: whether this algorithm should take a problem it can
   // implement (a speed rule, where can_implement is a capability). A forced algorithm runs
@@ -126,27 +122,15 @@ const ConvAlgorithm* find_conv_algorithm(c10::DeviceType device, const std::stri
 using FinitenessProbe = bool (*)(const void* context);
 
 // The algorithm that runs: the forced one if set (an error if it cannot implement the
-// request), otherwise the first in the device's list that implements and prefers it. This
-// is the one place where the data can steer the choice: `finite` is asked only when an
-// algorithm with needs_finite_operands is next in line.
+// request), otherwise the first in the device's list that implements and prefers it and may
+// run on the device (common/kernel_gate.h). An algorithm the gate keeps off is passed over;
+// where that leaves none that prefers the problem, the first other one that implements it
+// runs; and the error when none is left names each one and why. This is the one place where the
+// data can steer the choice: `finite` is asked only when an algorithm with
+// needs_finite_operands is next in line.
 const ConvAlgorithm& choose_conv_algorithm(c10::DeviceType device, const ConvProblem& problem,
                                            ConvRequest request, FinitenessProbe finite,
                                            const void* context);
-
-// Whether a kernel in `state` may run on this device: verified ones always; emulated ones on
-// a GPU whose self-test passed (or while the self-test itself runs them); every one with
-// FASTCONV_ALLOW_UNVERIFIED_KERNELS=1 (read once) or under emulation (no GPU is touched).
-bool unverified_kernels_allowed();
-bool may_run(KernelState state, c10::DeviceType device, int device_index);
-// Raises NotImplementedError naming `what` and saying how to switch it on, unless may_run.
-void check_runnable(KernelState state, c10::DeviceType device, int device_index,
-                    const std::string& what);
-
-// The on-device self-test's result per GPU index: -1 not run, 0 failed, 1 passed. The trial
-// lets emulated kernels run while the self-test exercises them.
-int selftest_result(int device_index);
-void set_selftest_result(int device_index, bool passed);
-void set_selftest_trial(bool on);
 
 // Process-wide, so that it also reaches autograd's worker threads. Empty means "choose".
 // The environment variable FASTCONV_ALGO sets it when the library loads.

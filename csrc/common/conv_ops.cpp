@@ -101,17 +101,6 @@ std::map<c10::DeviceType, std::function<int(c10::DeviceIndex)>>& queries() {
   return q;
 }
 
-// The device's SM version (0 where no query is installed: the CPU).
-int compute_capability_of(c10::DeviceType device, c10::DeviceIndex index) {
-  std::function<int(c10::DeviceIndex)> query;
-  {
-    std::lock_guard<std::mutex> lock(queries_mutex());
-    auto it = queries().find(device);
-    if (it != queries().end()) query = it->second;
-  }
-  return query ? query(index) : 0;
-}
-
 // Runs one direction through the device's list: conforms the operands to the chosen
 // algorithm's layouts, and adds the bias unless the kernel fused it. `format` is the memory
 // format the operator returns (and allocated o.out in); `bias` (for fprop and dgrad) has one
@@ -166,6 +155,16 @@ void register_compute_capability_query(c10::DeviceType device,
                                        std::function<int(c10::DeviceIndex)> query) {
   std::lock_guard<std::mutex> lock(queries_mutex());
   queries()[device] = std::move(query);
+}
+
+int compute_capability_of(c10::DeviceType device, c10::DeviceIndex index) {
+  std::function<int(c10::DeviceIndex)> query;
+  {
+    std::lock_guard<std::mutex> lock(queries_mutex());
+    auto it = queries().find(device);
+    if (it != queries().end()) query = it->second;
+  }
+  return query ? query(index) : 0;
 }
 
 ConvRequest make_conv_request(Direction direction, const ConvProblem& p, const at::Tensor& first,

@@ -24,6 +24,8 @@ ConvRequest make_conv_request(Direction direction, const ConvProblem& p, const a
 // Installed by a device's registration (CUDA: the SM version of a device index).
 void register_compute_capability_query(c10::DeviceType device,
                                        std::function<int(c10::DeviceIndex)> query);
+// The device's SM version from that query (0 where none is installed: the CPU).
+int compute_capability_of(c10::DeviceType device, c10::DeviceIndex index);
 
 using OptionalTensor = std::optional<at::Tensor>;
 using GradTriple = std::tuple<OptionalTensor, OptionalTensor, OptionalTensor>;

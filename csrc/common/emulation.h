@@ -20,6 +20,9 @@ struct EmulationSettings {
   uint64_t seed = 0;  // for the shuffle
   int threads = 1;    // OS threads running blocks (1: deterministic)
   bool metrics = false;  // trace every access and keep each launch's traffic figures
+  // Gate the emulated GPU like a real one (common/kernel_gate.h): its emulated kernels run
+  // only where its self-test passed them. Off: every kernel runs, the point of emulating.
+  bool gate = false;
 };
 
 // Whether this build has the emulated CUDA kernels (FASTCONV_SIMT=1).

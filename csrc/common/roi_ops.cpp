@@ -3,6 +3,7 @@
 #include "common/acc_type.h"
 #include "common/algorithms.h"
 #include "common/checks.h"
+#include "common/conv_ops.h"
 #include "common/emulation.h"
 
 #include <ATen/ATen.h>
@@ -28,14 +29,37 @@ std::map<c10::DeviceType, RoiKernels>& kernel_table() {
   return table;
 }
 
-RoiKernels kernels_for(const at::Tensor& t, const char* op) {
-  std::lock_guard<std::mutex> lock(kernels_mutex());
+// A device's RoI kernels for a tensor, and where the gate stands for them there.
+struct DeviceKernels {
+  RoiKernels kernels;
+  c10::DeviceType device;
+  int index;
+  int compute_capability;
+
+  bool may_run(const char* kernel) const {
+    return fastconv::may_run(kernel, kernels.state, device, index, compute_capability);
+  }
+  void require(const char* kernel, const char* op) const {
+    check_runnable(kernel, kernels.state, device, index, compute_capability,
+                   std::string(op) + " on " + c10::DeviceTypeName(device));
+  }
+};
+
+DeviceKernels kernels_for(const at::Tensor& t, const char* op) {
   const c10::DeviceType device = kernel_device(t);
-  auto it = kernel_table().find(device);
-  TORCH_CHECK(it != kernel_table().end(), op, ": no kernels for device ", t.device());
-  check_runnable(it->second.state, device, t.device().index(),
-                 std::string(op) + " on " + c10::DeviceTypeName(device));
-  return it->second;
+  RoiKernels kernels;
+  {
+    std::lock_guard<std::mutex> lock(kernels_mutex());
+    auto it = kernel_table().find(device);
+    TORCH_CHECK(it != kernel_table().end(), op, ": no kernels for device ", t.device());
+    kernels = it->second;
+  }
+  const int index = t.device().is_cuda() ? t.device().index() : -1;
+  return {kernels, device, index, compute_capability_of(device, t.device().index())};
+}
+
+const char* backward_kernel(const char* plain, const char* deterministic) {
+  return at::globalContext().deterministicAlgorithms() ? deterministic : plain;
 }
 
 at::Tensor acc_rois(const at::Tensor& rois, at::ScalarType dtype) {
@@ -47,6 +71,20 @@ at::Tensor acc_rois(const at::Tensor& rois, at::ScalarType dtype) {
 void register_roi_kernels(c10::DeviceType device, RoiKernels kernels) {
   std::lock_guard<std::mutex> lock(kernels_mutex());
   kernel_table()[device] = kernels;
+}
+
+const std::vector<std::string>& roi_kernel_names() {
+  static const std::vector<std::string> names{
+      "roi_align", "roi_align_nhwc", "roi_align_multilevel", "roi_align_backward",
+      "roi_align_backward_deterministic", "roi_pool", "roi_pool_backward", "roi_pool_backward_deterministic"};
+  return names;
+}
+
+KernelState roi_kernel_state(c10::DeviceType device) {
+  std::lock_guard<std::mutex> lock(kernels_mutex());
+  auto it = kernel_table().find(device);
+  TORCH_CHECK(it != kernel_table().end(), "fastconv: no RoI kernels for device type ", device);
+  return it->second.state;
 }
 
 bool roi_deterministic_planes_forced(const char* op) {
@@ -68,11 +106,15 @@ at::Tensor roi_align(const at::Tensor& input, const at::Tensor& rois, double spa
   at::Tensor out = at::empty({rois.size(0), input.size(1), pooled_height, pooled_width},
                              input.options().memory_format(at::MemoryFormat::Contiguous));
   if (out.numel() == 0) return out;
-  const RoiArgs args{spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned};
-  const RoiKernels kernels = kernels_for(input, op);
+  RoiArgs args{spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned};
+  const DeviceKernels device = kernels_for(input, op);
+  const RoiKernels& kernels = device.kernels;
   // A channels_last input stays as it is where the kernel can read it: no copy to NCHW.
   const bool channels_last = kernels.align_takes_channels_last &&
-                             input.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+                             input.suggest_memory_format() == at::MemoryFormat::ChannelsLast &&
+                             device.may_run("roi_align_nhwc");
+  if (!channels_last) device.require("roi_align", op);
+  args.channels_last = channels_last;
   kernels.align_forward(
       input.contiguous(channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous),
       acc_rois(rois, input.scalar_type()), args, out);
@@ -117,8 +159,9 @@ at::Tensor roi_align_multilevel(at::TensorList features, const at::Tensor& rois,
   at::Tensor out = at::empty({rois.size(0), first.size(1), pooled_height, pooled_width},
                              first.options().memory_format(at::MemoryFormat::Contiguous));
   if (out.numel() == 0) return out;
-  const RoiKernels kernels = kernels_for(first, op);
-  if (kernels.align_forward_multilevel) {
+  const DeviceKernels device = kernels_for(first, op);
+  const RoiKernels& kernels = device.kernels;
+  if (kernels.align_forward_multilevel && device.may_run("roi_align_multilevel")) {
     std::vector<at::Tensor> planes;
     for (const at::Tensor& f : features) planes.push_back(f.contiguous());
     const RoiArgs args{0.0, pooled_height, pooled_width, sampling_ratio, aligned};
@@ -152,8 +195,9 @@ at::Tensor roi_align_backward(const at::Tensor& grad, const at::Tensor& rois,
       at::zeros({batch_size, channels, height, width}, grad.options().dtype(acc));
   if (grad.numel() > 0 && grad_input.numel() > 0) {
     const RoiArgs args{spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned};
-    kernels_for(grad, op).align_backward(grad.to(acc).contiguous(), acc_rois(rois, acc), args,
-                                         grad_input);
+    const DeviceKernels device = kernels_for(grad, op);
+    device.require(backward_kernel("roi_align_backward", "roi_align_backward_deterministic"), op);
+    device.kernels.align_backward(grad.to(acc).contiguous(), acc_rois(rois, acc), args, grad_input);
   }
   return grad_input.to(grad.scalar_type());
 }
@@ -172,8 +216,9 @@ std::tuple<at::Tensor, at::Tensor> roi_pool(const at::Tensor& input, const at::T
   at::Tensor argmax = at::empty(sizes, input.options().dtype(at::kLong).memory_format(contiguous));
   if (out.numel() == 0) return {out, argmax};
   const RoiArgs args{spatial_scale, pooled_height, pooled_width, 0, false};
-  kernels_for(input, op).pool_forward(input.contiguous(), acc_rois(rois, input.scalar_type()),
-                                      args, out, argmax);
+  const DeviceKernels device = kernels_for(input, op);
+  device.require("roi_pool", op);
+  device.kernels.pool_forward(input.contiguous(), acc_rois(rois, input.scalar_type()), args, out, argmax);
   return {out, argmax};
 }
 
@@ -196,8 +241,10 @@ at::Tensor roi_pool_backward(const at::Tensor& grad, const at::Tensor& rois,
   at::Tensor grad_input =
       at::zeros({batch_size, channels, height, width}, grad.options().dtype(acc));
   if (grad.numel() > 0 && grad_input.numel() > 0) {
-    kernels_for(grad, op).pool_backward(grad.to(acc).contiguous(), acc_rois(rois, acc),
-                                        argmax.contiguous(), grad_input);
+    const DeviceKernels device = kernels_for(grad, op);
+    device.require(backward_kernel("roi_pool_backward", "roi_pool_backward_deterministic"), op);
+    device.kernels.pool_backward(grad.to(acc).contiguous(), acc_rois(rois, acc), argmax.contiguous(),
+                                 grad_input);
   }
   return grad_input.to(grad.scalar_type());
 }

@@ -8,6 +8,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/core/DeviceType.h>
 
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -18,6 +19,9 @@ struct RoiArgs {
   int64_t pooled_height, pooled_width;
   int64_t sampling_ratio;  // RoIAlign only
   bool aligned;            // RoIAlign only
+  // RoIAlign forward: the input is contiguous channels_last rather than NCHW (only for a
+  // device whose kernels take it, align_takes_channels_last).
+  bool channels_last = false;
 };
 
 // Kernel contracts. input: contiguous NCHW in its dtype (or contiguous channels_last, for
@@ -54,6 +58,15 @@ struct RoiKernels {
 };
 
 void register_roi_kernels(c10::DeviceType device, RoiKernels kernels);
+
+// The RoI kernels as the gate (common/kernel_gate.h) and the self-test name them: each
+// operator's kernel, and its variants ("roi_align_nhwc": the channels_last forward;
+// "..._deterministic": the backward under torch.use_deterministic_algorithms). Where the gate
+// keeps a variant off, the operator takes another that computes the same where there is one
+// (roi_align_nhwc: roi_align on an NCHW copy; roi_align_multilevel: roi_align level by level).
+const std::vector<std::string>& roi_kernel_names();
+// A device's RoI kernels' compiled state; raises where the device has none.
+KernelState roi_kernel_state(c10::DeviceType device);
 
 // Which deterministic backward a device's RoI kernels run: their default (false), or the
 // simple one kept beside it, one thread per (image, channel) plane (true), which

@@ -109,19 +109,28 @@ int main() {
   }
   expect(threw, "a bad groups argument throws an error naming it");
 
-  // An emulated kernel runs on a GPU once that GPU's self-test has passed; an unverified one
-  // only when the user asks (FASTCONV_ALLOW_UNVERIFIED_KERNELS, unset here).
+  // An emulated kernel runs on a GPU once that GPU's self-test has passed it, or where the
+  // record of real-hardware runs lists it for the GPU's SM version; an unverified one only when
+  // the user asks (FASTCONV_ALLOW_UNVERIFIED_KERNELS, unset here). One kernel's verdict never
+  // touches another's.
   using fastconv::KernelState;
   const auto cuda = c10::DeviceType::CUDA;
-  expect(fastconv::may_run(KernelState::verified, cuda, 5), "a verified kernel runs");
-  expect(!fastconv::may_run(KernelState::emulated, cuda, 5), "an emulated kernel waits for the self-test");
-  fastconv::set_selftest_result(5, true);
-  expect(fastconv::may_run(KernelState::emulated, cuda, 5) &&
-             !fastconv::may_run(KernelState::emulated, cuda, 6),
-         "the self-test of GPU 5 switches its emulated kernels on, and no other GPU's");
-  expect(!fastconv::may_run(KernelState::unverified, cuda, 5), "an unverified kernel stays off");
-  fastconv::set_selftest_result(5, false);
-  expect(!fastconv::may_run(KernelState::emulated, cuda, 5), "a failed self-test keeps it off");
+  expect(fastconv::may_run("k", KernelState::verified, cuda, 5, 90), "a verified kernel runs");
+  expect(!fastconv::may_run("k", KernelState::emulated, cuda, 5, 90), "an emulated kernel waits for the self-test");
+  fastconv::set_selftest_result(5, "k", true, "");
+  expect(fastconv::may_run("k", KernelState::emulated, cuda, 5, 90) &&
+             !fastconv::may_run("k", KernelState::emulated, cuda, 6, 90) &&
+             !fastconv::may_run("other", KernelState::emulated, cuda, 5, 90),
+         "the self-test of GPU 5 switches kernel k on there, and nothing else");
+  expect(!fastconv::may_run("k", KernelState::unverified, cuda, 5, 90), "an unverified kernel stays off");
+  fastconv::set_selftest_result(5, "k", false, "case x: rel_err 1");
+  expect(!fastconv::may_run("k", KernelState::emulated, cuda, 5, 90) &&
+             fastconv::why_not_runnable("k", KernelState::emulated, cuda, 5, 90).find("case x") != std::string::npos,
+         "a failed self-test keeps it off, and the refusal names the failing case");
+  fastconv::set_verified_kernels(90, {"other"});
+  expect(fastconv::may_run("other", KernelState::emulated, cuda, 6, 90) &&
+             !fastconv::may_run("other", KernelState::emulated, cuda, 6, 80),
+         "a kernel verified for sm_90 runs on every sm_90 GPU, and only there");
 
   std::printf("%d failure(s)\n", failures);
   return failures == 0 ? 0 : 1;
