@@ -52,7 +52,7 @@ def on_device():
 def conv_cases(small):
     cases = CASES + ALIGNMENT
     if small or EMULATED:
-        wanted = {"basic", "c8_k8_3x3"} if small else EMULATED_CASES
+        wanted = {"basic", "depthwise_multiplier", "c8_k8_3x3"} if small else EMULATED_CASES
         cases = [(k, c) for k, c in cases if c[0] in wanted]
     return cases
 

@@ -7,7 +7,7 @@ cores (never below the slowest file), plus the link. Measures from the build fol
 time, with ninja's own command line, and counting the compiler's CPU seconds (user + system:
 steadier than wall time on a shared machine).
 
-Usage: python tools/build_times.py [--build-dir DIR] [--only cuda|cxx] [--cores 16] [--json OUT]
+Usage: python tools/build_times.py [--build-dir DIR] [--only cuda|cxx] [--match PATH] [--cores 16] [--json OUT]
 """
 
 import argparse
@@ -77,6 +77,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--build-dir", help="the folder holding build.ninja (default: build/temp.*)")
     p.add_argument("--only", choices=["cuda", "cxx"], help="only the nvcc (cuda) or the c++ (cxx) units")
+    p.add_argument("--match", help="only the units whose path holds this")
     p.add_argument("--cores", type=int, default=16, help="cores of the machine to predict for")
     p.add_argument("--link-seconds", type=float, default=5.0, help="the link, added to the prediction")
     p.add_argument("--json", help="write the measurements here")
@@ -91,7 +92,7 @@ def main(argv=None):
             if rule not in rules:
                 continue
             kind = "cuda" if rule == "cuda_compile" else "cxx"
-            if args.only and kind != args.only:
+            if (args.only and kind != args.only) or (args.match and args.match not in src):
                 continue
             target = os.path.join(tmp, os.path.basename(out))
             env = dict(variables, out=target, **{"in": src})
