@@ -697,9 +697,10 @@ def _input_shape(fn: str, input_size, input_data) -> tuple[int, ...]:
     return shape
 
 
-def _trace_fields(model: torch.nn.Module, x: torch.Tensor, params=None):
-    """One forward pass of model on x under the tracker: the tracker, and each module call
-    as (name, kind, output, whether branches merged inside it), in the order they finished."""
+def _trace_fields(model: torch.nn.Module, x: torch.Tensor, params=None, until=None):
+    """One forward pass of model on x under the tracker (stopped once the module `until` has
+    run): the tracker, and each module call as (name, kind, output, whether branches merged
+    inside it), in the order they finished."""
     from torch.func import functional_call
 
     tracker = _FieldTracker()
@@ -715,10 +716,15 @@ def _trace_fields(model: torch.nn.Module, x: torch.Tensor, params=None):
         key = tracker.stack.pop()
         calls.append((names.get(id(module), "?"), type(module).__name__, out, key in tracker.merged_in))
 
+    def stop(module, args, out):
+        raise _Stop
+
     handles = []
     for m in model.modules():
         handles.append(m.register_forward_pre_hook(pre_hook))
         handles.append(m.register_forward_hook(post_hook))
+    if until is not None:
+        handles.append(until.register_forward_hook(stop))  # after its post_hook has recorded it
     was_training = model.training
     model.eval()
     try:
@@ -727,6 +733,8 @@ def _trace_fields(model: torch.nn.Module, x: torch.Tensor, params=None):
                 model(x)
             else:
                 functional_call(model, params, (x,))
+    except _Stop:
+        pass
     finally:
         for h in handles:
             h.remove()
@@ -734,10 +742,12 @@ def _trace_fields(model: torch.nn.Module, x: torch.Tensor, params=None):
     return tracker, calls
 
 
-def receptive_fields(model: torch.nn.Module, input_size=None, *, input_data=None, device="meta",
+def receptive_fields(model: torch.nn.Module, input_size=None, *, input_data=None, until=None, device="meta",
                      verbose: bool = False) -> ReceptiveFields:
     """The receptive field (size, jump, start) of every layer of `model` for an input of
     input_size [N, C, H, W] (or of input_data's shape), as data; prints the table when verbose.
+    until: a layer (name or submodule) after which the pass stops, for an input too small for
+    the rest of the model.
 
     The pass runs on the meta device by default: shapes only, so VGG-16 at 224x224 costs
     nothing. A model whose forward needs real values (it reads them, or calls an operator
@@ -746,6 +756,7 @@ def receptive_fields(model: torch.nn.Module, input_size=None, *, input_data=None
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"{fn}: model must be a torch.nn.Module, got {type(model).__name__}")
     shape = _input_shape(fn, input_size, input_data)
+    stop = None if until is None else _module_named(fn, model, until)[1]
     device = torch.device(device)
     first = next(model.parameters(), None)
     dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
@@ -758,7 +769,7 @@ def receptive_fields(model: torch.nn.Module, input_size=None, *, input_data=None
         x = (input_data.to(device) if input_data is not None
              else torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=dtype).to(device))
     try:
-        tracker, calls = _trace_fields(model, x, params)
+        tracker, calls = _trace_fields(model, x, params, stop)
     except (NotImplementedError, RuntimeError) as error:
         if device.type == "meta" and hasattr(error, "add_note"):
             error.add_note(f"{fn} ran the model on the meta device (shapes only); a model that "
@@ -969,7 +980,7 @@ def effective_receptive_field(
 
     first = build(0)
     name, _ = _module_named(fn, first, layer)
-    theoretical = receptive_fields(first, shape).layer(name)
+    theoretical = receptive_fields(first, shape, until=layer).layer(name)
     if len(theoretical.output_shape) != 4:
         raise ValueError(f"{fn}: the output of {name!r} has shape {list(theoretical.output_shape)}, "
                          "not a feature map [N, K, P, Q]")

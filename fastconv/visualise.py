@@ -184,7 +184,7 @@ def top_patches(model: nn.Module, layer, channel: int, data, *, k: int = 9, batc
             if not isinstance(batch, torch.Tensor) or batch.dim() != 4:
                 raise ValueError(f"{fn}: data must hold image batches [N, C, H, W]")
             if field is None:
-                field = receptive_fields(model, input_data=batch[:1]).layer(name)
+                field = receptive_fields(model, input_data=batch[:1], until=module).layer(name)
                 if not field.known or len(field.output_shape) != 4:
                     raise ValueError(f"{fn}: the output of {name!r} is not a feature map with a known receptive field")
             y = run_to(model, module, batch.to(_device(model)))

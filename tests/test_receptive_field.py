@@ -335,6 +335,15 @@ def test_unsupported_operator_leaves_the_field_unknown():
         fields.layer("2").region(0, 0)
 
 
+def test_until_stops_the_pass():
+    # A 14x14 image is too small for VGG-16's fifth pooling; the first blocks still have fields.
+    model = meta(models.vgg16)
+    with pytest.raises(RuntimeError):
+        receptive_fields(model, (1, 3, 14, 14))
+    fields = receptive_fields(model, (1, 3, 14, 14), until="features.7")
+    assert fields.rows[-1].name == "features.7" and fields.layer("features.7").size == (14, 14)
+
+
 def test_printed_table_and_lookup():
     fields = receptive_fields(meta(models.resnet18), (1, 3, 224, 224), verbose=False)
     text = str(fields)
