@@ -62,10 +62,6 @@ def vgg16_features(width: float = 1.0) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def resnet50_trunk() -> nn.Module:
-    return models.resnet50()
-
-
 def conv_stack(dilations) -> nn.Sequential:
     layers = []
     for i, d in enumerate(dilations):
@@ -182,7 +178,7 @@ def main():
     for depth, layer, side in vgg_layers[:3]:
         measured.append(measure("VGG-16 (full width)", depth, lambda: vgg16_features(1.0), side, layer, args, 0))
     for depth, layer, side in [("stem", "maxpool", 32), ("stage 1", "layer1", 64), ("stage 2", "layer2", 128)]:
-        measured.append(measure("ResNet-50", depth, resnet50_trunk, side, layer, args, 0))
+        measured.append(measure("ResNet-50", depth, models.resnet50, side, layer, args, 0))
     for n in range(1, 7):
         dilations = [2 ** i for i in range(n)]
         # Inputs of the field (2^(n+1) - 1 dilated, 2n + 1 plain) and a margin.
