@@ -34,6 +34,7 @@ from torch import nn
 
 from . import nn as fnn
 from ._conv_formulas import conv_flops, conv_output_size
+from .summary import summary
 
 __all__ = ["LowRankConv2d", "LowRankReport", "ModelDecomposition", "decompose", "decompose_model"]
 
@@ -328,8 +329,6 @@ def decompose_model(model: nn.Module, example_input: torch.Tensor, budget: Union
     example_input is a batch [N, C, H, W] the model takes: it fixes the spatial sizes, the FLOPs
     (counted by fastconv.summary) and the inputs each layer's error is measured on. `model` is
     left as it is."""
-    from .summary import summary  # summary imports the model-level machinery, not this module
-
     fn = "fastconv.lowrank.decompose_model()"
     if not isinstance(model, nn.Module):
         raise TypeError(f"{fn}: model must be a torch.nn.Module, got {type(model).__name__}")

@@ -23,7 +23,12 @@ An operator that changes the spatial layout in a way not listed here leaves the 
 
 Within one period of units the fields are kept exactly, so after a transposed convolution (or
 an upsampling), whose units do not all see as much, `size` is the largest field and `uniform`
-is False; `ReceptiveField.region(i, j)` gives any unit's exact field.
+is False; `ReceptiveField.region(i, j)` gives any unit's field. Alongside, the tracker follows
+the real windows of the actual map, where padding reads nothing: `ReceptiveField.pixels(i, j)`
+is the box of image pixels unit (i, j) depends on, what a gradient probe finds. It is the
+theoretical field clipped to the image, except at units whose windows read only padding (an
+output_padding row of a transposed convolution, or the border of a map padded by hand), which
+read fewer pixels or none.
 
 The effective receptive field (Luo, Li, Urtasun & Zemel, "Understanding the Effective Receptive
 Field in Deep Convolutional Neural Networks", NIPS 2016) is how much each of those pixels
@@ -259,6 +264,7 @@ _PER_POSITION = _packets("_to_copy", "detach", "alias", "lift_fresh", "lift_fres
                          "native_dropout", "_softmax", "_log_softmax", "softmax", "log_softmax", "to",
                          "_native_batch_norm_legit_no_training", "native_batch_norm",
                          "_native_batch_norm_legit", "cudnn_batch_norm", "miopen_batch_norm", "clone")
+_SOFTMAX = _packets("_softmax", "_log_softmax", "softmax", "log_softmax")
 _VIEWS = _packets("view", "_unsafe_view", "reshape", "flatten", "squeeze", "unsqueeze", "expand",
                   "permute", "transpose", "t", "select")
 _REDUCTIONS = _packets("mean", "sum", "amax", "amin", "max", "min", "logsumexp")
@@ -439,6 +445,8 @@ class _FieldTracker(TorchDispatchMode):
         if a.get("training"):
             # Batch statistics: every output reads every position of every image.
             return _UNKNOWN
+        if packet in _SOFTMAX and out.dim() == 4 and int(a["dim"]) % 4 >= 2:
+            return _UNKNOWN  # normalised along a spatial axis: every unit reads that whole axis
         if torch.Tag.pointwise in func.tags or packet in _PER_POSITION:
             return _union_spatial(tracked, out)
         return _UNKNOWN

@@ -325,6 +325,14 @@ def test_unsupported_operator_leaves_the_field_unknown():
         def forward(self, x):
             return tF.pixel_shuffle(x, 2)
 
+    class SpatialSoftmax(nn.Module):
+        def forward(self, x):
+            return torch.softmax(x, dim=3)
+
+    softmax = receptive_fields(nn.Sequential(fastconv.Conv2d(1, 2, 3), nn.Softmax(dim=1), SpatialSoftmax()),
+                               (1, 1, 8, 8))
+    assert softmax.layer("1").size == (3, 3) and not softmax.layer("2").known  # channels, then a spatial axis
+
     model = nn.Sequential(fastconv.Conv2d(1, 4, 3), Shuffle(), fastconv.Conv2d(1, 1, 3))
     fields = receptive_fields(model, (1, 1, 8, 8))
     assert fields.layer("0").size == (3, 3)
