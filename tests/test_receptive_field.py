@@ -423,12 +423,11 @@ def test_effective_field_at_initialisation_is_inside_and_smaller():
 
 
 def test_effective_field_png(tmp_path):
+    matplotlib_image = pytest.importorskip("matplotlib.image")  # not in the low-end torch CI venv
     conv = nn.Sequential(fastconv.Conv2d(1, 2, 3, padding=1), nn.ReLU(), fastconv.Conv2d(2, 2, 3, padding=1))
     erf = effective_receptive_field(conv, (2, 1, 9, 9))
     path = erf.save_png(tmp_path / "erf.png")
-    import matplotlib.image
-
-    image = matplotlib.image.imread(path)
+    image = matplotlib_image.imread(path)
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 300
 
 
