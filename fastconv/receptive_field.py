@@ -764,7 +764,7 @@ def receptive_fields(model: torch.nn.Module, input_size=None, *, input_data=None
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"{fn}: model must be a torch.nn.Module, got {type(model).__name__}")
     shape = _input_shape(fn, input_size, input_data)
-    stop = None if until is None else _module_named(fn, model, until)[1]
+    stop = None if until is None else _module_named(fn, model, until, "until")[1]
     device = torch.device(device)
     first = next(model.parameters(), None)
     dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
@@ -801,7 +801,7 @@ class _Stop(Exception):
     not needed."""
 
 
-def _module_named(fn: str, model: torch.nn.Module, layer) -> tuple[str, torch.nn.Module]:
+def _module_named(fn: str, model: torch.nn.Module, layer, argument: str = "layer") -> tuple[str, torch.nn.Module]:
     modules = dict(model.named_modules())
     if layer is None:
         return "(model)", model
@@ -809,12 +809,12 @@ def _module_named(fn: str, model: torch.nn.Module, layer) -> tuple[str, torch.nn
         for name, m in modules.items():
             if m is layer:
                 return name or "(model)", m
-        raise ValueError(f"{fn}: layer is a module that is not part of the model")
+        raise ValueError(f"{fn}: {argument} is a module that is not part of the model")
     if not isinstance(layer, str):
-        raise TypeError(f"{fn}: layer must be a submodule's name (str), a submodule or None, "
+        raise TypeError(f"{fn}: {argument} must be a submodule's name (str), a submodule or None, "
                         f"got {type(layer).__name__}")
     if layer not in modules:
-        raise ValueError(f"{fn}: layer {layer!r} is not a submodule of the model "
+        raise ValueError(f"{fn}: {argument} {layer!r} is not a submodule of the model "
                          "(names as in model.named_modules())")
     return layer or "(model)", modules[layer]
 
@@ -971,6 +971,8 @@ def effective_receptive_field(
                         f"got {type(model).__name__}")
     if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
         raise ValueError(f"{fn}: draws must be a positive int, got {draws!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"{fn}: seed must be an int, got {seed!r}")
     if builder is None and draws != 1:
         raise ValueError(f"{fn}: draws={draws} needs a function that builds the model; a module's "
                          "weights are what they are")

@@ -1,6 +1,6 @@
 """fastconv.receptive_field: theoretical fields by hand (VGG-16, ResNet-50, dilated stacks) and
-by brute force (the input pixels whose gradient is nonzero for one unit of a model whose
-weights are all equal and positive), and the effective receptive field."""
+by brute force (the input pixels whose gradient is nonzero for one unit of a copy of the model
+whose weights are all ones), and the effective receptive field."""
 
 import copy
 import math
@@ -135,10 +135,10 @@ def test_transposed_and_rectangular_by_hand():
 # By brute force
 
 
-def equal_weights(model: nn.Module) -> nn.Module:
-    """A float64 copy of model whose every weight is one positive value per layer, biases zero,
-    batch norms the identity and max-pools average pools: no gradient can cancel, and each
-    input pixel that a unit sees gets a nonzero gradient (a max-pool would send it to one)."""
+def all_ones(model: nn.Module) -> nn.Module:
+    """A float64 copy of model whose every weight is 1, biases zero, batch norms the identity
+    and max-pools average pools: no gradient can cancel, and each input pixel that a unit sees
+    gets a nonzero gradient (a max-pool would send it to one pixel only)."""
     model = copy.deepcopy(model).double().eval()
     for module in list(model.modules()):
         for name, child in module.named_children():
@@ -151,7 +151,7 @@ def equal_weights(model: nn.Module) -> nn.Module:
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.reset_parameters()
             elif getattr(module, "weight", None) is not None:
-                module.weight.fill_(1.0 / module.weight[0].numel())
+                module.weight.fill_(1.0)
             if getattr(module, "bias", None) is not None and not isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.bias.zero_()
     return model
@@ -160,7 +160,7 @@ def equal_weights(model: nn.Module) -> nn.Module:
 def probe(model, shape, layer, units):
     """For each unit, the bounding box of the input pixels with a nonzero gradient (None
     where there is none)."""
-    model = equal_weights(model)
+    model = all_ones(model)
     module = dict(model.named_modules())[layer]
     x = torch.ones(shape, dtype=torch.float64, requires_grad=True)
     y = run_to(model, module, x)
@@ -362,6 +362,8 @@ def test_printed_table_and_lookup():
     assert "layer1.0 (BasicBlock)" in text and "*" in text and "global" in text
     with pytest.raises(ValueError, match="did not run"):
         fields.layer("nope")
+    with pytest.raises(ValueError, match="until 'nope'"):
+        receptive_fields(meta(models.resnet18), (1, 3, 224, 224), until="nope")
 
 
 @pytest.mark.parametrize(
@@ -454,6 +456,8 @@ def test_effective_field_bad_arguments():
         effective_receptive_field(conv, (1, 1, 5, 5)).radius(0)
     with pytest.raises(TypeError, match="model"):
         effective_receptive_field(3, (1, 1, 5, 5))
+    with pytest.raises(TypeError, match="seed"):
+        effective_receptive_field(conv, (1, 1, 5, 5), seed=0.5)
     zero = fastconv.Conv2d(1, 1, 3)
     with torch.no_grad():
         zero.weight.zero_()
