@@ -126,6 +126,39 @@ def save_plot(history, path):
     print(f"learning curves saved to {path}")
 
 
+def train(model, x_train, y_train, x_test, y_test, *, epochs, lr, batch_size=32, augmented=True,
+          generator=None, log=print):
+    """Adam with a cosine decay of the step to zero over `epochs`; returns the history of
+    loss and accuracies per epoch. Also used by the low-rank and visualisation examples."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    # Decaying the step towards zero lets the last epochs settle instead of bouncing around.
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    shuffle = generator if generator is not None else torch.Generator().manual_seed(0)
+    history = {"loss": [], "train_acc": [], "test_acc": []}
+    start = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = torch.randperm(len(x_train), generator=shuffle).to(x_train.device)
+        total_loss = 0.0
+        for i in range(0, len(order), batch_size):
+            batch = order[i:i + batch_size]
+            images = augment(x_train[batch], shuffle) if augmented else x_train[batch]
+            loss = F.cross_entropy(model(images), y_train[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item() * len(batch)
+        scheduler.step()
+        history["loss"].append(total_loss / len(x_train))
+        history["train_acc"].append(accuracy(model, x_train, y_train))
+        history["test_acc"].append(accuracy(model, x_test, y_test))
+        if log is not None:
+            log(f"epoch {epoch:2d}/{epochs}  loss {history['loss'][-1]:.4f}  "
+                f"train {100 * history['train_acc'][-1]:6.2f}%  test {100 * history['test_acc'][-1]:6.2f}%  "
+                f"({time.perf_counter() - start:.1f} s)")
+    return history
+
+
 def main():
     args = parse_args()
     torch.set_num_threads(args.threads)
@@ -137,32 +170,10 @@ def main():
 
     model = lenet5(num_classes=10).to(device)
     print(f"LeNet-5: {sum(p.numel() for p in model.parameters()):,} parameters")
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    # Decaying the step towards zero lets the last epochs settle instead of bouncing around.
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
-    shuffle = torch.Generator().manual_seed(args.seed)
-
-    history = {"loss": [], "train_acc": [], "test_acc": []}
     start = time.perf_counter()
-    for epoch in range(1, args.epochs + 1):
-        model.train()
-        order = torch.randperm(len(x_train), generator=shuffle).to(device)
-        total_loss = 0.0
-        for i in range(0, len(order), args.batch_size):
-            batch = order[i:i + args.batch_size]
-            images = augment(x_train[batch], shuffle) if args.augment else x_train[batch]
-            loss = F.cross_entropy(model(images), y_train[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total_loss += loss.item() * len(batch)
-        scheduler.step()
-        history["loss"].append(total_loss / len(x_train))
-        history["train_acc"].append(accuracy(model, x_train, y_train))
-        history["test_acc"].append(accuracy(model, x_test, y_test))
-        print(f"epoch {epoch:2d}/{args.epochs}  loss {history['loss'][-1]:.4f}  "
-              f"train {100 * history['train_acc'][-1]:6.2f}%  test {100 * history['test_acc'][-1]:6.2f}%  "
-              f"({time.perf_counter() - start:.1f} s)")
+    history = train(model, x_train, y_train, x_test, y_test, epochs=args.epochs, lr=args.lr,
+                    batch_size=args.batch_size, augmented=args.augment,
+                    generator=torch.Generator().manual_seed(args.seed))
     elapsed = time.perf_counter() - start
 
     os.makedirs(args.out, exist_ok=True)

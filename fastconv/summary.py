@@ -19,6 +19,12 @@ How the figures are counted, so that they can be trusted and compared:
   each conv3-64, ...), summing to 15.2M elements (58 MiB) per image. The lecture's own
   "TOTAL memory: 24M" line is larger than the sum of its rows (15.2M); the table here is
   the sum.
+- For a model of one image input [N, C, H, W], each row also gives the theoretical receptive
+  field of the layer's output (size, jump and start, in input pixels; see
+  fastconv.receptive_field, whose receptive_fields() returns the same figures as data and is
+  re-exported here). A "*" marks a layer inside which branches of different fields merge
+  (ResNet's additions, Inception's concatenations): the field there is their union, the
+  largest of them.
 - The pass runs in eval mode under torch.no_grad(), so it changes no state (batch-norm
   statistics, dropout) and keeps no autograd graph. A second pass with autograd on measures
   what a training step keeps for its backward: the distinct storages autograd saves,
@@ -27,16 +33,28 @@ How the figures are counted, so that they can be trusted and compared:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Sequence
+from typing import Optional
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from ._conv_formulas import conv_flops, transposed_as_conv
+from .receptive_field import (
+    FIELD_NOTES,
+    ReceptiveField,
+    ReceptiveFields,
+    _FieldTracker,
+    _record,
+    field_columns,
+    receptive_fields,
+    record_output,
+)
 
-__all__ = ["LayerSummary", "ModelSummary", "summary"]
+__all__ = ["LayerSummary", "ModelSummary", "ReceptiveField", "ReceptiveFields", "receptive_fields", "summary"]
 
 
 @dataclasses.dataclass
@@ -48,6 +66,8 @@ class LayerSummary:
     activation_elements: int
     activation_bytes: int
     flops: int
+    receptive_field: Optional[ReceptiveField] = None
+    """The theoretical receptive field of the output (for a model of one image input)."""
 
 
 @dataclasses.dataclass
@@ -84,7 +104,9 @@ class ModelSummary:
         return dataclasses.asdict(self)
 
     def __str__(self) -> str:
+        fields = any(r.receptive_field is not None for r in self.rows)
         header = ("Layer (type)", "Output shape", "Params", "Activations", "Act. memory", "FLOPs")
+        header += ("Field", "Jump", "Start") if fields else ()
         body = [
             (
                 f"{r.name} ({r.kind})",
@@ -93,6 +115,7 @@ class ModelSummary:
                 _count(r.activation_elements),
                 _bytes(r.activation_bytes),
                 _count(r.flops),
+                *(field_columns(r.receptive_field) if fields else ()),
             )
             for r in self.rows
         ]
@@ -116,7 +139,8 @@ class ModelSummary:
             f"Saved for the backward of a training step: {_bytes(self.saved_for_backward_bytes / n)} per image",
             f"FLOPs: {_count(self.flops_per_image)} per image (multiply-add = 2; convolutions and matrix products)",
         ]
-        return "\n".join([rule, fmt(header), rule, *map(fmt, body), rule, *totals, rule])
+        notes = [rule, *FIELD_NOTES] if fields else []
+        return "\n".join([rule, fmt(header), rule, *map(fmt, body), rule, *totals, *notes, rule])
 
 
 def _count(value: float) -> str:
@@ -293,6 +317,13 @@ def summary(
 
     # One key per call, so a module used twice gets two rows.
     call_ids = iter(range(1, 1 << 62))
+    # Receptive fields are those of an image input's pixels.
+    image = len(inputs) == 1 and inputs[0].dim() == 4 and inputs[0].is_floating_point()
+    tracker = _FieldTracker() if image else None
+    if tracker is not None:
+        tracker.seed(inputs[0])
+        tracker.stack = stack  # merges are charged to the module calls running
+    fields: dict = {}
 
     def pre_hook(module, args):
         stack.append((id(module), next(call_ids)))
@@ -300,6 +331,10 @@ def summary(
     def post_hook(module, args, output):
         key = stack.pop()
         calls.append((key, module, output))
+        if tracker is not None:
+            # Now, before a later in-place operator can change the output's field.
+            fields[key] = record_output(tracker, names.get(key[0], "?"), type(module).__name__, output,
+                                        key in tracker.merged_in)
 
     handles = []
     for m in model.modules():
@@ -308,7 +343,8 @@ def summary(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), _Recorder(stack, seen, keep, elements, nbytes, flops):
+        with torch.no_grad(), _Recorder(stack, seen, keep, elements, nbytes, flops), \
+                tracker if tracker is not None else contextlib.nullcontext():
             output = model(*inputs)
     finally:
         for h in handles:
@@ -338,12 +374,15 @@ def summary(
                 activation_elements=elements.get(key, 0),
                 activation_bytes=nbytes.get(key, 0),
                 flops=flops.get(key, 0),
+                receptive_field=fields.get(key),
             )
         )
+    input_field = _record("input", "Tensor", inputs[0], tracker.field(inputs[0]), False) if tracker else None
     rows.insert(
         0,
         LayerSummary("input", "Tensor", [list(t.shape) for t in inputs], 0,
-                     sum(t.numel() for t in inputs), sum(t.untyped_storage().nbytes() for t in inputs), 0),
+                     sum(t.numel() for t in inputs), sum(t.untyped_storage().nbytes() for t in inputs), 0,
+                     input_field),
     )
 
     params = list({id(p): p for p in model.parameters()}.values())

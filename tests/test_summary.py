@@ -144,3 +144,42 @@ def test_bad_arguments(kwargs, error, match):
 def test_models_summary_is_a_compatibility_alias():
     assert models.summary is summary
     assert models.ModelSummary is fastconv.summary.ModelSummary
+
+
+def test_receptive_fields_in_the_table(vgg16_summary, capsys):
+    # The figures of fastconv.receptive_field, from the same forward pass.
+    rows = {r.name: r for r in vgg16_summary.rows}
+    assert rows["input"].receptive_field.size == (1, 1)
+    for name, size, jump, start in [("features.0", 3, 1, -1), ("features.16", 44, 8, -18),
+                                    ("features.30", 212, 32, -90)]:
+        rf = rows[name].receptive_field
+        assert (rf.size, rf.jump, rf.start) == ((size, size), (jump, jump), (start, start)), name
+    assert rows["classifier.6"].receptive_field.is_global
+    assert fastconv.summary.receptive_fields is fastconv.receptive_field.receptive_fields
+
+    # A residual block: the addition merges the shortcut's field (3) with the branch's (5).
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = fastconv.Conv2d(2, 2, 3, padding=1)
+            self.conv2 = fastconv.Conv2d(2, 2, 3, padding=1)
+
+        def forward(self, x):
+            return x + self.conv2(torch.relu(self.conv1(x)))
+
+    model = torch.nn.Sequential(fastconv.Conv2d(1, 2, 3, padding=1), Block())
+    s = summary(model, (1, 1, 12, 12))
+    text = capsys.readouterr().out
+    block = next(r for r in s.rows if r.name == "1")
+    assert block.receptive_field.size == (7, 7) and block.receptive_field.merged
+    assert not next(r for r in s.rows if r.name == "1.conv2").receptive_field.merged
+    header = next(line for line in text.splitlines() if line.startswith("Layer (type)"))
+    assert header.split()[-3:] == ["Field", "Jump", "Start"]
+    assert any(line.startswith("1 (Block)") and "7*" in line for line in text.splitlines())
+    assert "* branches of different fields merge" in text
+
+
+def test_no_receptive_field_columns_without_an_image_input(capsys):
+    summary(torch.nn.Sequential(torch.nn.Embedding(50, 8)), input_data=torch.randint(0, 50, (2, 7)))
+    text = capsys.readouterr().out
+    assert "Field" not in text and "Jump" not in text
