@@ -167,21 +167,104 @@ def extension():
         f"fastconv: building CPU and CUDA kernels ({reason}); "
         f"TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST', 'the visible GPUs')}"
     )
-    cuda_sources = sources("cuda/**/*.cpp") + sources("cuda/**/*.cu")
-    return CUDAExtension(
+    # The Hopper family (csrc/cuda/hopper/) is built for sm_90a alone, by FastconvBuild below:
+    # wgmma and setmaxnreg exist only there, and the rest keeps every sm >= 80 of the list.
+    hopper = sm90a_wanted()
+    cuda_sources = sources("cuda/**/*.cpp") + [s for s in sources("cuda/**/*.cu") if s not in hopper_kernel_sources()]
+    defines = [("FASTCONV_WITH_CUDA", "1")] + ([("FASTCONV_WITH_SM90A", "1")] if hopper else [])
+    print(f"fastconv: the Hopper (sm_90a) kernels {'are' if hopper else 'are not'} built "
+          f"({'sm 9.0 is in the architecture list' if hopper else 'no sm 9.0 in the architecture list'})")
+    ext = CUDAExtension(
         "fastconv._C",
         cpu_sources + cuda_sources,
         include_dirs=include_dirs + nvidia_include_dirs(),
-        define_macros=[("FASTCONV_WITH_CUDA", "1")],
+        define_macros=defines,
         extra_compile_args={
             "cxx": cxx_flags,
-            "nvcc": ["-std=c++20", "-O3", "--expt-relaxed-constexpr", "-lineinfo", "-Xptxas=-v"],
+            "nvcc": NVCC_FLAGS,
         },
         extra_link_args=link_flags,
     )
+    ext.fastconv_sm90a = hopper
+    return ext
+
+
+NVCC_FLAGS = ["-std=c++20", "-O3", "--expt-relaxed-constexpr", "-lineinfo", "-Xptxas=-v"]
+
+
+def hopper_kernel_sources():
+    return sources("cuda/hopper/**/*.cu")
+
+
+def sm90a_wanted():
+    """Whether the architecture list names sm 9.0 (the H100 and H200), for which the Hopper
+    family is built as sm_90a; without a list, whether the visible GPU is one."""
+    listed = os.environ.get("TORCH_CUDA_ARCH_LIST", "")
+    if listed:
+        return any(a.strip().split("+")[0].rstrip("a") == "9.0" for a in listed.replace(";", " ").split())
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
+
+
+def compile_sm90a_objects(ext, build_temp):
+    """Compiles csrc/cuda/hopper/*.cu with nvcc for -gencode=arch=compute_90a,code=sm_90a only,
+    with the flags torch gives the other units, into build_temp/sm90a; incremental (each object
+    is rebuilt when it or a header its depfile names is newer). Returns the object paths."""
+    import concurrent.futures
+    import shlex
+    import subprocess
+
+    from torch.utils.cpp_extension import COMMON_NVCC_FLAGS, include_paths
+
+    nvcc = os.path.join(CUDA_HOME, "bin", "nvcc")
+    includes = [f"-I{d}" for d in list(ext.include_dirs) + include_paths(device_type="cuda")]
+    import sysconfig
+
+    includes.append(f"-I{sysconfig.get_paths()['include']}")
+    defines = [f"-D{k}={v}" if v is not None else f"-D{k}" for k, v in ext.define_macros]
+    defines += ["-DTORCH_API_INCLUDE_EXTENSION_H", "-DTORCH_EXTENSION_NAME=_C"]
+    ccbin = ["-ccbin", os.environ["CC"]] if os.environ.get("CC") else []
+    out_dir = os.path.join(build_temp, "sm90a")
+    jobs = []
+    for src in hopper_kernel_sources():
+        obj = os.path.join(out_dir, os.path.relpath(src, "csrc").replace(os.sep, "__") + ".o")
+        dep = obj + ".d"
+        if os.path.exists(obj) and os.path.exists(dep):
+            text = open(dep).read().replace("\\\n", " ")
+            deps = shlex.split(text.split(":", 1)[1]) if ":" in text else []
+            if all(os.path.exists(d) and os.path.getmtime(d) <= os.path.getmtime(obj) for d in deps + [src]):
+                jobs.append((obj, None))
+                continue
+        cmd = ([nvcc] + ccbin + ["-c", src, "-o", obj, "-MD", "-MF", dep] + includes + defines + COMMON_NVCC_FLAGS
+               + NVCC_FLAGS + ["--compiler-options", "-fPIC", "-gencode=arch=compute_90a,code=sm_90a"])
+        jobs.append((obj, cmd))
+    os.makedirs(out_dir, exist_ok=True)
+
+    def run(job):
+        obj, cmd = job
+        if cmd is None:
+            return obj
+        print(" ".join(cmd), flush=True)
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        sys.stdout.write(res.stdout + res.stderr)  # ptxas' resource report, as for the other units
+        if res.returncode != 0:
+            raise RuntimeError(f"fastconv: nvcc failed on {cmd[3]} (sm_90a)")
+        return obj
+
+    workers = int(os.environ.get("MAX_JOBS") or os.cpu_count() or 1)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return list(pool.map(run, jobs))
+
+
+class FastconvBuild(BuildExtension):
+    """torch's build, plus the sm_90a objects of the Hopper family linked into the extension."""
+
+    def build_extension(self, ext):
+        if getattr(ext, "fastconv_sm90a", False):
+            ext.extra_objects = list(ext.extra_objects or []) + compile_sm90a_objects(ext, self.build_temp)
+        super().build_extension(ext)
 
 
 setup(
     ext_modules=[extension()],
-    cmdclass={"build_ext": BuildExtension},
+    cmdclass={"build_ext": FastconvBuild},
 )

@@ -67,6 +67,19 @@ EXPECTED = {
         "ok cp.async: a read of its own destination before the wait is reported",
         "ok cp.async: two copies in flight into the same bytes are reported",
     ],
+    "hopper_sync_test": [
+        "ok mbarrier: phases, parities and the transaction count (PTX ISA rules)",
+        "ok mbarrier: a wait that can never complete is reported, not hung",
+        "ok mbarrier: a use not ordered after the init is reported",
+        "ok named barrier: bar.arrive / bar.sync order a hand-off",
+        "ok named barrier: the same hand-off without it is reported",
+    ] + [
+        f"ok mbarrier ring: {what} [{order}]"
+        for what in ("full/empty hand-offs are clean",
+                     "a refill before the empty barrier's phase flipped is reported",
+                     "a read before waiting on the full barrier is reported")
+        for order in ("forward", "reverse", "shuffle")
+    ],
     "primitives_test": [
         "ok synccheck: a divergent barrier through sync_threads() names the kernel's lines",
         "ok synccheck: one barrier through sync_threads() is clean",

@@ -124,8 +124,12 @@ inline std::string shared_name(const Runner& r, int array) {
          std::to_string(d.elem_size) + " bytes)";
 }
 
+// Whether access p happens before thread t's access now: the same thread, a syncthreads between
+// them, a warp collective both lanes took part in since, or a chain of releases and acquires
+// (mbarriers, named barriers, warpgroup instructions) that t's vector clock has seen.
 inline bool ordered_before(const Runner& r, const Rec& p, const Thread& t) {
   if (p.tid == kNone || p.tid == t.tid || p.epoch != r.epoch) return true;
+  if (r.vc_active && t.vc[p.tid] >= p.clk) return true;
   if (p.tid / 32 != t.tid / 32) return false;
   const uint32_t j = r.joint[size_t(t.tid / 32) * 1024 + (p.tid % 32) * 32 + t.tid % 32];
   return j > p.wgen;
@@ -146,7 +150,7 @@ inline bool shared_access(int64_t off, size_t n, int64_t lo, int64_t hi, int arr
   }
   const LaunchOptions& o = r.L->opt;
   if (o.initcheck || o.racecheck) {
-    const Rec me{uint16_t(t.tid), r.epoch, r.warp_gen[t.tid / 32]};
+    const Rec me{uint16_t(t.tid), r.epoch, r.warp_gen[t.tid / 32], t.clock};
     bool init_reported = false, race_reported = false;
     for (int64_t b = off; b < off + int64_t(n); ++b) {
       ByteShadow& s = r.shadow[size_t(b)];
@@ -195,11 +199,21 @@ inline bool shared_access(int64_t off, size_t n, int64_t lo, int64_t hi, int arr
                   "shared", b, &other);
         }
       }
+      if (write && s.async_reads && o.racecheck && !race_reported) {
+        race_reported = true;
+        r.error(Checker::racecheck,
+                "writes " + fmt_index(off - lo, elem) + " of " + shared_name(r, array) + " (shared byte " +
+                    std::to_string(b) + ") while a wgmma reading it is in flight (its warpgroup has not "
+                    "retired it with wgmma_wait_group): the tensor cores may read either value",
+                "shared", b);
+      }
       if (write) {
         s.init = true;
         if (!atomic) {
           s.w = me;
           s.r1 = s.r2 = Rec{};
+          s.w_generic = true;
+          s.w_fences = t.proxy_fences;
         }
       } else if (!atomic) {
         if (s.r1.tid == kNone || s.r1.tid == me.tid || s.r1.epoch != me.epoch)
@@ -222,7 +236,7 @@ inline void async_copy_issued(int64_t off, size_t n, int64_t lo, int array) {
   Runner& r = runner();
   if (!r.L->opt.racecheck) return;
   Thread& t = *r.cur;
-  const Rec me{uint16_t(t.tid), r.epoch, r.warp_gen[t.tid / 32]};
+  const Rec me{uint16_t(t.tid), r.epoch, r.warp_gen[t.tid / 32], t.clock};
   bool reported = false;
   for (int64_t b = off; b < off + int64_t(n); ++b) {
     ByteShadow& s = r.shadow[size_t(b)];
@@ -256,6 +270,49 @@ inline void async_copy_issued(int64_t off, size_t n, int64_t lo, int array) {
     s.w = me;
     s.r1 = s.r2 = Rec{};
     s.async_tid = uint16_t(t.tid);
+  }
+}
+
+// The reads an async-proxy instruction (wgmma) makes of [off, off + n), as thread t's at this
+// moment, for racecheck: ordered after the bytes' last writer (and, where that write came
+// through the generic proxy, after the writer's fence.proxy.async), and remembered as a read so
+// that a later write must be ordered after it. `what` names the instruction in the reports.
+inline void async_proxy_read(Runner& r, Thread& t, int64_t off, size_t n, const std::string& what) {
+  const LaunchOptions& o = r.L->opt;
+  if (!o.racecheck && !o.initcheck) return;
+  const Rec me{uint16_t(t.tid), r.epoch, r.warp_gen[t.tid / 32], t.clock};
+  bool init_reported = false, race_reported = false, fence_reported = false;
+  for (int64_t b = off; b < off + int64_t(n); ++b) {
+    ByteShadow& s = r.shadow[size_t(b)];
+    if (o.initcheck && !s.init && !init_reported) {
+      init_reported = true;
+      r.error(Checker::initcheck, what + " reads shared byte " + std::to_string(b) +
+                                      ", which no thread of the block has written", "shared", b);
+    }
+    if (!o.racecheck) continue;
+    if (s.async_tid != kNone && !race_reported) {
+      race_reported = true;
+      r.error(Checker::racecheck, what + " reads shared byte " + std::to_string(b) +
+                                      ", the destination of a cp.async of " + thread_str(r.threads_[s.async_tid]) +
+                                      " that has not completed", "shared", b, &r.threads_[s.async_tid]);
+    } else if (!ordered_before(r, s.w, t) && !race_reported) {
+      race_reported = true;
+      r.error(Checker::racecheck, what + " reads shared byte " + std::to_string(b) + ", which " +
+                                      thread_str(r.threads_[s.w.tid]) + " wrote with no barrier or "
+                                      "mbarrier hand-off ordering the write before it (read-after-write)",
+              "shared", b, &r.threads_[s.w.tid]);
+    }
+    if (s.w_generic && s.w.tid != kNone && r.threads_[s.w.tid].proxy_fences <= s.w_fences && !fence_reported) {
+      fence_reported = true;
+      r.error(Checker::racecheck, what + " reads shared byte " + std::to_string(b) + ", which " +
+                                      thread_str(r.threads_[s.w.tid]) + " wrote through the generic proxy "
+                                      "with no fence.proxy.async after it: the tensor cores may not see the write",
+              "shared", b, &r.threads_[s.w.tid]);
+    }
+    if (s.r1.tid == kNone || s.r1.tid == me.tid || s.r1.epoch != me.epoch)
+      s.r1 = me;
+    else
+      s.r2 = me;
   }
 }
 

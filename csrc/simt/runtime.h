@@ -185,7 +185,9 @@ namespace detail {
 
 struct Abort {};  // thrown inside a fiber to unwind it when its block is aborted
 
-enum class TState : uint8_t { ready, barrier, collective, exited };
+// mbarrier: waiting in mbarrier_wait_parity; named_barrier: in bar.sync with an id other than 0;
+// warpgroup: in a warpgroup-wide instruction (wgmma), until the warpgroup's 128 threads arrive.
+enum class TState : uint8_t { ready, barrier, collective, exited, mbarrier, named_barrier, warpgroup };
 
 enum class CollKind : uint8_t { shfl_idx, shfl_up, shfl_down, shfl_xor, ballot, any, all, syncwarp,
                                 mma, ldmatrix };
@@ -250,6 +252,16 @@ struct Thread {
   std::vector<Access> gload, gstore, shared;  // traces for the metrics
   std::vector<AsyncCopy> async_open;          // cp.async issued since the last commit_group
   std::vector<std::vector<AsyncCopy>> async_groups;  // committed groups, oldest first
+  // Happens-before beyond syncthreads (mbarriers, named barriers, warpgroups): this thread's
+  // clock, which it advances at every release, and, once the block uses such a hand-off
+  // (Runner::vc_active), its vector clock: vc[j] is the latest clock of thread j whose
+  // accesses are ordered before this thread's next ones.
+  uint32_t clock = 1;
+  std::vector<uint32_t> vc;
+  uint32_t proxy_fences = 0;  // fence.proxy.async executed so far
+  int64_t wait_key = -1;      // the mbarrier (window offset) or named barrier waited on
+  uint32_t wait_parity = 0;
+  void* wg_op = nullptr;      // the warpgroup instruction this thread waits in
 };
 
 // What racecheck remembers about one shared byte: the last writer and up to two readers since.
@@ -258,10 +270,19 @@ struct Rec {
   uint16_t tid = kNone;
   uint32_t epoch = 0;
   uint32_t wgen = 0;  // the warp's collective generation at the time of the access
+  uint32_t clk = 0;   // the thread's clock at the access
 };
 struct ByteShadow {
   Rec w, r1, r2;
   bool init = false;
+  // The last write came through the generic proxy (a store, a cp.async), which the async proxy
+  // (wgmma reading shared memory) sees only after the writer's fence.proxy.async: w_fences is
+  // the writer's count of those fences at the write.
+  bool w_generic = false;
+  uint32_t w_fences = 0;
+  // wgmma instructions in flight that read this byte: it must not be written until they are
+  // retired (wgmma.wait_group in every thread of their warpgroup).
+  uint16_t async_reads = 0;
   // The thread whose cp.async into this byte is issued but not yet complete: the byte is
   // being written from the issue to the wait_group that completes it, so any access in
   // between, by any thread, is a hazard.
@@ -307,6 +328,18 @@ class Runner {
   std::vector<ByteShadow> shadow;
   std::vector<uint32_t> warp_gen;  // per warp: collectives completed
   std::vector<uint32_t> joint;     // per warp 32x32: generation of the last collective i and j shared
+  // Vector clocks, switched on by the block's first mbarrier, named barrier or warpgroup
+  // instruction (a block without them pays nothing): racecheck then orders two accesses of
+  // one barrier epoch through the hand-offs between them.
+  bool vc_active = false;
+  void activate_vc();
+  // A release by t (arrive, bar.arrive): its accesses so far are published in `into` (joined),
+  // and its later ones carry a later clock.
+  void release(Thread& t, std::vector<uint32_t>& into);
+  // An acquire by t of what `from` published.
+  void acquire(Thread& t, const std::vector<uint32_t>& from);
+  // The Hopper synchronisation state of the block (simt/hopper.h), reset with it.
+  std::shared_ptr<void> hopper;
 
   // results of this runner, merged into the report at the end of the launch
   std::vector<Error> errors;
@@ -335,6 +368,7 @@ class Runner {
   void run_round(const std::vector<unsigned>& order);
   void abort_block();
   bool collective_deadlock();
+  bool sleeping_deadlock();
   bool complete_barrier();
   void resume(Thread& t);
   void metrics_for_block();
@@ -473,7 +507,7 @@ inline void Runner::run_block(LaunchState& LS, Dim3 bidx) {
     if (all_exited) break;
     if (any_ready) continue;
     // Quiescent: every live thread waits at a barrier or a warp collective.
-    if (collective_deadlock() || !complete_barrier()) aborting = true;
+    if (collective_deadlock() || sleeping_deadlock() || !complete_barrier()) aborting = true;
   }
   if (LS.opt.metrics) metrics_for_block();
   arena_hw = std::max(arena_hw, arena_used);
@@ -519,7 +553,35 @@ inline void Runner::start_block(LaunchState& LS, Dim3 bidx) {
     t.shared.clear();
     t.async_open.clear();
     t.async_groups.clear();
+    t.clock = 1;
+    t.vc.clear();
+    t.proxy_fences = 0;
+    t.wait_key = -1;
+    t.wg_op = nullptr;
   }
+  vc_active = false;
+  hopper.reset();
+}
+
+inline void Runner::activate_vc() {
+  if (vc_active) return;
+  vc_active = true;
+  for (unsigned i = 0; i < nthreads; ++i) {
+    threads_[i].vc.assign(nthreads, 0);
+    threads_[i].vc[i] = threads_[i].clock;
+  }
+}
+
+inline void Runner::release(Thread& t, std::vector<uint32_t>& into) {
+  activate_vc();
+  if (into.size() < nthreads) into.resize(nthreads, 0);
+  for (unsigned i = 0; i < nthreads; ++i) into[i] = std::max(into[i], t.vc[i]);
+  t.vc[t.tid] = ++t.clock;
+}
+
+inline void Runner::acquire(Thread& t, const std::vector<uint32_t>& from) {
+  activate_vc();
+  for (size_t i = 0; i < from.size() && i < nthreads; ++i) t.vc[i] = std::max(t.vc[i], from[i]);
 }
 
 inline void Runner::run_round(const std::vector<unsigned>& order) {
@@ -589,6 +651,33 @@ inline bool Runner::collective_deadlock() {
     }
   }
   return stuck;
+}
+
+// Threads asleep on an mbarrier, a named barrier or a warpgroup instruction when nothing is left
+// to run: nothing will wake them (the emulator completes copies synchronously), so each is
+// reported (the first few) and true returned.
+inline bool Runner::sleeping_deadlock() {
+  int reported = 0;
+  for (unsigned i = 0; i < nthreads; ++i) {
+    Thread& t = threads_[i];
+    std::string what;
+    if (t.state == TState::mbarrier)
+      what = "waits on the mbarrier at shared byte " + std::to_string(t.wait_key) + " for its phase of parity " +
+             std::to_string(t.wait_parity) + ", which cannot complete";
+    else if (t.state == TState::named_barrier)
+      what = "waits at named barrier " + std::to_string(t.wait_key) + ", which not enough threads reach";
+    else if (t.state == TState::warpgroup)
+      what = "waits in a warpgroup instruction that the rest of its warpgroup (threads " +
+             std::to_string(t.tid / 128 * 128) + ".." + std::to_string(t.tid / 128 * 128 + 127) + ") never reaches";
+    else
+      continue;
+    if (reported++ < 4) {
+      cur = &t;
+      error(Checker::synccheck, what + " (deadlock)");
+      cur = nullptr;
+    }
+  }
+  return reported > 0;
 }
 
 // Every live thread waits at a barrier: it completes when they all wait at the same call site

@@ -7,3 +7,4 @@
 #include "simt/warp.h"
 #include "simt/mma.h"
 #include "simt/async.h"
+#include "simt/hopper.h"

@@ -133,6 +133,14 @@ inline void warp_arrive(Coll c, Resolver resolve = resolve_builtin) {
     return;
   }
   resolve(r, w, mask);
+  if (r.vc_active) {
+    // The lanes synchronise: each one's accesses so far are ordered before every lane's next.
+    std::vector<uint32_t> joined(r.nthreads, 0);
+    for (unsigned l = 0; l < 32; ++l)
+      if (mask >> l & 1u) r.release(r.lane(w, l), joined);
+    for (unsigned l = 0; l < 32; ++l)
+      if (mask >> l & 1u) r.acquire(r.lane(w, l), joined);
+  }
   const uint32_t g = ++r.warp_gen[w];
   if (r.L->opt.racecheck)
     for (unsigned i = 0; i < 32; ++i)
