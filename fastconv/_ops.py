@@ -9,6 +9,7 @@ import torch
 from torch._prims_common import suggest_memory_format
 
 from ._conv_formulas import conv_output_size, transposed_output_size
+from .errors import ArgumentError
 
 ops = torch.ops.fastconv
 
@@ -28,7 +29,8 @@ def _empty(shape, like, memory_format=torch.contiguous_format, dtype=None):
 
 def _check_4d(op, **tensors):
     for name, t in tensors.items():
-        torch._check(
+        torch._check_with(
+            ArgumentError,
             t.dim() == 4,
             lambda: f"fastconv::{op}: argument '{name}' must be a 4-D tensor, got shape "
             f"{tuple(t.shape)}",
@@ -43,7 +45,8 @@ def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
     _check_4d("conv2d", input=input, weight=weight)
     n, c, h, w = input.shape
     k, c_per_group, r, s = weight.shape
-    torch._check(
+    torch._check_with(
+        ArgumentError,
         c_per_group * groups == c,
         lambda: f"fastconv::conv2d: weight {tuple(weight.shape)} with groups={groups} expects "
         f"{c_per_group * groups} input channels, got {c}",
@@ -69,7 +72,8 @@ def _conv_transpose2d_fake(
 ):
     _check_4d("conv_transpose2d", input=input, weight=weight)
     n, c, h, w = input.shape
-    torch._check(
+    torch._check_with(
+        ArgumentError,
         weight.shape[0] == c,
         lambda: f"fastconv::conv_transpose2d: weight {tuple(weight.shape)} expects "
         f"{weight.shape[0]} input channels, got {c}",

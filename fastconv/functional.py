@@ -18,6 +18,7 @@ import torch.fx
 from torch import Tensor
 
 from . import _ops  # noqa: F401  (registers fake kernels and autograd)
+from .errors import ArgumentError, ArgumentTypeError, BoxesError, BoxesTypeError
 
 ops = torch.ops.fastconv
 
@@ -49,26 +50,26 @@ def _on_gpu(t):
 
 def _check_tensor(fn, name, value):
     if not isinstance(value, Tensor):
-        raise TypeError(f"{fn}: argument '{name}' must be a Tensor, got {type(value).__name__}")
+        raise ArgumentTypeError(f"{fn}: argument '{name}' must be a Tensor, got {type(value).__name__}")
 
 
 def _check_bias(fn, bias):
     if bias is not None and not isinstance(bias, Tensor):
-        raise TypeError(f"{fn}: argument 'bias' must be a Tensor or None, got {type(bias).__name__}")
+        raise ArgumentTypeError(f"{fn}: argument 'bias' must be a Tensor or None, got {type(bias).__name__}")
 
 
 def _int(fn, name, value):
     if isinstance(value, bool):
-        raise TypeError(f"{fn}: argument '{name}' must be an int, got bool")
+        raise ArgumentTypeError(f"{fn}: argument '{name}' must be an int, got bool")
     try:
         value = operator.index(value)
     except TypeError:
-        raise TypeError(
+        raise ArgumentTypeError(
             f"{fn}: argument '{name}' must be an int or a tuple of ints, got {value!r}"
         ) from None
     # The operators take int64; beyond it the dispatcher would fail with its own words.
     if not -(2**63) <= value < 2**63:
-        raise ValueError(f"{fn}: argument '{name}' is out of the int64 range, got {value}")
+        raise ArgumentError(f"{fn}: argument '{name}' is out of the int64 range, got {value}")
     return value
 
 
@@ -76,13 +77,13 @@ def _float(fn, name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) and not (
         isinstance(value, Tensor) and value.dim() == 0 and value.is_floating_point()
     ):
-        raise TypeError(f"{fn}: argument '{name}' must be a float, got {type(value).__name__}")
+        raise ArgumentTypeError(f"{fn}: argument '{name}' must be a float, got {type(value).__name__}")
     return float(value)
 
 
 def _bool(fn, name, value):
     if not isinstance(value, bool):
-        raise TypeError(f"{fn}: argument '{name}' must be a bool, got {value!r}")
+        raise ArgumentTypeError(f"{fn}: argument '{name}' must be a bool, got {value!r}")
     return value
 
 
@@ -90,7 +91,7 @@ def _ints(fn, name, value, n):
     """An int, or a tuple/list of n ints, as a tuple of n ints."""
     if isinstance(value, (tuple, list)):
         if len(value) != n:
-            raise ValueError(f"{fn}: argument '{name}' must have {n} values, got {tuple(value)}")
+            raise ArgumentError(f"{fn}: argument '{name}' must have {n} values, got {tuple(value)}")
         return tuple(_int(fn, name, v) for v in value)
     return (_int(fn, name, value),) * n
 
@@ -100,7 +101,7 @@ def _batched(fn, input, batched_dim):
         return True
     if input.dim() == batched_dim - 1:
         return False
-    raise ValueError(
+    raise ArgumentError(
         f"{fn}: argument 'input' must be {batched_dim - 1}-D (unbatched) or {batched_dim}-D "
         f"(batched), got a {input.dim()}-D tensor of shape {tuple(input.shape)}"
     )
@@ -108,7 +109,7 @@ def _batched(fn, input, batched_dim):
 
 def _check_weight_dim(fn, weight, dim):
     if weight.dim() != dim:
-        raise ValueError(
+        raise ArgumentError(
             f"{fn}: argument 'weight' must be a {dim}-D tensor, got shape {tuple(weight.shape)}"
         )
 
@@ -121,13 +122,13 @@ def _padding(fn, padding, kernel, stride, dilation):
             return (0,) * (2 * dims)
         if padding == "same":
             if any(s != 1 for s in stride):
-                raise ValueError(f"{fn}: padding='same' is not supported for strided convolutions")
+                raise ArgumentError(f"{fn}: padding='same' is not supported for strided convolutions")
             sides = []
             for k, d in zip(kernel, dilation):
                 total = d * (k - 1)  # as PyTorch: the odd pixel goes to the end
                 sides += [total // 2, total - total // 2]
             return tuple(sides)
-        raise ValueError(
+        raise ArgumentError(
             f"{fn}: argument 'padding' must be 'valid', 'same', an int or a tuple, got {padding!r}"
         )
     return _explicit_padding(fn, padding, dims)
@@ -140,7 +141,7 @@ def _explicit_padding(fn, padding, dims):
         per_dim = _ints(fn, "padding", padding, dims)
         sides = tuple(v for p in per_dim for v in (p, p))
     if any(v < 0 for v in sides):
-        raise ValueError(f"{fn}: argument 'padding' must be non-negative, got {padding!r}")
+        raise ArgumentError(f"{fn}: argument 'padding' must be non-negative, got {padding!r}")
     return sides
 
 
@@ -219,7 +220,7 @@ def conv_transpose2d(
     batched = _batched(fn, input, 4)
     _check_weight_dim(fn, weight, 4)
     if isinstance(padding, str):
-        raise ValueError(f"{fn}: argument 'padding' must be an int or a tuple, got {padding!r}")
+        raise ArgumentError(f"{fn}: argument 'padding' must be an int or a tuple, got {padding!r}")
     x = input if batched else input.unsqueeze(0)
     y = ops.conv_transpose2d(
         x,
@@ -252,7 +253,7 @@ def conv_transpose1d(
     batched = _batched(fn, input, 3)
     _check_weight_dim(fn, weight, 3)
     if isinstance(padding, str):
-        raise ValueError(f"{fn}: argument 'padding' must be an int or a tuple, got {padding!r}")
+        raise ArgumentError(f"{fn}: argument 'padding' must be an int or a tuple, got {padding!r}")
     x = input if batched else input.unsqueeze(0)
     y = ops.conv_transpose2d(
         x.unsqueeze(2),
@@ -271,7 +272,7 @@ def _rois(fn, boxes):
     """torchvision's box formats as one Tensor[K, 5] of (batch index, x1, y1, x2, y2)."""
     if isinstance(boxes, Tensor):
         if boxes.dim() != 2 or boxes.shape[1] != 5:
-            raise ValueError(
+            raise BoxesError(
                 f"{fn}: argument 'boxes' as a Tensor must have shape [K, 5], got {tuple(boxes.shape)}"
             )
         _check_box_dtype(fn, boxes)
@@ -280,12 +281,12 @@ def _rois(fn, boxes):
         for i, b in enumerate(boxes):
             if not isinstance(b, Tensor) or b.dim() != 2 or b.shape[1] != 4:
                 shape = tuple(b.shape) if isinstance(b, Tensor) else type(b).__name__
-                raise ValueError(
+                raise BoxesError(
                     f"{fn}: argument 'boxes' as a list must hold Tensor[L, 4], one per image; "
                     f"boxes[{i}] is {shape}"
                 )
         if not boxes:
-            raise ValueError(f"{fn}: argument 'boxes' is an empty list; give one Tensor[L, 4] per image")
+            raise BoxesError(f"{fn}: argument 'boxes' is an empty list; give one Tensor[L, 4] per image")
         for b in boxes:
             _check_box_dtype(fn, b)
         concat = torch.cat(list(boxes), dim=0)
@@ -293,7 +294,7 @@ def _rois(fn, boxes):
             [torch.full_like(b[:, :1], i) for i, b in enumerate(boxes)], dim=0
         )
         return torch.cat([ids, concat], dim=1)
-    raise TypeError(
+    raise BoxesTypeError(
         f"{fn}: argument 'boxes' must be a Tensor[K, 5] or a list of Tensor[L, 4], got "
         f"{type(boxes).__name__}"
     )
@@ -301,13 +302,13 @@ def _rois(fn, boxes):
 
 def _check_box_dtype(fn, boxes):
     if not boxes.is_floating_point():
-        raise TypeError(f"{fn}: argument 'boxes' must be a floating-point tensor, got {boxes.dtype}")
+        raise ArgumentTypeError(f"{fn}: argument 'boxes' must be a floating-point tensor, got {boxes.dtype}")
 
 
 def _output_size(fn, output_size):
     size = _ints(fn, "output_size", output_size, 2)
     if any(s <= 0 for s in size):
-        raise ValueError(f"{fn}: argument 'output_size' must be positive, got {output_size!r}")
+        raise ArgumentError(f"{fn}: argument 'output_size' must be positive, got {output_size!r}")
     return size
 
 
@@ -348,14 +349,14 @@ def multi_level_roi_align(
     levels: int64 Tensor[K], one level index per box."""
     fn = "fastconv.functional.multi_level_roi_align"
     if not isinstance(features, (list, tuple)) or not features:
-        raise TypeError(f"{fn}: argument 'features' must be a non-empty list of Tensors, got {type(features).__name__}")
+        raise ArgumentTypeError(f"{fn}: argument 'features' must be a non-empty list of Tensors, got {type(features).__name__}")
     for i, f in enumerate(features):
         _check_tensor(fn, f"features[{i}]", f)
     _on_gpu(features[0])
     rois = _rois(fn, boxes)
     _check_tensor(fn, "levels", levels)
     if not isinstance(spatial_scales, (list, tuple)):
-        raise TypeError(f"{fn}: argument 'spatial_scales' must be a list of floats, got {type(spatial_scales).__name__}")
+        raise ArgumentTypeError(f"{fn}: argument 'spatial_scales' must be a list of floats, got {type(spatial_scales).__name__}")
     scales = [_float(fn, f"spatial_scales[{i}]", s) for i, s in enumerate(spatial_scales)]
     ph, pw = _output_size(fn, output_size)
     return ops.roi_align_multilevel(
