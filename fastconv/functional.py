@@ -17,10 +17,8 @@ import torch
 import torch.fx
 from torch import Tensor
 
-from . import _ops  # noqa: F401  (registers fake kernels and autograd)
+from ._ops import differentiable as ops
 from .errors import ArgumentError, ArgumentTypeError, BoxesError, BoxesTypeError
-
-ops = torch.ops.fastconv
 
 __all__ = ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "roi_align", "roi_pool",
            "multi_level_roi_align"]
