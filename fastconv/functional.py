@@ -17,6 +17,7 @@ import torch
 import torch.fx
 from torch import Tensor
 
+from . import _complex
 from ._ops import differentiable as ops
 from .errors import ArgumentError, ArgumentTypeError, BoxesError, BoxesTypeError
 
@@ -143,6 +144,14 @@ def _explicit_padding(fn, padding, dims):
     return sides
 
 
+def _convolve(fn, op, x, weight, bias, *params):
+    """op(x, weight, bias, *params) on fastconv's real kernels; complex operands take three
+    real calls (fastconv._complex)."""
+    if _complex.involved(x, weight, bias):
+        return _complex.bilinear(fn, op, x, weight, bias, *params)
+    return op(x, weight, bias, *params)
+
+
 def conv2d(
     input: Tensor,
     weight: Tensor,
@@ -163,7 +172,7 @@ def conv2d(
     dilation = _ints(fn, "dilation", dilation, 2)
     pad = _padding(fn, padding, tuple(weight.shape[2:]), stride, dilation)
     x = input if batched else input.unsqueeze(0)
-    y = ops.conv2d(x, weight, bias, stride, pad, dilation, _int(fn, "groups", groups))
+    y = _convolve(fn, ops.conv2d, x, weight, bias, stride, pad, dilation, _int(fn, "groups", groups))
     return y if batched else y.squeeze(0)
 
 
@@ -188,7 +197,9 @@ def conv1d(
     pad = _padding(fn, padding, tuple(weight.shape[2:]), stride, dilation)
     x = input if batched else input.unsqueeze(0)
     # A 1-D convolution is a 2-D one over rows of height 1.
-    y = ops.conv2d(
+    y = _convolve(
+        fn,
+        ops.conv2d,
         x.unsqueeze(2),
         weight.unsqueeze(2),
         bias,
@@ -220,7 +231,9 @@ def conv_transpose2d(
     if isinstance(padding, str):
         raise ArgumentError(f"{fn}: argument 'padding' must be an int or a tuple, got {padding!r}")
     x = input if batched else input.unsqueeze(0)
-    y = ops.conv_transpose2d(
+    y = _convolve(
+        fn,
+        ops.conv_transpose2d,
         x,
         weight,
         bias,
@@ -253,7 +266,9 @@ def conv_transpose1d(
     if isinstance(padding, str):
         raise ArgumentError(f"{fn}: argument 'padding' must be an int or a tuple, got {padding!r}")
     x = input if batched else input.unsqueeze(0)
-    y = ops.conv_transpose2d(
+    y = _convolve(
+        fn,
+        ops.conv_transpose2d,
         x.unsqueeze(2),
         weight.unsqueeze(2),
         bias,

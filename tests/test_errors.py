@@ -58,8 +58,33 @@ TRANSPOSED_BAD = [
     ("conv_transpose1d input rank", lambda d: F.conv_transpose1d(x4(1, 1, 3, 5, device=d), x4(3, 2, 3, device=d)), ValueError, "input"),
 ]
 
+COMPLEX_BAD = [
+    ("complex input, real weight", lambda d: F.conv2d(x4(1, 3, 5, 5, dtype=torch.complex64, device=d), x4(2, 3, 3, 3, device=d)), TypeError, "weight"),
+    ("real input, complex weight", lambda d: F.conv2d(x4(1, 3, 5, 5, device=d), x4(2, 3, 3, 3, dtype=torch.complex64, device=d)), TypeError, "weight"),
+    ("complex precisions mixed", lambda d: F.conv_transpose2d(x4(1, 3, 5, 5, dtype=torch.complex128, device=d), x4(3, 2, 3, 3, dtype=torch.complex64, device=d)), TypeError, "weight"),
+    ("real bias of complex operands", lambda d: F.conv1d(x4(1, 3, 5, dtype=torch.complex64, device=d), x4(2, 3, 3, dtype=torch.complex64, device=d), x4(2, device=d)), TypeError, "bias"),
+    ("complex32", lambda d: F.conv2d(x4(1, 3, 5, 5, device=d).to(torch.complex32), x4(2, 3, 3, 3, device=d).to(torch.complex32)), TypeError, "complex32"),
+    ("complex RoI features", lambda d: F.roi_align(x4(1, 3, 8, 8, dtype=torch.complex64, device=d), torch.zeros(1, 5, device=d), 2), TypeError, "input"),
+]
+
+ROI_BAD = [
+    ("boxes shape", lambda d: F.roi_align(x4(1, 3, 8, 8, device=d), x4(2, 4, device=d), 2), ValueError, "boxes"),
+    ("box list shape", lambda d: F.roi_align(x4(1, 3, 8, 8, device=d), [x4(2, 5, device=d)], 2), ValueError, "boxes"),
+    ("boxes type", lambda d: F.roi_align(x4(1, 3, 8, 8, device=d), "boxes", 2), TypeError, "boxes"),
+    ("batch index too large", lambda d: F.roi_align(x4(2, 3, 8, 8, device=d), torch.tensor([[2.0, 0, 0, 4, 4]], device=d), 2), ValueError, "batch index"),
+    ("batch index negative", lambda d: F.roi_pool(x4(2, 3, 8, 8, device=d), torch.tensor([[-1.0, 0, 0, 4, 4]], device=d), 2), ValueError, "batch index"),
+    ("batch index nan", lambda d: F.roi_align(x4(2, 3, 8, 8, device=d), torch.tensor([[float("nan"), 0, 0, 4, 4]], device=d), 2), ValueError, "batch index"),
+    ("output_size zero", lambda d: F.roi_align(x4(1, 3, 8, 8, device=d), x4(2, 5, device=d), 0), ValueError, "output_size"),
+    ("output_size negative", lambda d: F.roi_pool(x4(1, 3, 8, 8, device=d), x4(2, 5, device=d), (2, -1)), ValueError, "output_size"),
+    ("input rank", lambda d: F.roi_align(x4(3, 8, 8, device=d), torch.zeros(1, 5, device=d), 2), ValueError, "input"),
+    ("integer input", lambda d: F.roi_align(torch.ones(1, 3, 8, 8, dtype=torch.int32, device=d), torch.zeros(1, 5, device=d), 2), TypeError, "input"),
+    ("scale zero", lambda d: F.roi_align(x4(1, 3, 8, 8, device=d), torch.zeros(1, 5, device=d), 2, spatial_scale=0.0), ValueError, "spatial_scale"),
+    ("scale nan", lambda d: F.roi_pool(x4(1, 3, 8, 8, device=d), torch.zeros(1, 5, device=d), 2, spatial_scale=float("nan")), ValueError, "spatial_scale"),
+    ("empty image", lambda d: F.roi_align(x4(1, 3, 0, 8, device=d), torch.zeros(1, 5, device=d), 2), ValueError, "height"),
+]
+
 ALL_BAD = ([("conv2d", *c) for c in CONV2D_BAD] + [("transposed", *c) for c in TRANSPOSED_BAD]
-           + [("roi", *c) for c in ROI_BAD])
+           + [("roi", *c) for c in ROI_BAD] + [("complex", *c) for c in COMPLEX_BAD])
 
 
 def raises_catchable_both_ways(call, error, word):
