@@ -152,6 +152,14 @@ def _convolve(fn, op, x, weight, bias, *params):
     return op(x, weight, bias, *params)
 
 
+def _torch_channels(y, x):
+    """torch gives a convolution of an input without channels no output channels either (its
+    meta kernel sets them to 0). The operator returns what the sums give, zeros plus the bias
+    in [N, K, P, Q]; this keeps torch's shape, and autograd still reaches the weight and the
+    bias, with zero gradients, as in torch."""
+    return y[:, :0] if x.shape[1] == 0 else y
+
+
 def conv2d(
     input: Tensor,
     weight: Tensor,
@@ -173,6 +181,7 @@ def conv2d(
     pad = _padding(fn, padding, tuple(weight.shape[2:]), stride, dilation)
     x = input if batched else input.unsqueeze(0)
     y = _convolve(fn, ops.conv2d, x, weight, bias, stride, pad, dilation, _int(fn, "groups", groups))
+    y = _torch_channels(y, x)
     return y if batched else y.squeeze(0)
 
 
@@ -208,6 +217,7 @@ def conv1d(
         (1,) + dilation,
         _int(fn, "groups", groups),
     ).squeeze(2)
+    y = _torch_channels(y, x)
     return y if batched else y.squeeze(0)
 
 

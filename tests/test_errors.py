@@ -41,7 +41,7 @@ CONV2D_BAD = [
     ("stride tuple length", lambda d: F.conv2d(x4(1, 3, 5, 5, device=d), x4(2, 3, 3, 3, device=d), stride=(1, 1, 1)), ValueError, "stride"),
     ("stride type", lambda d: F.conv2d(x4(1, 3, 5, 5, device=d), x4(2, 3, 3, 3, device=d), stride=1.5), TypeError, "stride"),
     ("input not a tensor", lambda d: F.conv2d([[1.0]], x4(2, 3, 3, 3, device=d)), TypeError, "input"),
-    ("zero input channels", lambda d: F.conv2d(x4(1, 0, 5, 5, device=d), x4(2, 0, 3, 3, device=d)), ValueError, "channel"),
+    ("zero input channels, weight expecting some", lambda d: F.conv2d(x4(1, 0, 5, 5, device=d), x4(2, 1, 3, 3, device=d)), ValueError, "channels"),
     ("zero kernel", lambda d: F.conv2d(x4(1, 3, 5, 5, device=d), x4(2, 3, 0, 3, device=d)), ValueError, "kernel"),
     ("zero output channels", lambda d: F.conv2d(x4(1, 3, 5, 5, device=d), x4(0, 3, 3, 3, device=d)), ValueError, "output channel"),
 ]
@@ -56,6 +56,10 @@ TRANSPOSED_BAD = [
     ("bias shape", lambda d: F.conv_transpose2d(x4(1, 3, 4, 4, device=d), x4(3, 2, 3, 3, device=d), x4(3, device=d)), ValueError, "bias"),
     ("conv1d weight rank", lambda d: F.conv1d(x4(1, 3, 5, device=d), x4(2, 3, 3, 3, device=d)), ValueError, "weight"),
     ("conv_transpose1d input rank", lambda d: F.conv_transpose1d(x4(1, 1, 3, 5, device=d), x4(3, 2, 3, device=d)), ValueError, "input"),
+    # torch refuses both: a transposed convolution's groups need input channels, and it has no
+    # filter without output channels
+    ("transposed zero input channels", lambda d: F.conv_transpose2d(x4(1, 0, 4, 4, device=d), x4(0, 2, 3, 3, device=d)), ValueError, "channel"),
+    ("transposed zero output channels", lambda d: F.conv_transpose2d(x4(1, 3, 4, 4, device=d), x4(3, 0, 3, 3, device=d)), ValueError, "output channel"),
 ]
 
 COMPLEX_BAD = [

@@ -62,7 +62,6 @@ ConvProblem make_conv_problem(const char* op, c10::IntArrayRef x, c10::IntArrayR
   p.N = x[0], p.C = x[1], p.H = x[2], p.W = x[3];
   p.K = w[0], p.R = w[2], p.S = w[3];
   const int64_t g = params.groups;
-  FASTCONV_CHECK_VALUE(p.C > 0, op, ": input must have at least one channel, got shape ", x);
   FASTCONV_CHECK_VALUE(p.K > 0, op, ": weight must have at least one output channel, got shape ",
                        w);
   FASTCONV_CHECK_VALUE(p.R > 0 && p.S > 0, op, ": weight's kernel size must be positive, got ", w);
