@@ -146,8 +146,9 @@ def _roi_pool_backward_fake(grad, rois, argmax, spatial_scale, pooled_height, po
 #   any of them) take the Function as they take any autograd.Function; under vmap its
 #   formulas are batched like any torch code and meet the operators' batching rules
 #   (fastconv/_vmap.py). Where nothing is differentiated it calls the operator directly; so
-#   it does while torch.compile traces (Dynamo records the operator, AOTAutograd then
-#   differentiates it through the kernel below) and under autocast (see _autocasting).
+#   it does while torch.compile or torch.jit.trace records (Dynamo records the operator,
+#   AOTAutograd then differentiates it through the kernel below) and under autocast (see
+#   _autocasting).
 # - the operator's Autograd kernel, for calls to torch.ops.fastconv.* themselves: autograd and
 #   forward-mode AD through the same Function. (torch.library.register_autograd would not do:
 #   the Function it generates has no setup_context, which torch.func refuses, and no jvp, so
@@ -255,6 +256,12 @@ class _Signature:
         return (*flat, None)
 
 
+def _tracing():
+    """Whether torch.compile or torch.jit.trace is recording: both should record the operator
+    itself (and differentiate it through its Autograd kernel), not the Function."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
 def _autocasting(args):
     """Whether autocast will cast this call. Autocast's casts happen in the dispatcher, ahead
     of the Autograd kernel, so such calls go there, and the Function records the cast
@@ -296,7 +303,7 @@ def _register(name, setup_context, backward, jvp):
     )
 
     def call(*args):
-        if (torch.compiler.is_compiling() or _autocasting(args)
+        if (_tracing() or _autocasting(args)
                 or not (torch._C._are_functorch_transforms_active() or _differentiating(args))):
             return op(*args)
         return function.apply(*signature.pack(args))

@@ -156,8 +156,9 @@ def _torch_channels(y, x):
     """torch gives a convolution of an input without channels no output channels either (its
     meta kernel sets them to 0). The operator returns what the sums give, zeros plus the bias
     in [N, K, P, Q]; this keeps torch's shape, and autograd still reaches the weight and the
-    bias, with zero gradients, as in torch."""
-    return y[:, :0] if x.shape[1] == 0 else y
+    bias, with zero gradients, as in torch. (Not while torch.jit.trace records, whose sizes
+    are traced values: a traced model is one for inputs with channels.)"""
+    return y[:, :0] if not torch.jit.is_tracing() and x.shape[1] == 0 else y
 
 
 def conv2d(

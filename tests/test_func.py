@@ -484,3 +484,14 @@ def test_vmapped_ensemble_equals_a_loop():
         m(x).pow(2).sum().backward()
         for name, p in m.named_parameters():
             torch.testing.assert_close(grads[name][i], p.grad)
+
+
+def test_jit_trace_records_the_operator_not_the_function():
+    import warnings
+
+    model = fastconv.Conv2d(3, 4, 3).to(D)  # its parameters require grad: the Function's case
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.trace is deprecated
+        traced = torch.jit.trace(model, randn(1, 3, 6, 6, seed=0))
+    kinds = [node.kind() for node in traced.graph.nodes()]
+    assert "fastconv::conv2d" in kinds and "prim::PythonOp" not in kinds
