@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The emulation build and its tests (CI step): the CPU build plus the CUDA kernels compiled
 # for the host against csrc/simt/ (FASTCONV_SIMT=1), then tests/test_emulated_cuda.py, which
-# runs every CUDA kernel on CPU tensors with the race, sync, memory and init checkers on.
+# runs every CUDA kernel on CPU tensors with the race, sync, memory and init checkers on, and
+# the depthwise and torch.func / complex / zero-size tests under the same emulation.
 # Builds into its own folder and tests a copy of the package holding that extension, so the
 # main build (the README's) is left as it is. Usage: bash tools/simt_check.sh [build-dir]
 set -euo pipefail
@@ -17,5 +18,6 @@ cp -r fastconv tests pyproject.toml "$pkg/"
 rm -f "$pkg"/fastconv/_C*.so
 cp "$out"/lib/fastconv/_C*.so "$pkg/fastconv/"
 cd "$pkg"
-PYTHONPATH="$pkg" python -m pytest -q -p no:cacheprovider tests/test_emulated_cuda.py tests/test_emulated_depthwise.py
+PYTHONPATH="$pkg" python -m pytest -q -p no:cacheprovider tests/test_emulated_cuda.py tests/test_emulated_depthwise.py \
+  tests/test_emulated_func.py
 echo "== emulation tests done after $(( $(date +%s) - start ))s"
