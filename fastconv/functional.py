@@ -2,8 +2,9 @@
 
 conv1d, conv2d, conv_transpose1d and conv_transpose2d take exactly the arguments of their
 torch.nn.functional namesakes, with the same defaults and results (int or tuple arguments,
-padding='same' / 'valid' for convolutions, unbatched inputs). As an extension, an explicit
-padding may also give each side: (left, right) for 1-D, (top, bottom, left, right) for 2-D.
+padding='same' / 'valid' for convolutions, unbatched inputs, complex operands, inputs without
+channels). As an extension, an explicit padding may also give each side: (left, right) for
+1-D, (top, bottom, left, right) for 2-D.
 
 roi_align and roi_pool follow torchvision.ops: boxes are a Tensor[K, 5] of (batch index, x1,
 y1, x2, y2) or a list of Tensor[L, 4], one per image.
