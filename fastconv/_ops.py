@@ -480,9 +480,15 @@ def _roi_align_multilevel_setup(ctx, inputs, output):
 
 
 def _levels_are_vmapped(levels):
-    # torch.nonzero (which the per-level gather needs) cannot run under vmap on levels that
-    # differ from entry to entry.
-    return torch._C._functorch.is_batchedtensor(levels)
+    """Whether levels differ from entry to entry of a vmap, where torch.nonzero (which the
+    per-level gather needs) cannot run: a BatchedTensor, perhaps inside other transforms'
+    wrappers."""
+    functorch = torch._C._functorch
+    while functorch.is_functorch_wrapped_tensor(levels):
+        if functorch.is_batchedtensor(levels):
+            return True
+        levels = functorch.get_unwrapped(levels)
+    return False
 
 
 def _roi_align_multilevel_grad(ctx, grad):

@@ -495,3 +495,23 @@ def test_jit_trace_records_the_operator_not_the_function():
         traced = torch.jit.trace(model, randn(1, 3, 6, 6, seed=0))
     kinds = [node.kind() for node in traced.graph.nodes()]
     assert "fastconv::conv2d" in kinds and "prim::PythonOp" not in kinds
+
+
+def test_per_sample_gradients_of_the_fpn_pooler_with_levels_per_entry():
+    # Levels that differ from entry to entry take the masked backward (every level over every
+    # box, the others' gradients zeroed); levels shared take the per-level gather.
+    features = [batched(randn(2, 3, 8, 9, seed=0), 0, 1), batched(randn(2, 3, 4, 5, seed=2), 0, 3)]
+    rois = batched_boxes(5, 2, 0, 4)
+    entry_levels = torch.stack([torch.randint(0, 2, (5,), generator=torch.Generator().manual_seed(10 + i))
+                                for i in range(B)])
+
+    def loss(a, b, r, levels):
+        return F.multi_level_roi_align([a, b], r, levels, (3, 2), [0.5, 0.25], 2, False).pow(2).sum()
+
+    for levels, dims in ((entry_levels, (0, 0, 0, 0)), (entry_levels[0], (0, 0, 0, None))):
+        got = vmap(grad(loss, argnums=(0, 1)), in_dims=dims)(*features, rois, levels)
+        for i in range(B):
+            want = grad(loss, argnums=(0, 1))(features[0][i], features[1][i], rois[i],
+                                              levels[i] if dims[3] is not None else levels)
+            for g, w in zip(got, want):
+                torch.testing.assert_close(g[i], w)
