@@ -175,13 +175,11 @@ def _tensors(args):
 
 def _differentiating(args):
     """Whether a call must record its derivative: some tensor requires grad, or carries a
-    forward-mode tangent."""
-    tensors = list(_tensors(args))
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+    forward-mode tangent (looked for only inside a dual level: every call asks this)."""
+    if torch.is_grad_enabled() and torch._C._any_requires_grad(*args):
         return True
-    return torch._C._is_fwd_grad_enabled() and any(
-        fwAD.unpack_dual(t).tangent is not None for t in tensors
-    )
+    return (getattr(fwAD, "_current_level", 0) >= 0 and torch._C._is_fwd_grad_enabled()
+            and any(fwAD.unpack_dual(t).tangent is not None for t in _tensors(args)))
 
 
 class _Constants:
@@ -205,7 +203,14 @@ class _Signature:
             self.kinds.append("tensor" if kind in ("Tensor", "Optional[Tensor]")
                               else "tensors" if kind == "List[Tensor]" else "constant")
 
+        # Every operator but roi_align_multilevel takes its tensors first: a quick path.
+        first = self.kinds.index("constant") if "constant" in self.kinds else len(self.kinds)
+        quick = "tensors" not in self.kinds and all(k == "constant" for k in self.kinds[first:])
+        self.tensors_first = first if quick else None
+
     def pack(self, args):
+        if self.tensors_first is not None:
+            return (*args[:self.tensors_first], _Constants(args[self.tensors_first:]))
         flat, constants = [], []
         for kind, a in zip(self.kinds, args):
             if kind == "tensor":
@@ -218,6 +223,8 @@ class _Signature:
         return (*flat, _Constants(constants))
 
     def unpack(self, flat):
+        if self.tensors_first is not None:
+            return (*flat[:-1], *flat[-1].values)
         constants = iter(flat[-1].values)
         items = iter(flat[:-1])
         args = []
@@ -277,18 +284,24 @@ def _register(name, setup_context, backward, jvp):
     signature = _Signature(op)
 
     def forward(*flat):
-        return op(*signature.unpack(flat))
+        # Beneath autograd, which the Function itself is: straight to the kernels (or, under
+        # vmap, to the batching rules).
+        with torch._C._AutoDispatchBelowAutograd():
+            return op(*signature.unpack(flat))
+
+    lists = "tensors" in signature.kinds
 
     def setup(ctx, inputs, output):
         args = signature.unpack(inputs)
-        ctx.tensor_lists = [len(a) for kind, a in zip(signature.kinds, args) if kind == "tensors"]
+        if lists:
+            ctx.tensor_lists = [len(a) for kind, a in zip(signature.kinds, args) if kind == "tensors"]
         setup_context(ctx, args, output)
 
     def grad(ctx, *grads):
         return signature.pack_gradients(backward(ctx, *grads))
 
     def tangent(ctx, *flat):
-        return jvp(ctx, *signature.unpack_tangents(flat, ctx.tensor_lists))
+        return jvp(ctx, *signature.unpack_tangents(flat, ctx.tensor_lists if lists else ()))
 
     function = type(
         f"{name}_function",
@@ -303,8 +316,10 @@ def _register(name, setup_context, backward, jvp):
     )
 
     def call(*args):
-        if (_tracing() or _autocasting(args)
-                or not (torch._C._are_functorch_transforms_active() or _differentiating(args))):
+        # _tracing first: Dynamo, tracing this, must not reach the untraceable checks after it.
+        if (_tracing()
+                or not (torch._C._are_functorch_transforms_active() or _differentiating(args))
+                or _autocasting(args)):
             return op(*args)
         return function.apply(*signature.pack(args))
 
