@@ -145,9 +145,10 @@ def _run_direction(operands, result, b, groups, call, carrier=None):
     return _unfold(out, result, mode, b, groups), 0
 
 
-def _bias_fold(bias, bias_batched, role, mode, b, groups):
-    """The bias of a forward operator, folded as its result's channels; None where it has to
-    be added after the call instead (a batched bias on an unfolded channel dimension)."""
+def _bias_fold(bias, bias_batched, mode, b, groups):
+    """The bias of a forward operator, folded as its result's channels (the side "c" and "k"
+    widen is the result's); None where it has to be added after the call instead (a batched
+    bias on an unfolded channel dimension)."""
     if bias is None:
         return None
     if mode is None or mode == "n":
@@ -177,7 +178,7 @@ def _register_forward(name, input_role, result_role):
         batched = {role for role, (_, is_batched) in operands.items() if is_batched}
         mode = _fold_mode(batched, result_role)
         bias_batched = bias_b is not None
-        folded_bias = _bias_fold(bias_b if bias_batched else bias, bias_batched, result_role, mode, b, groups)
+        folded_bias = _bias_fold(bias_b if bias_batched else bias, bias_batched, mode, b, groups)
 
         def call(f, _, folded_groups):
             return op(f[input_role], f["w"], folded_bias, *params[:-1], folded_groups)
