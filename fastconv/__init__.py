@@ -10,7 +10,7 @@ import torch  # noqa: F401  (the extension links against torch's libraries)
 from . import _C  # noqa: F401  (loads the library, whose registrations define the operators)
 from . import _ops  # noqa: F401
 from . import _verified
-from . import algorithms, functional, nn
+from . import algorithms, errors, functional, nn
 from .nn import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d, RoIAlign, RoIPool, convert
 
 __version__ = "0.1.0"
@@ -27,6 +27,7 @@ __all__ = [
     "RoIPool",
     "algorithms",
     "convert",
+    "errors",
     "functional",
     "nn",
 ]

@@ -2,8 +2,9 @@
 
 conv1d, conv2d, conv_transpose1d and conv_transpose2d take exactly the arguments of their
 torch.nn.functional namesakes, with the same defaults and results (int or tuple arguments,
-padding='same' / 'valid' for convolutions, unbatched inputs). As an extension, an explicit
-padding may also give each side: (left, right) for 1-D, (top, bottom, left, right) for 2-D.
+padding='same' / 'valid' for convolutions, unbatched inputs, complex operands, inputs without
+channels). As an extension, an explicit padding may also give each side: (left, right) for
+1-D, (top, bottom, left, right) for 2-D.
 
 roi_align and roi_pool follow torchvision.ops: boxes are a Tensor[K, 5] of (batch index, x1,
 y1, x2, y2) or a list of Tensor[L, 4], one per image.
@@ -17,10 +18,10 @@ import torch
 import torch.fx
 from torch import Tensor
 
-from . import _ops  # noqa: F401  (registers fake kernels and autograd)
+from . import _complex
 from . import selftest
-
-ops = torch.ops.fastconv
+from ._ops import differentiable as ops
+from .errors import ArgumentError, ArgumentTypeError, BoxesError, BoxesTypeError
 
 __all__ = ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "roi_align", "roi_pool",
            "multi_level_roi_align"]
@@ -48,26 +49,26 @@ def _on_gpu(t):
 
 def _check_tensor(fn, name, value):
     if not isinstance(value, Tensor):
-        raise TypeError(f"{fn}: argument '{name}' must be a Tensor, got {type(value).__name__}")
+        raise ArgumentTypeError(f"{fn}: argument '{name}' must be a Tensor, got {type(value).__name__}")
 
 
 def _check_bias(fn, bias):
     if bias is not None and not isinstance(bias, Tensor):
-        raise TypeError(f"{fn}: argument 'bias' must be a Tensor or None, got {type(bias).__name__}")
+        raise ArgumentTypeError(f"{fn}: argument 'bias' must be a Tensor or None, got {type(bias).__name__}")
 
 
 def _int(fn, name, value):
     if isinstance(value, bool):
-        raise TypeError(f"{fn}: argument '{name}' must be an int, got bool")
+        raise ArgumentTypeError(f"{fn}: argument '{name}' must be an int, got bool")
     try:
         value = operator.index(value)
     except TypeError:
-        raise TypeError(
+        raise ArgumentTypeError(
             f"{fn}: argument '{name}' must be an int or a tuple of ints, got {value!r}"
         ) from None
     # The operators take int64; beyond it the dispatcher would fail with its own words.
     if not -(2**63) <= value < 2**63:
-        raise ValueError(f"{fn}: argument '{name}' is out of the int64 range, got {value}")
+        raise ArgumentError(f"{fn}: argument '{name}' is out of the int64 range, got {value}")
     return value
 
 
@@ -75,13 +76,13 @@ def _float(fn, name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) and not (
         isinstance(value, Tensor) and value.dim() == 0 and value.is_floating_point()
     ):
-        raise TypeError(f"{fn}: argument '{name}' must be a float, got {type(value).__name__}")
+        raise ArgumentTypeError(f"{fn}: argument '{name}' must be a float, got {type(value).__name__}")
     return float(value)
 
 
 def _bool(fn, name, value):
     if not isinstance(value, bool):
-        raise TypeError(f"{fn}: argument '{name}' must be a bool, got {value!r}")
+        raise ArgumentTypeError(f"{fn}: argument '{name}' must be a bool, got {value!r}")
     return value
 
 
@@ -89,7 +90,7 @@ def _ints(fn, name, value, n):
     """An int, or a tuple/list of n ints, as a tuple of n ints."""
     if isinstance(value, (tuple, list)):
         if len(value) != n:
-            raise ValueError(f"{fn}: argument '{name}' must have {n} values, got {tuple(value)}")
+            raise ArgumentError(f"{fn}: argument '{name}' must have {n} values, got {tuple(value)}")
         return tuple(_int(fn, name, v) for v in value)
     return (_int(fn, name, value),) * n
 
@@ -99,7 +100,7 @@ def _batched(fn, input, batched_dim):
         return True
     if input.dim() == batched_dim - 1:
         return False
-    raise ValueError(
+    raise ArgumentError(
         f"{fn}: argument 'input' must be {batched_dim - 1}-D (unbatched) or {batched_dim}-D "
         f"(batched), got a {input.dim()}-D tensor of shape {tuple(input.shape)}"
     )
@@ -107,7 +108,7 @@ def _batched(fn, input, batched_dim):
 
 def _check_weight_dim(fn, weight, dim):
     if weight.dim() != dim:
-        raise ValueError(
+        raise ArgumentError(
             f"{fn}: argument 'weight' must be a {dim}-D tensor, got shape {tuple(weight.shape)}"
         )
 
@@ -120,13 +121,13 @@ def _padding(fn, padding, kernel, stride, dilation):
             return (0,) * (2 * dims)
         if padding == "same":
             if any(s != 1 for s in stride):
-                raise ValueError(f"{fn}: padding='same' is not supported for strided convolutions")
+                raise ArgumentError(f"{fn}: padding='same' is not supported for strided convolutions")
             sides = []
             for k, d in zip(kernel, dilation):
                 total = d * (k - 1)  # as PyTorch: the odd pixel goes to the end
                 sides += [total // 2, total - total // 2]
             return tuple(sides)
-        raise ValueError(
+        raise ArgumentError(
             f"{fn}: argument 'padding' must be 'valid', 'same', an int or a tuple, got {padding!r}"
         )
     return _explicit_padding(fn, padding, dims)
@@ -139,8 +140,25 @@ def _explicit_padding(fn, padding, dims):
         per_dim = _ints(fn, "padding", padding, dims)
         sides = tuple(v for p in per_dim for v in (p, p))
     if any(v < 0 for v in sides):
-        raise ValueError(f"{fn}: argument 'padding' must be non-negative, got {padding!r}")
+        raise ArgumentError(f"{fn}: argument 'padding' must be non-negative, got {padding!r}")
     return sides
+
+
+def _convolve(fn, op, x, weight, bias, *params):
+    """op(x, weight, bias, *params) on fastconv's real kernels; complex operands take three
+    real calls (fastconv._complex)."""
+    if _complex.involved(x, weight, bias):
+        return _complex.bilinear(fn, op, x, weight, bias, *params)
+    return op(x, weight, bias, *params)
+
+
+def _torch_channels(y, x):
+    """torch gives a convolution of an input without channels no output channels either (its
+    meta kernel sets them to 0). The operator returns what the sums give, zeros plus the bias
+    in [N, K, P, Q]; this keeps torch's shape, and autograd still reaches the weight and the
+    bias, with zero gradients, as in torch. (Not while torch.jit.trace records, whose sizes
+    are traced values: a traced model is one for inputs with channels.)"""
+    return y[:, :0] if not torch.jit.is_tracing() and x.shape[1] == 0 else y
 
 
 def conv2d(
@@ -163,7 +181,8 @@ def conv2d(
     dilation = _ints(fn, "dilation", dilation, 2)
     pad = _padding(fn, padding, tuple(weight.shape[2:]), stride, dilation)
     x = input if batched else input.unsqueeze(0)
-    y = ops.conv2d(x, weight, bias, stride, pad, dilation, _int(fn, "groups", groups))
+    y = _convolve(fn, ops.conv2d, x, weight, bias, stride, pad, dilation, _int(fn, "groups", groups))
+    y = _torch_channels(y, x)
     return y if batched else y.squeeze(0)
 
 
@@ -188,7 +207,9 @@ def conv1d(
     pad = _padding(fn, padding, tuple(weight.shape[2:]), stride, dilation)
     x = input if batched else input.unsqueeze(0)
     # A 1-D convolution is a 2-D one over rows of height 1.
-    y = ops.conv2d(
+    y = _convolve(
+        fn,
+        ops.conv2d,
         x.unsqueeze(2),
         weight.unsqueeze(2),
         bias,
@@ -197,6 +218,7 @@ def conv1d(
         (1,) + dilation,
         _int(fn, "groups", groups),
     ).squeeze(2)
+    y = _torch_channels(y, x)
     return y if batched else y.squeeze(0)
 
 
@@ -218,9 +240,11 @@ def conv_transpose2d(
     batched = _batched(fn, input, 4)
     _check_weight_dim(fn, weight, 4)
     if isinstance(padding, str):
-        raise ValueError(f"{fn}: argument 'padding' must be an int or a tuple, got {padding!r}")
+        raise ArgumentError(f"{fn}: argument 'padding' must be an int or a tuple, got {padding!r}")
     x = input if batched else input.unsqueeze(0)
-    y = ops.conv_transpose2d(
+    y = _convolve(
+        fn,
+        ops.conv_transpose2d,
         x,
         weight,
         bias,
@@ -251,9 +275,11 @@ def conv_transpose1d(
     batched = _batched(fn, input, 3)
     _check_weight_dim(fn, weight, 3)
     if isinstance(padding, str):
-        raise ValueError(f"{fn}: argument 'padding' must be an int or a tuple, got {padding!r}")
+        raise ArgumentError(f"{fn}: argument 'padding' must be an int or a tuple, got {padding!r}")
     x = input if batched else input.unsqueeze(0)
-    y = ops.conv_transpose2d(
+    y = _convolve(
+        fn,
+        ops.conv_transpose2d,
         x.unsqueeze(2),
         weight.unsqueeze(2),
         bias,
@@ -270,7 +296,7 @@ def _rois(fn, boxes):
     """torchvision's box formats as one Tensor[K, 5] of (batch index, x1, y1, x2, y2)."""
     if isinstance(boxes, Tensor):
         if boxes.dim() != 2 or boxes.shape[1] != 5:
-            raise ValueError(
+            raise BoxesError(
                 f"{fn}: argument 'boxes' as a Tensor must have shape [K, 5], got {tuple(boxes.shape)}"
             )
         _check_box_dtype(fn, boxes)
@@ -279,12 +305,12 @@ def _rois(fn, boxes):
         for i, b in enumerate(boxes):
             if not isinstance(b, Tensor) or b.dim() != 2 or b.shape[1] != 4:
                 shape = tuple(b.shape) if isinstance(b, Tensor) else type(b).__name__
-                raise ValueError(
+                raise BoxesError(
                     f"{fn}: argument 'boxes' as a list must hold Tensor[L, 4], one per image; "
                     f"boxes[{i}] is {shape}"
                 )
         if not boxes:
-            raise ValueError(f"{fn}: argument 'boxes' is an empty list; give one Tensor[L, 4] per image")
+            raise BoxesError(f"{fn}: argument 'boxes' is an empty list; give one Tensor[L, 4] per image")
         for b in boxes:
             _check_box_dtype(fn, b)
         concat = torch.cat(list(boxes), dim=0)
@@ -292,7 +318,7 @@ def _rois(fn, boxes):
             [torch.full_like(b[:, :1], i) for i, b in enumerate(boxes)], dim=0
         )
         return torch.cat([ids, concat], dim=1)
-    raise TypeError(
+    raise BoxesTypeError(
         f"{fn}: argument 'boxes' must be a Tensor[K, 5] or a list of Tensor[L, 4], got "
         f"{type(boxes).__name__}"
     )
@@ -300,13 +326,13 @@ def _rois(fn, boxes):
 
 def _check_box_dtype(fn, boxes):
     if not boxes.is_floating_point():
-        raise TypeError(f"{fn}: argument 'boxes' must be a floating-point tensor, got {boxes.dtype}")
+        raise ArgumentTypeError(f"{fn}: argument 'boxes' must be a floating-point tensor, got {boxes.dtype}")
 
 
 def _output_size(fn, output_size):
     size = _ints(fn, "output_size", output_size, 2)
     if any(s <= 0 for s in size):
-        raise ValueError(f"{fn}: argument 'output_size' must be positive, got {output_size!r}")
+        raise ArgumentError(f"{fn}: argument 'output_size' must be positive, got {output_size!r}")
     return size
 
 
@@ -347,14 +373,14 @@ def multi_level_roi_align(
     levels: int64 Tensor[K], one level index per box."""
     fn = "fastconv.functional.multi_level_roi_align"
     if not isinstance(features, (list, tuple)) or not features:
-        raise TypeError(f"{fn}: argument 'features' must be a non-empty list of Tensors, got {type(features).__name__}")
+        raise ArgumentTypeError(f"{fn}: argument 'features' must be a non-empty list of Tensors, got {type(features).__name__}")
     for i, f in enumerate(features):
         _check_tensor(fn, f"features[{i}]", f)
     _on_gpu(features[0])
     rois = _rois(fn, boxes)
     _check_tensor(fn, "levels", levels)
     if not isinstance(spatial_scales, (list, tuple)):
-        raise TypeError(f"{fn}: argument 'spatial_scales' must be a list of floats, got {type(spatial_scales).__name__}")
+        raise ArgumentTypeError(f"{fn}: argument 'spatial_scales' must be a list of floats, got {type(spatial_scales).__name__}")
     scales = [_float(fn, f"spatial_scales[{i}]", s) for i, s in enumerate(spatial_scales)]
     ph, pw = _output_size(fn, output_size)
     return ops.roi_align_multilevel(

@@ -1,10 +1,13 @@
 """Bad input gets a clear Python exception naming the argument: never a crash, never a silent
 wrong answer. Each case is tried on the functional API and, where the functional API would
-catch it first, on the raw operator too."""
+catch it first, on the raw operator too. Every one is caught both by Python's conventional
+class (ValueError or TypeError) and by RuntimeError, which torch raises for bad arguments and
+torch's callers catch; torchvision's AssertionError catches bad boxes."""
 
 import pytest
 import torch
 
+import fastconv.errors
 import fastconv.functional as F
 
 ops = torch.ops.fastconv
@@ -38,7 +41,8 @@ CONV2D_BAD = [
     ("stride tuple length", lambda d: F.conv2d(x4(1, 3, 5, 5, device=d), x4(2, 3, 3, 3, device=d), stride=(1, 1, 1)), ValueError, "stride"),
     ("stride type", lambda d: F.conv2d(x4(1, 3, 5, 5, device=d), x4(2, 3, 3, 3, device=d), stride=1.5), TypeError, "stride"),
     ("input not a tensor", lambda d: F.conv2d([[1.0]], x4(2, 3, 3, 3, device=d)), TypeError, "input"),
-    ("zero input channels", lambda d: F.conv2d(x4(1, 0, 5, 5, device=d), x4(2, 0, 3, 3, device=d)), ValueError, "channel"),
+    ("zero input channels, weight expecting some", lambda d: F.conv2d(x4(1, 0, 5, 5, device=d), x4(2, 1, 3, 3, device=d)), ValueError, "channels"),
+    ("zero kernel", lambda d: F.conv2d(x4(1, 3, 5, 5, device=d), x4(2, 3, 0, 3, device=d)), ValueError, "kernel"),
     ("zero output channels", lambda d: F.conv2d(x4(1, 3, 5, 5, device=d), x4(0, 3, 3, 3, device=d)), ValueError, "output channel"),
 ]
 
@@ -52,6 +56,19 @@ TRANSPOSED_BAD = [
     ("bias shape", lambda d: F.conv_transpose2d(x4(1, 3, 4, 4, device=d), x4(3, 2, 3, 3, device=d), x4(3, device=d)), ValueError, "bias"),
     ("conv1d weight rank", lambda d: F.conv1d(x4(1, 3, 5, device=d), x4(2, 3, 3, 3, device=d)), ValueError, "weight"),
     ("conv_transpose1d input rank", lambda d: F.conv_transpose1d(x4(1, 1, 3, 5, device=d), x4(3, 2, 3, device=d)), ValueError, "input"),
+    # torch refuses both: a transposed convolution's groups need input channels, and it has no
+    # filter without output channels
+    ("transposed zero input channels", lambda d: F.conv_transpose2d(x4(1, 0, 4, 4, device=d), x4(0, 2, 3, 3, device=d)), ValueError, "channel"),
+    ("transposed zero output channels", lambda d: F.conv_transpose2d(x4(1, 3, 4, 4, device=d), x4(3, 0, 3, 3, device=d)), ValueError, "output channel"),
+]
+
+COMPLEX_BAD = [
+    ("complex input, real weight", lambda d: F.conv2d(x4(1, 3, 5, 5, dtype=torch.complex64, device=d), x4(2, 3, 3, 3, device=d)), TypeError, "weight"),
+    ("real input, complex weight", lambda d: F.conv2d(x4(1, 3, 5, 5, device=d), x4(2, 3, 3, 3, dtype=torch.complex64, device=d)), TypeError, "weight"),
+    ("complex precisions mixed", lambda d: F.conv_transpose2d(x4(1, 3, 5, 5, dtype=torch.complex128, device=d), x4(3, 2, 3, 3, dtype=torch.complex64, device=d)), TypeError, "weight"),
+    ("real bias of complex operands", lambda d: F.conv1d(x4(1, 3, 5, dtype=torch.complex64, device=d), x4(2, 3, 3, dtype=torch.complex64, device=d), x4(2, device=d)), TypeError, "bias"),
+    ("complex32", lambda d: F.conv2d(x4(1, 3, 5, 5, device=d).to(torch.complex32), x4(2, 3, 3, 3, device=d).to(torch.complex32)), TypeError, "complex32"),
+    ("complex RoI features", lambda d: F.roi_align(x4(1, 3, 8, 8, dtype=torch.complex64, device=d), torch.zeros(1, 5, device=d), 2), TypeError, "input"),
 ]
 
 ROI_BAD = [
@@ -70,12 +87,33 @@ ROI_BAD = [
     ("empty image", lambda d: F.roi_align(x4(1, 3, 0, 8, device=d), torch.zeros(1, 5, device=d), 2), ValueError, "height"),
 ]
 
-ALL_BAD = [("conv2d", *c) for c in CONV2D_BAD] + [("transposed", *c) for c in TRANSPOSED_BAD] + [("roi", *c) for c in ROI_BAD]
+ALL_BAD = ([("conv2d", *c) for c in CONV2D_BAD] + [("transposed", *c) for c in TRANSPOSED_BAD]
+           + [("roi", *c) for c in ROI_BAD] + [("complex", *c) for c in COMPLEX_BAD])
+
+
+def raises_catchable_both_ways(call, error, word):
+    """call() raises an error naming `word` that `except error` and `except RuntimeError`
+    both catch (two calls: each clause on its own)."""
+    for caught in (error, RuntimeError):
+        with pytest.raises(caught, match=f"(?i){word}"):
+            call()
 
 
 @pytest.mark.parametrize("family,name,call,error,word", ALL_BAD, ids=[f"{c[0]}-{c[1]}" for c in ALL_BAD])
 def test_bad_input_raises_clearly(family, name, call, error, word, device):
-    with pytest.raises(error, match=f"(?i){word}"):
+    raises_catchable_both_ways(lambda: call(device), error, word)
+
+
+BOX_FORMAT_BAD = [c for c in ROI_BAD if c[0] in ("boxes shape", "box list shape", "boxes type")] + [
+    ("empty box list", lambda d: F.roi_pool(x4(1, 3, 8, 8, device=d), [], 2), ValueError, "boxes"),
+    ("multi-level boxes shape", lambda d: F.multi_level_roi_align([x4(1, 3, 8, 8, device=d)], x4(2, 6, device=d), torch.zeros(2, dtype=torch.long), 2, [1.0]), ValueError, "boxes"),
+]
+
+
+@pytest.mark.parametrize("name,call,error,word", BOX_FORMAT_BAD, ids=[c[0] for c in BOX_FORMAT_BAD])
+def test_box_format_errors_are_assertion_errors_too(name, call, error, word, device):
+    # torchvision asserts on the boxes' format; code written for it catches AssertionError.
+    with pytest.raises(AssertionError, match=f"(?i){word}"):
         call(device)
 
 
@@ -94,14 +132,35 @@ OP_BAD = [
 
 @pytest.mark.parametrize("name,call,word", OP_BAD, ids=[c[0] for c in OP_BAD])
 def test_bad_input_to_raw_operators(name, call, word):
-    with pytest.raises((ValueError, TypeError), match=f"(?i){word}"):
+    # The operators' C++ checks raise fastconv.errors' classes too.
+    with pytest.raises((ValueError, TypeError), match=f"(?i){word}") as caught:
         call()
+    assert isinstance(caught.value, RuntimeError)
+    assert isinstance(caught.value, (fastconv.errors.ArgumentError, fastconv.errors.ArgumentTypeError))
+
+
+def test_error_classes():
+    from fastconv.errors import ArgumentError, ArgumentTypeError, BoxesError, BoxesTypeError
+
+    assert issubclass(ArgumentError, ValueError) and issubclass(ArgumentError, RuntimeError)
+    assert issubclass(ArgumentTypeError, TypeError) and issubclass(ArgumentTypeError, RuntimeError)
+    assert issubclass(BoxesError, ArgumentError) and issubclass(BoxesError, AssertionError)
+    assert issubclass(BoxesTypeError, ArgumentTypeError) and issubclass(BoxesTypeError, AssertionError)
+
+
+def test_errors_raised_inside_backward_keep_their_class():
+    # A check failing in a backward operator, run by autograd's engine, reaches Python as it is.
+    x = x4(1, 3, 5, 5).requires_grad_()
+    rois = torch.tensor([[0.0, 0, 0, 4, 4]])
+    y = ops.roi_align(x, rois, 1.0, 2, 2, -1, False)
+    rois.data[0, 0] = 7.0  # the saved boxes, behind autograd's back, name an image the batch lacks
+    with pytest.raises(RuntimeError, match="batch index") as caught:
+        y.sum().backward()
+    assert isinstance(caught.value, ValueError)
 
 
 def test_inputs_on_different_devices():
     if not torch.cuda.is_available():
         pytest.skip("needs a GPU")
-    with pytest.raises(ValueError, match="same device"):
-        F.conv2d(x4(1, 3, 5, 5), x4(2, 3, 3, 3, device="cuda"))
-    with pytest.raises(ValueError, match="same device"):
-        F.roi_align(x4(1, 3, 5, 5, device="cuda"), torch.zeros(1, 5), 2)
+    raises_catchable_both_ways(lambda: F.conv2d(x4(1, 3, 5, 5), x4(2, 3, 3, 3, device="cuda")), ValueError, "same device")
+    raises_catchable_both_ways(lambda: F.roi_align(x4(1, 3, 5, 5, device="cuda"), torch.zeros(1, 5), 2), ValueError, "same device")

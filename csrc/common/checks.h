@@ -1,12 +1,41 @@
-// The input checks every device shares. Each failure names the operator and the argument, and
-// surfaces in Python as ValueError (bad values, shapes, devices) or TypeError (bad dtypes).
+// The input checks every device shares. Each failure names the operator and the argument. In
+// C++ it is a c10::ValueError (bad values, shapes, devices) or c10::TypeError (bad dtypes); the
+// Python module installs a thrower that raises fastconv.errors' ArgumentError and
+// ArgumentTypeError instead, which are also RuntimeErrors, the class torch's own argument
+// checks raise and torch's callers catch.
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/StringUtil.h>
 
 #include <optional>
+#include <string>
 
 namespace fastconv {
+
+enum class ArgumentErrorKind { value, type };
+
+// Raises a failed argument check: through the installed thrower when there is one (it must
+// throw), else as c10::ValueError or c10::TypeError.
+[[noreturn]] void throw_argument_error(ArgumentErrorKind kind, const std::string& message);
+
+using ArgumentErrorThrower = void (*)(ArgumentErrorKind kind, const std::string& message);
+void set_argument_error_thrower(ArgumentErrorThrower thrower);
+
+// TORCH_CHECK_VALUE and TORCH_CHECK_TYPE for fastconv's operator arguments, raised through
+// throw_argument_error.
+#define FASTCONV_CHECK_VALUE(cond, ...)                                                \
+  do {                                                                                 \
+    if (C10_UNLIKELY(!(cond)))                                                         \
+      ::fastconv::throw_argument_error(::fastconv::ArgumentErrorKind::value,           \
+                                       ::c10::str(__VA_ARGS__));                       \
+  } while (false)
+#define FASTCONV_CHECK_TYPE(cond, ...)                                                 \
+  do {                                                                                 \
+    if (C10_UNLIKELY(!(cond)))                                                         \
+      ::fastconv::throw_argument_error(::fastconv::ArgumentErrorKind::type,            \
+                                       ::c10::str(__VA_ARGS__));                       \
+  } while (false)
 
 // float, double, half or bfloat16, and defined.
 void check_floating(const char* op, const at::Tensor& t, const char* name);

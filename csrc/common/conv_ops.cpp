@@ -108,7 +108,9 @@ std::map<c10::DeviceType, std::function<int(c10::DeviceIndex)>>& queries() {
 void run(Direction direction, const ConvProblem& p, const Operands& o, at::MemoryFormat format,
          const OptionalTensor& bias = std::nullopt) {
   const bool has_bias = bias.has_value() && bias->defined();
-  if (p.is_empty()) {
+  // An empty operand (no images, no input channels, a zero-size plane) leaves every output a
+  // sum of nothing: zeros, plus the bias.
+  if (p.is_empty() || o.first.numel() == 0 || o.second.numel() == 0) {
     o.out.zero_();
     if (has_bias) o.out.add_(bias->view({1, -1, 1, 1}));
     return;

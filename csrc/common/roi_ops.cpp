@@ -127,34 +127,34 @@ at::Tensor roi_align_multilevel(at::TensorList features, const at::Tensor& rois,
                                 bool aligned) {
   constexpr const char* op = "fastconv::roi_align_multilevel";
   const int64_t count = int64_t(features.size());
-  TORCH_CHECK_VALUE(count >= 1 && count <= kMaxRoiLevels, op, ": features must hold 1 to ",
-                    kMaxRoiLevels, " feature maps, got ", count);
-  TORCH_CHECK_VALUE(int64_t(spatial_scales.size()) == count, op, ": spatial_scales must give one scale per "
-                    "feature map (", count, "), got ", spatial_scales.size());
+  FASTCONV_CHECK_VALUE(count >= 1 && count <= kMaxRoiLevels, op, ": features must hold 1 to ",
+                       kMaxRoiLevels, " feature maps, got ", count);
+  FASTCONV_CHECK_VALUE(int64_t(spatial_scales.size()) == count, op, ": spatial_scales must give one scale per "
+                       "feature map (", count, "), got ", spatial_scales.size());
   const at::Tensor& first = features[0];
   for (int64_t l = 0; l < count; ++l) {
     const std::string name = "features[" + std::to_string(l) + "]";
     check_roi_arguments(op, features[l], name.c_str(), features[l].sizes(), rois, spatial_scales[l],
                         pooled_height, pooled_width);
-    TORCH_CHECK_VALUE(features[l].scalar_type() == first.scalar_type() && features[l].device() == first.device(),
-                      op, ": ", name, " is ", features[l].scalar_type(), " on ", features[l].device(),
-                      ", features[0] is ", first.scalar_type(), " on ", first.device());
-    TORCH_CHECK_VALUE(features[l].size(0) == first.size(0) && features[l].size(1) == first.size(1), op, ": ",
-                      name, " has batch and channels ", features[l].size(0), ", ", features[l].size(1),
-                      "; features[0] has ", first.size(0), ", ", first.size(1));
+    FASTCONV_CHECK_VALUE(features[l].scalar_type() == first.scalar_type() && features[l].device() == first.device(),
+                         op, ": ", name, " is ", features[l].scalar_type(), " on ", features[l].device(),
+                         ", features[0] is ", first.scalar_type(), " on ", first.device());
+    FASTCONV_CHECK_VALUE(features[l].size(0) == first.size(0) && features[l].size(1) == first.size(1), op, ": ",
+                         name, " has batch and channels ", features[l].size(0), ", ", features[l].size(1),
+                         "; features[0] has ", first.size(0), ", ", first.size(1));
   }
-  TORCH_CHECK_TYPE(levels.scalar_type() == at::kLong, op, ": levels must be int64, got ", levels.scalar_type());
-  TORCH_CHECK_VALUE(levels.dim() == 1 && levels.size(0) == rois.size(0), op,
-                    ": levels must hold one level per box, shape [", rois.size(0), "], got ", levels.sizes());
-  TORCH_CHECK_VALUE(levels.device() == rois.device(), op, ": levels is on ", levels.device(),
-                    ", rois on ", rois.device());
+  FASTCONV_CHECK_TYPE(levels.scalar_type() == at::kLong, op, ": levels must be int64, got ", levels.scalar_type());
+  FASTCONV_CHECK_VALUE(levels.dim() == 1 && levels.size(0) == rois.size(0), op,
+                       ": levels must hold one level per box, shape [", rois.size(0), "], got ", levels.sizes());
+  FASTCONV_CHECK_VALUE(levels.device() == rois.device(), op, ": levels is on ", levels.device(),
+                       ", rois on ", rois.device());
   c10::OptionalDeviceGuard guard(first.device());
   check_roi_batch_indices(op, rois, first.size(0));
   if (levels.numel() > 0) {
     const auto [low, high] = at::aminmax(levels);
-    TORCH_CHECK_VALUE(low.item<int64_t>() >= 0 && high.item<int64_t>() < count, op,
-                      ": levels must lie in [0, ", count, "), got values from ", low.item<int64_t>(), " to ",
-                      high.item<int64_t>());
+    FASTCONV_CHECK_VALUE(low.item<int64_t>() >= 0 && high.item<int64_t>() < count, op,
+                         ": levels must lie in [0, ", count, "), got values from ", low.item<int64_t>(), " to ",
+                         high.item<int64_t>());
   }
   at::Tensor out = at::empty({rois.size(0), first.size(1), pooled_height, pooled_width},
                              first.options().memory_format(at::MemoryFormat::Contiguous));
@@ -232,8 +232,8 @@ at::Tensor roi_pool_backward(const at::Tensor& grad, const at::Tensor& rois,
   const std::vector<int64_t> sizes{rois.size(0), channels, pooled_height, pooled_width};
   check_sizes(op, grad, "grad", sizes);
   check_sizes(op, argmax, "argmax", sizes);
-  TORCH_CHECK_TYPE(argmax.scalar_type() == at::kLong, op,
-                   ": argument 'argmax' must be int64, got ", argmax.scalar_type());
+  FASTCONV_CHECK_TYPE(argmax.scalar_type() == at::kLong, op,
+                      ": argument 'argmax' must be int64, got ", argmax.scalar_type());
   check_same_device(op, grad, "grad", argmax, "argmax");
   c10::OptionalDeviceGuard guard(grad.device());
   check_roi_batch_indices(op, rois, batch_size);
