@@ -235,11 +235,14 @@ def test_peak_memory_follows_allocations():
     if not memory.available:
         pytest.skip("needs Linux's /proc/self/clear_refs and glibc")
 
-    def two_blocks_then_a_small_one():
+    def two_blocks_then_a_smaller_one():
         a = torch.ones(10 * 2**20 // 4)
         b = torch.ones(30 * 2**20 // 4)  # both alive: 40 MiB at the peak
         del a, b
-        return torch.ones(2**20 // 4)
+        return torch.ones(6 * 2**20 // 4)  # a sum over the call would read 46 MiB
 
-    assert abs(memory.bytes(lambda: torch.ones(25 * 2**20 // 4)) - 25 * 2**20) < 2**20
-    assert abs(memory.bytes(two_blocks_then_a_small_one) - 40 * 2**20) < 2**20
+    # The resident high-water mark moves in whole pages and picks up the interpreter's own
+    # allocations beside the call's (CI once read 41 MiB for the 40): 2 MiB of slack, still
+    # far from the 6 MiB that tells a peak from a sum.
+    assert abs(memory.bytes(lambda: torch.ones(25 * 2**20 // 4)) - 25 * 2**20) < 2 * 2**20
+    assert abs(memory.bytes(two_blocks_then_a_smaller_one) - 40 * 2**20) < 2 * 2**20
