@@ -80,6 +80,19 @@ EXPECTED = {
                      "a read before waiting on the full barrier is reported")
         for order in ("forward", "reverse", "shuffle")
     ],
+    "wgmma_test": [
+        "ok descriptor: fields and bit positions (PTX ISA matrix descriptor format)",
+        "ok layout: K-major 128-byte swizzle, by hand and for a k16 step inside the row",
+        "ok layout: K-major 64- and 32-byte swizzles and interleaved core matrices",
+        "ok fragment: m64nNk16 D, thread and register to row and column (the ISA's figure)",
+        "ok wgmma m64n128k16 x 4 chained (k = 64), 128-byte swizzle, D fragment",
+        "ok wgmma: the registers keep their values until wait_group, then hold D",
+        "ok wgmma m64n256k16 x 4 chained, 128-byte swizzle",
+        "ok fence.proxy.async: a generic-proxy write read by wgmma without it is reported",
+        "ok wgmma ring: releasing a stage after wait_group is clean",
+        "ok wgmma ring: a stage released before its wgmma completed is reported",
+        "ok setmaxnreg: a count outside 24..256 or not a multiple of 8",
+    ],
     "primitives_test": [
         "ok synccheck: a divergent barrier through sync_threads() names the kernel's lines",
         "ok synccheck: one barrier through sync_threads() is clean",

@@ -8,3 +8,4 @@
 #include "simt/mma.h"
 #include "simt/async.h"
 #include "simt/hopper.h"
+#include "simt/wgmma.h"
