@@ -29,6 +29,8 @@ def family_of(kernel):
     """The source folder (csrc/cuda/<family>/) of a kernel the gate names."""
     if kernel.startswith("igemm_"):
         return "implicit_gemm"
+    if kernel.startswith("hopper_"):
+        return "hopper"
     if kernel.startswith("roi_"):
         return "roi"
     if kernel in _FAMILIES:

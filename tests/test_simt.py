@@ -102,6 +102,18 @@ EXPECTED = {
         "ok tf32: infinity and NaN pass, the largest float rounds up to infinity",
         "ok tf32: tf32_round leaves Inf and every NaN (all-ones too) as they are",
     ],
+    "hopper_pipeline_test": [
+        f"ok hopper ring: {what} [{order}]"
+        for order in ("forward", "reverse", "shuffle")
+        for what in (
+            "4 stages, 2 in flight, wgmma consumer, clean and right",
+            "5 stages, 3 in flight, clean and right",
+            "3 stages, none in flight, clean and right",
+            "2 stages, none in flight, clean and right",
+            "a refill before the empty barrier's phase flipped is reported",
+            "a stage released before its wgmma completed is reported",
+        )
+    ],
     "metrics_test": [
         "ok coalesced float load of 32 elements: 4 sectors per request",
         "ok stride-32 float load: 32 sectors per request",

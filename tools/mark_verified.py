@@ -30,14 +30,16 @@ import xml.etree.ElementTree as ET
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SANITIZERS = ("memcheck", "racecheck", "synccheck", "initcheck")
 # Kernel namespaces and source folders, as compute-sanitizer names them, to kernel families.
-NAMESPACE_FAMILY = {"igemm": "implicit_gemm", "direct": "direct", "depthwise": "depthwise", "align": "roi",
-                    "pool": "roi", "selftest": "selftest"}
+NAMESPACE_FAMILY = {"igemm": "implicit_gemm", "hopper": "hopper", "direct": "direct", "depthwise": "depthwise",
+                    "align": "roi", "pool": "roi", "selftest": "selftest"}
 
 
 def family_of(kernel):
     """As fastconv._verified.family_of (kept here so that the summary needs no torch)."""
     if kernel.startswith("igemm_"):
         return "implicit_gemm"
+    if kernel.startswith("hopper_"):
+        return "hopper"
     if kernel.startswith("roi_"):
         return "roi"
     return {"direct": "direct", "depthwise": "depthwise"}[kernel]

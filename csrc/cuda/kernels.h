@@ -55,6 +55,11 @@ ConvAlgorithm implicit_gemm_64x64_algorithm();
 // The same implicit GEMM on FFMA: exact float32 (TF32 allowed or not), any channel count,
 // sm >= 80. After depthwise in the list, which is faster on its own problems.
 ConvAlgorithm implicit_gemm_ffma_algorithm();
+// The Hopper implicit GEMM (hopper/): wgmma from swizzled shared memory, a cp.async producer
+// warpgroup over an mbarrier ring; fprop and dgrad, bf16 and fp16, sm 9.0 running the binary's
+// sm_90a kernels. Ahead of the mma.sync tiles in the list.
+ConvAlgorithm hopper_128x256_algorithm();
+ConvAlgorithm hopper_128x128_algorithm();
 // Depthwise convolution (depthwise/): C/groups == 1, any channel multiplier, every dtype, both
 // layouts (channels_last: threads over channels; NCHW: plane tiles staged in shared memory),
 // 3x3 / 5x5 / 7x7 specialised; dgrad gathers and wgrad sums in a fixed order (deterministic).

@@ -19,11 +19,16 @@ namespace {
 
 void register_cuda_kernels() {
   using namespace fastconv;
-  register_conv_algorithms(c10::DeviceType::CUDA, {cuda::implicit_gemm_128x128_algorithm(),
-                                                   cuda::implicit_gemm_64x64_algorithm(),
-                                                   cuda::depthwise_algorithm(),
-                                                   cuda::implicit_gemm_ffma_algorithm(),
-                                                   cuda::direct_algorithm()});
+  std::vector<ConvAlgorithm> list;
+#if defined(FASTCONV_WITH_SM90A) || defined(FASTCONV_SIMT)
+  // Built where the architecture list names sm 9.0 (setup.py); each refuses other devices.
+  list.push_back(cuda::hopper_128x256_algorithm());
+  list.push_back(cuda::hopper_128x128_algorithm());
+#endif
+  for (ConvAlgorithm a : {cuda::implicit_gemm_128x128_algorithm(), cuda::implicit_gemm_64x64_algorithm(),
+                          cuda::depthwise_algorithm(), cuda::implicit_gemm_ffma_algorithm(), cuda::direct_algorithm()})
+    list.push_back(a);
+  register_conv_algorithms(c10::DeviceType::CUDA, std::move(list));
   register_compute_capability_query(c10::DeviceType::CUDA, [](c10::DeviceIndex index) {
     return cuda::device_info(index).compute_capability;
   });

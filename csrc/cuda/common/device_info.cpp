@@ -6,7 +6,7 @@ namespace fastconv::cuda {
 
 // Under emulation every device is an H100 (SXM): the limits the emulator enforces.
 const DeviceInfo& device_info(c10::DeviceIndex) {
-  static const DeviceInfo h100{90, 132, 48 * 1024, 227 * 1024, 1024};
+  static const DeviceInfo h100{90, 132, 48 * 1024, 227 * 1024, 1024, true};
   return h100;
 }
 
@@ -15,6 +15,10 @@ const DeviceInfo& device_info(c10::DeviceIndex) {
 #else
 
 #include <ATen/cuda/CUDAContext.h>
+
+#if defined(FASTCONV_WITH_SM90A)
+#include "cuda/hopper/hopper.h"
+#endif
 
 #include <map>
 #include <mutex>
@@ -29,9 +33,14 @@ const DeviceInfo& device_info(c10::DeviceIndex index) {
   auto it = cache.find(index);
   if (it == cache.end()) {
     const cudaDeviceProp* prop = at::cuda::getDeviceProperties(index);
-    DeviceInfo info{prop->major * 10 + prop->minor, prop->multiProcessorCount,
-                    int(prop->sharedMemPerBlock), int(prop->sharedMemPerBlockOptin),
-                    prop->maxThreadsPerBlock};
+    const int cc = prop->major * 10 + prop->minor;
+#if defined(FASTCONV_WITH_SM90A)
+    const bool sm90a = cc == 90 && hopper::kernels_loadable(index);
+#else
+    const bool sm90a = false;
+#endif
+    DeviceInfo info{cc, prop->multiProcessorCount, int(prop->sharedMemPerBlock),
+                    int(prop->sharedMemPerBlockOptin), prop->maxThreadsPerBlock, sm90a};
     it = cache.emplace(index, info).first;
   }
   return it->second;

@@ -13,6 +13,8 @@ struct DeviceInfo {
   int shared_memory_per_block;  // bytes without opting in
   int shared_memory_per_block_optin;
   int max_threads_per_block;
+  // The binary holds the Hopper family's sm_90a kernels in a form this device runs (sm 9.0).
+  bool sm90a_kernels;
 };
 
 // index < 0: the current device.

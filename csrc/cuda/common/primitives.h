@@ -11,8 +11,10 @@
 //   FASTCONV_SHARED(T, name, n)         __shared__ T name[n]
 //   FASTCONV_DYNAMIC_SHARED(T, name)    extern __shared__ T name[] (the launch's shared_bytes)
 //   sptr<T>                             a pointer into shared memory (T*; emulated: with bounds)
-//   shared_as<U>(p)                     reinterpret_cast<U*>(p) of a shared pointer (emulated:
-//                                       the same bounds, seen as U)
+//   shared_as<U>(p), global_as<U>(p)    reinterpret_cast<U*>(p) of a shared (global) pointer
+//                                       (emulated: the same bounds, seen as U)
+//   store_global_16(p, words)           st.global.v4.b32: 4 32-bit words to a 16-byte-aligned p
+//                                       in one store (a struct or uint4 copy became four)
 //   atomic_add(p, v)                    atomicAdd(p, v)
 //   shfl_sync, shfl_up_sync,            __shfl_sync, __shfl_up_sync, __shfl_down_sync,
 //   shfl_down_sync, shfl_xor_sync,      __shfl_xor_sync, __ballot_sync, __any_sync,
@@ -93,6 +95,17 @@ inline void sync_threads(std::source_location loc = std::source_location::curren
 template <typename U, typename T>
 sptr<U> shared_as(sptr<T> p) {
   return simt::shared_cast<U>(p);
+}
+template <typename U, typename T>
+gptr<U> global_as(gptr<T> p) {
+  return simt::global_cast<U>(p);
+}
+struct alignas(16) Words16 {
+  uint32_t w[4];
+};
+template <typename T>
+void store_global_16(gptr<T> p, const uint32_t (&words)[4]) {
+  global_as<Words16>(p)[0] = Words16{{words[0], words[1], words[2], words[3]}};
 }
 
 using simt::atomic_add;
@@ -194,6 +207,17 @@ using Dim3 = dim3;
 template <typename U, typename T>
 __device__ __forceinline__ U* shared_as(T* p) {
   return reinterpret_cast<U*>(p);
+}
+template <typename U, typename T>
+__device__ __forceinline__ U* global_as(T* p) {
+  return reinterpret_cast<U*>(p);
+}
+// Inline PTX: through a uint4, NVVM still emitted four st.global.u32.
+template <typename T>
+__device__ __forceinline__ void store_global_16(T* p, const uint32_t (&words)[4]) {
+  asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(words[0]), "r"(words[1]), "r"(words[2]),
+               "r"(words[3])
+               : "memory");
 }
 
 __device__ __forceinline__ dim3 thread_index() { return threadIdx; }
