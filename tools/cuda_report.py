@@ -93,14 +93,16 @@ def main():
         flag = "  <-- spills" if local or stack else ""
         if flag:
             spilled.append(label)
-        ctas = ctas_per_sm_sm90(block_threads(label), reg, shared) if arch == "sm_90" else 0
+        ctas = ctas_per_sm_sm90(block_threads(label), reg, shared) if arch in ("sm_90", "sm_90a") else 0
         print(f"{arch:7s} {reg:4d} {stack:5d} {local:5d} {shared:6d} {ctas:7d}  {label}{flag}")
     print("(SHARED includes the 1 KiB per block that sm_80 and newer reserve for the system; CTAs/SM:"
           " resident blocks on an H100/H200 at the block size the launcher uses)")
     print(f"\n{len(rows)} kernels; {len(spilled)} with stack or local memory (spills)")
     if spilled and "--fail-on-spill" in sys.argv:
         sys.exit(f"kernels that spill: {spilled}")
-    tensor_core_report(tool, labelled)
+    sass = sass_by_function(tool)
+    tensor_core_report(sass, labelled)
+    hopper_report(sass, labelled)
 
 
 # The implicit-GEMM kernels, with their block size: (label prefix, threads).
@@ -113,7 +115,8 @@ FFMA_REQUIRED = ("FFMA", "LDS.128", "LDGSTS")
 
 
 # Other kernels launched with a block other than the default 256 threads.
-OTHER_BLOCKS = [("selftest::launch_probe_kernel", 128), ("selftest::tensor_core_check_kernel", 32)]
+OTHER_BLOCKS = [("selftest::launch_probe_kernel", 128), ("selftest::tensor_core_check_kernel", 32),
+                ("hopper::gather_gemm_kernel", 384)]
 
 
 def block_threads(label):
@@ -134,9 +137,8 @@ def ctas_per_sm_sm90(threads, regs, shared):
     return min(32, 2048 // threads, by_regs, by_shared)
 
 
-def tensor_core_report(tool, labelled):
-    """Each tensor-core kernel instance: its SASS has HMMA, LDSM and LDGSTS and no local
-    memory, and the CTAs per SM that its registers and shared memory allow on sm_90."""
+def sass_by_function(tool):
+    """{label: SASS text} of every kernel in the extension, every architecture's cubin."""
     text = subprocess.run([tool, "-sass", fastconv._C.__file__], capture_output=True, text=True, check=True).stdout
     functions, current = {}, None
     for line in text.splitlines():
@@ -147,17 +149,21 @@ def tensor_core_report(tool, labelled):
         elif current is not None:
             functions[current].append(line)
     mangled = list(functions)
-    labels = {m: short(m, n) for m, n in zip(mangled, demangle(mangled))}
+    return {short(m, n): "\n".join(functions[m]) for m, n in zip(mangled, demangle(mangled))}
+
+
+def tensor_core_report(functions, labelled):
+    """Each tensor-core kernel instance: its SASS has HMMA, LDSM and LDGSTS and no local
+    memory, and the CTAs per SM that its registers and shared memory allow on sm_90."""
     resources = {label: f for label, _arch, f in labelled}
     failures, count, ffma_count = [], 0, 0
     print(f"\n{'CTAs/SM':>7s} {'HMMA':>5s} {'LDSM':>5s} {'FFMA':>5s} {'LDS.128':>7s} {'LDGSTS':>6s} {'LDL/STL':>7s}"
           "  implicit-GEMM kernel (sm_90)")
-    for m, label in sorted(labels.items(), key=lambda kv: kv[1]):
+    for label, sass in sorted(functions.items()):
         threads = next((t for prefix, t in TENSOR_CORE_KERNELS if label.startswith(prefix)), None)
         if threads is None:
             continue
         count += 1
-        sass = "\n".join(functions[m])
         counts = {op: len(re.findall(rf"\b{re.escape(op)}\b", sass)) for op in REQUIRED + FORBIDDEN + FFMA_REQUIRED}
         # TF32 operands rounded before the tensor cores (tf32_round: a test against +INF, then
         # a predicated add, per fragment register).
@@ -188,6 +194,61 @@ def tensor_core_report(tool, labelled):
     print(f"{count - ffma_count} tensor-core kernel instances: HMMA, LDGSTS and (but float wgrad) LDSM in each,"
           " TF32 operands rounded in the float ones;"
           f" {ffma_count} FFMA instances: FFMA, LDS.128 and LDGSTS, no HMMA; no local memory in any")
+
+
+# The Hopper family (sm_90a): wgmma (HGMMA) fed from shared memory that cp.async (LDGSTS) fills,
+# mbarrier waits (SYNCS), register reallocation (USETMAXREG); no mma.sync (HMMA), no local memory.
+HOPPER_REQUIRED, HOPPER_FORBIDDEN = ("HGMMA", "LDGSTS", "SYNCS", "USETMAXREG", "STG.E.128"), ("HMMA", "LDL", "STL")
+
+
+def hopper_dynamic_shared(label):
+    """config.h's kSharedBytes for 'hopper::gather_gemm_kernel<hopper::TileConfig<BN, Stages>, T>':
+    the alignment slack, the ring, the row tables and the barriers."""
+    m = re.search(r"TileConfig<(\d+), (\d+)>", label)
+    if not m:
+        sys.exit(f"cannot read the tile configuration of {label}")
+    bn, stages = int(m.group(1)), int(m.group(2))
+    return 1024 + stages * (128 * 64 * 2 + bn * 64 * 2) + 128 * 16 + bn * 4 + 2 * stages * 8
+
+
+def hopper_report(functions, labelled):
+    """Each Hopper kernel instance: its instructions, its registers at launch and per warpgroup
+    role after setmaxnreg (the USETMAXREG operands: the producer's release, the consumers'
+    allocation), shared memory and CTAs per SM. Absent from a build without sm 9.0."""
+    resources = {label: f for label, _arch, f in labelled}
+    hopper = {label: sass for label, sass in functions.items() if label.startswith("hopper::gather_gemm_kernel")}
+    if not hopper:
+        print("\nno Hopper (sm_90a) kernels in this build")
+        return
+    print(f"\n{'CTAs/SM':>7s} {'REG':>4s} {'prod':>4s} {'cons':>4s} {'SHARED':>6s} {'HGMMA':>5s} {'HMMA':>4s}"
+          f" {'LDGSTS':>6s} {'SYNCS':>5s} {'STG.128':>7s} {'LDL/STL':>7s}  Hopper kernel (sm_90a)")
+    failures = []
+    for label, sass in sorted(hopper.items()):
+        counts = {op: len(re.findall(rf"\b{re.escape(op)}\b", sass)) for op in HOPPER_REQUIRED + HOPPER_FORBIDDEN}
+        counts["SYNCS"] = len(re.findall(r"\bSYNCS\.", sass))
+        counts["STG.E.128"] = len(re.findall(r"\bSTG\.E\.128\b", sass))
+        dealloc = re.findall(r"USETMAXREG\.DEALLOC\S*\s+(0x[0-9a-f]+)", sass)
+        alloc = re.findall(r"USETMAXREG\.TRY_ALLOC\S*\s+\w+,\s*(0x[0-9a-f]+)", sass) or \
+            re.findall(r"USETMAXREG\.TRY_ALLOC\S*\s+(0x[0-9a-f]+)", sass)
+        producer = int(dealloc[0], 16) if dealloc else 0
+        consumer = int(alloc[0], 16) if alloc else 0
+        f = resources.get(label, {})
+        reg, shared = int(f.get("REG", 0)), int(f.get("SHARED", 0))
+        # The ring is dynamic shared memory, which SHARED leaves out: counted from the
+        # configuration in the name, as config.h lays it out.
+        shared += hopper_dynamic_shared(label)
+        ctas = ctas_per_sm_sm90(384, reg, shared)
+        local = counts["LDL"] + counts["STL"]
+        print(f"{ctas:7d} {reg:4d} {producer:4d} {consumer:4d} {shared:6d} {counts['HGMMA']:5d} {counts['HMMA']:4d}"
+              f" {counts['LDGSTS']:6d} {counts['SYNCS']:5d} {counts['STG.E.128']:7d} {local:7d}  {label}")
+        if any(counts[op] == 0 for op in HOPPER_REQUIRED) or counts["HMMA"] or local or not producer or not consumer:
+            failures.append(label)
+        if producer * 128 + consumer * 256 > 65536:
+            failures.append(label + " (registers after setmaxnreg exceed the SM's)")
+    if failures:
+        sys.exit(f"Hopper kernels without their instructions, with local memory, or without setmaxnreg: {failures}")
+    print(f"{len(hopper)} Hopper kernel instances: HGMMA, LDGSTS, mbarrier waits, setmaxnreg and 16-byte"
+          " stores in each; no HMMA, no local memory")
 
 
 if __name__ == "__main__":
