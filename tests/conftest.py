@@ -98,15 +98,17 @@ def operator_call(kind, x, w, kw):
     return x, w, stride, padding, dilation, kw.get("groups", 1), output_padding
 
 
-def claims(algorithm, kind, x, w, kw, grads=False, device=None):
+def claims(algorithm, kind, x, w, kw, grads=False, device=None, passes=None):
     """The library's own answer: whether `algorithm` implements every direction that
     fastconv.functional.<kind>(x, w, **kw) runs, the forward pass only or with its gradients
-    (conv: fprop, then dgrad and wgrad; transposed: dgrad, then fprop and wgrad). x and w are
+    (conv: fprop, then dgrad and wgrad; transposed: dgrad, then fprop and wgrad); or, with
+    `passes`, those of the passes named ("forward", "input" grad, "weight" grad). x and w are
     tensors (their dtype, layout and alignment count) or shapes (float64, contiguous)."""
     as_tensor = lambda t: t if isinstance(t, torch.Tensor) else torch.empty(t, dtype=torch.float64, device="meta")  # noqa: E731
     x4, w4, stride, padding, dilation, groups, output_padding = operator_call(kind, as_tensor(x), as_tensor(w), kw)
     forward = "dgrad" if kind.startswith("conv_transpose") else "fprop"
-    directions = ["fprop", "dgrad", "wgrad"] if grads else [forward]
+    by_pass = {"forward": forward, "input": "fprop" if forward == "dgrad" else "dgrad", "weight": "wgrad"}
+    directions = [by_pass[q] for q in passes] if passes else ["fprop", "dgrad", "wgrad"] if grads else [forward]
     return all(
         fastconv.algorithms.can_implement(algorithm, d, x4, w4, stride, padding, dilation, groups,
                                           output_padding, device=device or x4.device.type)

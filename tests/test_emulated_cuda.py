@@ -441,6 +441,65 @@ def test_implicit_gemm_alignment_list(algorithm, dtype, kind, case):
     assert rel_err(gw, gw_ref) <= _igemm_tolerance(dtype, out.numel() // out.shape[1]), "weight grad"
 
 
+# The Hopper (wgmma) configurations over the same list: fprop and dgrad (their input grad, and
+# a transposed convolution's forward), bf16 and fp16; wgrad stays on the mma.sync tiles.
+HOPPER = ["hopper_128x256", "hopper_128x128"]
+HOPPER_DTYPES = [(a, d) for a in HOPPER for d in (torch.bfloat16, torch.float16)]
+ALIGNMENT_CASES = [("conv2d", c) for c in IGEMM_CASES] + [("conv_transpose2d", c) for c in IGEMM_TRANSPOSED]
+ALIGNMENT_IDS = [f"conv2d-{c[0]}" for c in IGEMM_CASES] + [f"conv_transpose2d-{c[0]}" for c in IGEMM_TRANSPOSED]
+
+
+def _hopper_run(algorithm, dtype, kind, case, **settings):
+    """The case forced onto `algorithm`: the output and the input grad (dgrad; fprop for a
+    transposed convolution), with the float64 references."""
+    name, x_shape, w_shape, kw = case
+    g = torch.Generator().manual_seed(len(name))
+    x = torch.randn(x_shape, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(w_shape, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+    b = torch.randn(w_shape[1] * kw.get("groups", 1) if kind == "conv_transpose2d" else w_shape[0], generator=g).to(dtype)
+    xr = x.detach().double().requires_grad_()
+    ref = torch_call(kind, xr, w.double(), b.double(), kw)
+    grad = torch.randn(ref.shape, generator=g).to(dtype)
+    (gx_ref,) = torch.autograd.grad(ref, (xr,), grad.double())
+    xi = x.detach().requires_grad_()
+    with fastconv.testing.emulated_cuda(**settings), fastconv.algorithms.force(algorithm):
+        out = getattr(F, kind)(xi, w, b, **kw)
+        (gx,) = torch.autograd.grad(out, (xi,), grad)
+    return out, gx, ref, gx_ref, x, w
+
+
+@pytest.mark.parametrize("algorithm,dtype", HOPPER_DTYPES, ids=[f"{a}-{str(d)[6:]}" for a, d in HOPPER_DTYPES])
+@pytest.mark.parametrize("kind,case", ALIGNMENT_CASES, ids=ALIGNMENT_IDS)
+def test_hopper_alignment_list(algorithm, dtype, kind, case):
+    name, x_shape, w_shape, kw = case
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(x_shape, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(w_shape, generator=g).to(dtype)
+    with fastconv.testing.emulated_cuda():
+        if name.startswith("c4_"):
+            # 8-byte channel runs: the producer copies 16-byte chunks of 8 channels only.
+            assert not claims(algorithm, kind, x, w, kw, device="cuda")
+            return
+        assert claims(algorithm, kind, x, w, kw, device="cuda"), f"{algorithm} refuses {name}"
+        assert not claims(algorithm, kind, x, w, kw, grads=True, device="cuda"), "wgrad is not on wgmma"
+    out, gx, ref, gx_ref, x, w = _hopper_run(algorithm, dtype, kind, case)
+    reduction = w.numel() // w.shape[0]
+    assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
+    assert rel_err(out, ref) <= _igemm_tolerance(dtype, reduction), "forward"
+    assert rel_err(gx, gx_ref) <= _igemm_tolerance(dtype, max(reduction, x.shape[1] * 49)), "input grad"
+
+
+@pytest.mark.parametrize("algorithm", HOPPER)
+@pytest.mark.parametrize("schedule,seed", [("reverse", 0), ("shuffle", 3)])
+def test_hopper_schedules_give_the_same_bits(algorithm, schedule, seed):
+    """The ring's hand-offs (mbarriers, named barriers, wgmma groups) under other thread orders
+    and on two OS threads: the same bits as the forward schedule, every checker on."""
+    for kind, case in (ALIGNMENT_CASES[2], ALIGNMENT_CASES[6], ALIGNMENT_CASES[-2]):
+        want = _hopper_run(algorithm, torch.bfloat16, kind, case)
+        got = _hopper_run(algorithm, torch.bfloat16, kind, case, schedule=schedule, seed=seed, threads=2)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), case[0]
+
+
 def test_implicit_gemm_refuses_what_it_cannot_do():
     """Exact float32 and odd channel counts (2-byte alignment) go past the tensor-core tiles;
     the FFMA tile takes float32 with any channel count, and nothing else."""

@@ -51,7 +51,13 @@ struct Epilogue {
       const int64_t m = t.m_begin + 64 * consumer + row, n = t.n_begin + cc * 8;
       if (m >= M || n >= p.Kg) continue;
       const sptr<uint8_t> from = staged + row * Cfg::kStagedRowBytes + cc * 32;
-      const Float4 lo = shared_as<const Float4>(from)[0], hi = shared_as<const Float4>(from + 16)[0];
+      // A 16-byte load serves 8 lanes a wavefront; 8 chunks 32 bytes apart span 256 bytes, so
+      // reading every low half first would hit each bank twice. The upper four lanes of each 8
+      // read their high half first: the 8 first loads then cover all 32 banks once.
+      const int first = (cc >> 2) & 1;
+      const Float4 a = shared_as<const Float4>(from + 16 * first)[0];
+      const Float4 b = shared_as<const Float4>(from + 16 * (1 - first))[0];
+      const Float4 lo = first ? b : a, hi = first ? a : b;
       const float sums[8] = {lo.v[0], lo.v[1], lo.v[2], lo.v[3], hi.v[0], hi.v[1], hi.v[2], hi.v[3]};
       // Two outputs to a word, the lower channel in the low half (little-endian, as memory holds
       // them). All 8 channels are the group's: can_implement asks for 16-byte channel runs.
