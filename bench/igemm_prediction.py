@@ -25,8 +25,9 @@ TILES = {"igemm_128x128": (128, 128, 0.45, 2), "igemm_64x64": (64, 64, 0.30, 4)}
 # 128-byte-swizzled shared memory that a cp.async producer warpgroup fills from L2.
 # - Issue cap: the bf16 GEMM rate measured on this card (788 TFLOP/s, device KINDS.md) times
 #   what two consumer warpgroups keep of it with one wgmma group in flight: 0.80 at N = 256,
-#   0.70 at N = 128 (the B operand's reuse halves; CUTLASS's pingpong and cooperative kernels
-#   are the anchors, no figure of ours).
+#   0.70 at N = 128, 0.60 at N = 64 (the B operand's reuse halves each time, and each wgmma
+#   does less work per issue; CUTLASS's pingpong and cooperative kernels are the anchors, no
+#   figure of ours).
 # - L2 cap: every stage is copied from L2 by the CTA alone (no cluster multicast), so the tile's
 #   FLOPs per byte of fill times L2's bandwidth bounds the rate. L2 bandwidth is an assumption,
 #   not a measurement here: ~5.5 TB/s, public microbenchmarks of an H100.
@@ -34,7 +35,7 @@ TILES = {"igemm_128x128": (128, 128, 0.45, 2), "igemm_64x64": (64, 64, 0.30, 4)}
 #   stores) are not overlapped with another tile's mainloop: no persistent scheduler yet.
 WGMMA_GEMM = 788e12
 L2_BANDWIDTH = 5.5e12
-HOPPER_TILES = {"hopper_128x256": (128, 256, 0.80), "hopper_128x128": (128, 128, 0.70)}
+HOPPER_TILES = {"hopper_128x256": (128, 256, 0.80), "hopper_128x128": (128, 128, 0.70), "hopper_128x64": (128, 64, 0.60)}
 
 
 def predict_hopper(case, batch):
@@ -48,7 +49,7 @@ def predict_hopper(case, batch):
     P, Q = case.output_size()
     M, N, K = n * P * Q, case.K // g, (case.C // g) * case.R * case.S
     wide = N > 128 and math.ceil(M / 128) * math.ceil(N / 256) * g >= SMS
-    name = "hopper_128x256" if wide else "hopper_128x128"
+    name = "hopper_128x256" if wide else "hopper_128x128" if N > 64 else "hopper_128x64"
     bm, bn, issue = HOPPER_TILES[name]
     tiles = math.ceil(M / bm) * math.ceil(N / bn) * g
     tile_eff = (M * N * g) / (tiles * bm * bn)

@@ -443,7 +443,7 @@ def test_implicit_gemm_alignment_list(algorithm, dtype, kind, case):
 
 # The Hopper (wgmma) configurations over the same list: fprop and dgrad (their input grad, and
 # a transposed convolution's forward), bf16 and fp16; wgrad stays on the mma.sync tiles.
-HOPPER = ["hopper_128x256", "hopper_128x128"]
+HOPPER = ["hopper_128x256", "hopper_128x128", "hopper_128x64"]
 HOPPER_DTYPES = [(a, d) for a in HOPPER for d in (torch.bfloat16, torch.float16)]
 ALIGNMENT_CASES = [("conv2d", c) for c in IGEMM_CASES] + [("conv_transpose2d", c) for c in IGEMM_TRANSPOSED]
 ALIGNMENT_IDS = [f"conv2d-{c[0]}" for c in IGEMM_CASES] + [f"conv_transpose2d-{c[0]}" for c in IGEMM_TRANSPOSED]

@@ -60,6 +60,7 @@ ConvAlgorithm implicit_gemm_ffma_algorithm();
 // sm_90a kernels. Ahead of the mma.sync tiles in the list.
 ConvAlgorithm hopper_128x256_algorithm();
 ConvAlgorithm hopper_128x128_algorithm();
+ConvAlgorithm hopper_128x64_algorithm();
 // Depthwise convolution (depthwise/): C/groups == 1, any channel multiplier, every dtype, both
 // layouts (channels_last: threads over channels; NCHW: plane tiles staged in shared memory),
 // 3x3 / 5x5 / 7x7 specialised; dgrad gathers and wgrad sums in a fixed order (deterministic).

@@ -24,6 +24,7 @@ void register_cuda_kernels() {
   // Built where the architecture list names sm 9.0 (setup.py); each refuses other devices.
   list.push_back(cuda::hopper_128x256_algorithm());
   list.push_back(cuda::hopper_128x128_algorithm());
+  list.push_back(cuda::hopper_128x64_algorithm());
 #endif
   for (ConvAlgorithm a : {cuda::implicit_gemm_128x128_algorithm(), cuda::implicit_gemm_64x64_algorithm(),
                           cuda::depthwise_algorithm(), cuda::implicit_gemm_ffma_algorithm(), cuda::direct_algorithm()})

@@ -58,6 +58,10 @@ struct TileConfig {
 using Tile128x256 = TileConfig<256, 4>;
 // Fewer output channels, or too few 128 x 256 tiles to fill the SMs: 128 x 128, 5 stages (160 KiB).
 using Tile128x128 = TileConfig<128, 5>;
+// At most 64 output channels a group (VGG's first block, ResNet's 56x56 stage), which would
+// leave half of a 128-wide tile empty: 128 x 64, 6 stages (144 KiB). Its stage carries half
+// the FLOPs a byte of the 128 x 128 tile's, so the deeper ring hides more of L2's latency.
+using Tile128x64 = TileConfig<64, 6>;
 
 // A K-major tile of 16-bit elements in wgmma's 128-byte swizzle (the PTX ISA's canonical
 // K-major layout with a 128-byte swizzle; cute's Layout_K_SW128_Atom): each row (m of A, n of B)

@@ -49,28 +49,39 @@ struct Algorithm {
     });
   }
 
-  // Speed rule (a model until measured, bench/NOTES.md): the 128 x 256 tile where the GEMM's N
-  // fills more than half of its 256 columns and its tiles fill every SM once; the 128 x 128
+  // Speed rules (a model until measured, bench/NOTES.md): the 128 x 256 tile where the GEMM's
+  // N fills more than half of its 256 columns and its tiles fill every SM once; the 128 x 128
+  // tile where N (a group's output channels) fills more than half of its 128; the 128 x 64
   // tile takes every other problem it can.
   static bool preferred_wide(const ConvProblem& p, const ConvRequest& r) {
     const GemmShape gemm = p.gemm(r.direction);
     const int64_t sms = device_info(r.device_index).sm_count;
     return gemm.N > Cfg::BN / 2 && ceil_div(gemm.M, Cfg::BM) * ceil_div(gemm.N, Cfg::BN) * p.groups >= sms;
   }
+  static bool preferred_half_full(const ConvProblem& p, const ConvRequest& r) {
+    return p.gemm(r.direction).N > Cfg::BN / 2;
+  }
 
-  static ConvAlgorithm make(const char* name, bool wide) {
+  enum class Rule { wide, half_full, any };
+  static ConvAlgorithm make(const char* name, Rule rule) {
     ConvAlgorithm a{name, &can_implement, &fprop, &dgrad, nullptr};
     a.layouts = &layouts;
     a.fuses_bias = true;
     a.state = KernelState::emulated;  // passes the emulation suite; not yet run on a GPU
-    if (wide) a.preferred = &preferred_wide;
+    if (rule == Rule::wide) a.preferred = &preferred_wide;
+    if (rule == Rule::half_full) a.preferred = &preferred_half_full;
     return a;
   }
 };
 
+using Wide = Algorithm<hopper::Tile128x256>;
+using Square = Algorithm<hopper::Tile128x128>;
+using Narrow = Algorithm<hopper::Tile128x64>;
+
 }  // namespace
 
-ConvAlgorithm hopper_128x256_algorithm() { return Algorithm<hopper::Tile128x256>::make("hopper_128x256", true); }
-ConvAlgorithm hopper_128x128_algorithm() { return Algorithm<hopper::Tile128x128>::make("hopper_128x128", false); }
+ConvAlgorithm hopper_128x256_algorithm() { return Wide::make("hopper_128x256", Wide::Rule::wide); }
+ConvAlgorithm hopper_128x128_algorithm() { return Square::make("hopper_128x128", Square::Rule::half_full); }
+ConvAlgorithm hopper_128x64_algorithm() { return Narrow::make("hopper_128x64", Narrow::Rule::any); }
 
 }  // namespace fastconv::cuda
