@@ -12,6 +12,7 @@ from . import _ops  # noqa: F401
 from . import _verified
 from . import algorithms, errors, functional, nn
 from .nn import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d, RoIAlign, RoIPool, convert
+from .fusion import FuseReport, fuse
 
 __version__ = "0.1.0"
 
@@ -28,6 +29,8 @@ __all__ = [
     "algorithms",
     "convert",
     "errors",
+    "FuseReport",
+    "fuse",
     "functional",
     "nn",
 ]
