@@ -13,6 +13,7 @@ from . import _verified
 from . import algorithms, errors, functional, nn
 from .nn import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d, RoIAlign, RoIPool, convert
 from .fusion import FuseReport, fuse
+from .routing import route_functional
 
 __version__ = "0.1.0"
 
@@ -33,4 +34,5 @@ __all__ = [
     "fuse",
     "functional",
     "nn",
+    "route_functional",
 ]
