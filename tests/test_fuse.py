@@ -268,3 +268,15 @@ def test_an_untraceable_sequential_folds_by_adjacency():
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
         assert rel_err(fused(x), model(x)) < 1e-6
+
+
+@pytest.mark.parametrize("name", ["fasterrcnn_heads", "maskrcnn_heads", "keypointrcnn_heads"])
+def test_detection_heads_have_nothing_to_fold_and_say_what_did_not_trace(name):
+    """No BatchNorm in them; their roots (per-image Python) and poolers do not trace, their
+    heads do: the copy holds the same state, and the report names the untraced modules."""
+    model = models.get_model(name, num_classes=3).eval()
+    fused, report = fastconv.fuse(model, report=True)
+    assert not report.folded and not report.not_folded
+    assert "<the model itself>" in report.untraced and "box_roi_pool" in report.untraced
+    a, b = model.state_dict(), fused.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
