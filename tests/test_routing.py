@@ -286,3 +286,23 @@ def test_torch_compile_traces_the_routing_into_fastconv_operators(how):
     targets = {n.target for n in graphs[0].graph.nodes if n.op == "call_function"}
     assert torch.ops.fastconv.conv2d.default in targets
     assert not any("conv2d" in str(t) and t is not torch.ops.fastconv.conv2d.default for t in targets), targets
+
+
+def test_per_sample_gradients_under_the_mode():
+    """torch.func's vmap(grad(...)) over a routed custom layer: fastconv's batching rules and
+    autograd Functions, the same gradients as torch's."""
+    torch.manual_seed(0)
+    model = StdConv2d(2, 3, 3).double()
+    params = dict(model.named_parameters())
+    x = torch.randn(4, 2, 6, 6, dtype=torch.float64)
+
+    def loss(p, sample):
+        return torch.func.functional_call(model, p, (sample[None],)).square().sum()
+
+    per_sample = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0))
+    ref = per_sample(params, x)
+    with Dispatched() as seen, fastconv.route_functional():
+        out = per_sample(params, x)
+    assert "fastconv::conv2d" in seen.ops and "aten::convolution" not in seen.ops
+    for k in ref:
+        torch.testing.assert_close(out[k], ref[k], rtol=1e-10, atol=1e-10)
