@@ -12,6 +12,8 @@ from . import _ops  # noqa: F401
 from . import _verified
 from . import algorithms, errors, functional, nn
 from .nn import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d, RoIAlign, RoIPool, convert
+from .fusion import FuseReport, fuse
+from .routing import route_functional
 
 __version__ = "0.1.0"
 
@@ -28,6 +30,9 @@ __all__ = [
     "algorithms",
     "convert",
     "errors",
+    "FuseReport",
+    "fuse",
     "functional",
     "nn",
+    "route_functional",
 ]

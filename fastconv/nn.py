@@ -9,6 +9,7 @@ from torch import Tensor
 from torch.nn.modules.utils import _pair, _single
 
 from . import functional as F
+from . import routing
 from ._pooler import RoIPooler
 
 __all__ = [
@@ -155,15 +156,25 @@ _REPLACEMENTS = {
 }
 
 
-def convert(model: torch.nn.Module) -> torch.nn.Module:
+def convert(model: torch.nn.Module, functional: bool = False) -> torch.nn.Module:
     """Runs every torch.nn Conv1d, Conv2d, ConvTranspose1d and ConvTranspose2d inside model on
     fastconv, in place, and returns model.
 
     Each layer keeps its very parameter objects, buffers, hooks and attributes: only its class
     changes to the fastconv subclass, which adds no state. Layers of other subclasses of those
-    classes (which may override forward) are left alone."""
+    classes (which may override forward) are left alone.
+
+    functional=True also runs model's forward under fastconv.route_functional(), so that the
+    torch.nn.functional convolutions those subclasses and any other code call reach fastconv
+    too: a forward pre-hook on model enters the mode and a forward hook registered with
+    always_call=True leaves it, even when forward raises (fastconv.routing.install; converting
+    twice installs it once). Calling model.forward() directly bypasses the hooks."""
+    if not isinstance(functional, bool):
+        raise TypeError(f"convert(): functional must be a bool, got {type(functional).__name__}")
     for module in model.modules():
         replacement = _REPLACEMENTS.get(type(module))
         if replacement is not None:
             module.__class__ = replacement
+    if functional:
+        routing.install(model)
     return model

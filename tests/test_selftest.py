@@ -153,3 +153,6 @@ def test_the_gate_sits_below_functional_and_nn_below_the_models():
     assert not imports_of(pkg / "selftest.py") & {"functional", "nn", "algorithms", "models"}
     assert not imports_of(pkg / "_verified.py") & {"functional", "nn", "algorithms", "models", "selftest"}
     assert "models" not in imports_of(pkg / "nn.py")
+    # fastconv.nn imports routing, and fuse() matches the models' blocks by class name.
+    assert not imports_of(pkg / "routing.py") & {"nn", "models", "fusion"}
+    assert "models" not in imports_of(pkg / "fusion.py")
