@@ -329,11 +329,24 @@ bool can_implement(const ConvProblem&, const ConvRequest& r) {
   return r.dtype == at::kBFloat16 && r.direction == Direction::fprop && cpu_has_avx512bf16();
 }
 
+// The automatic choice, from one-thread timings against im2col_gemm (ATen's bf16 GEMM) on the
+// seed layers (bench/NOTES.md, 2026-12-03). Channels-last: the pixel rows im2col writes anyway
+// are the broadcast side, and with >= 1024 output pixels this kernel won by 1.3-2.3x
+// (VGG conv2_2 and conv3_3, ResNet 28_3x3 and 56_3x3, DenseNet 56_3x3); with 98-392 it tied
+// or lost (ResNet 7_3x3 0.65x, VGG conv5_3 0.9x). NCHW: packing the columns into pairs costs
+// a pass and 7x7 to 28x28 planes leave lanes idle, so it lost 5-20 % except on VGG conv1_1
+// (27 reduction rows: 1.4-1.5x), where MKL's packing dominates.
+bool preferred(const ConvProblem& p, const ConvRequest& r) {
+  if (r.layout == Layout::nhwc) return p.N * p.P * p.Q >= 1024;
+  return p.C_per_group() * p.R * p.S <= 32;
+}
+
 }  // namespace
 
 ConvAlgorithm gemm_bf16dot_algorithm() {
   ConvAlgorithm a{"gemm_bf16dot", &can_implement, &fprop, nullptr, nullptr};
   a.fuses_bias = true;
+  a.preferred = &preferred;
   return a;
 }
 
