@@ -12,6 +12,7 @@ TORCH_LIBRARY_IMPL(fastconv, CPU, m) {
   register_conv_algorithms(c10::DeviceType::CPU, {cpu::depthwise_algorithm(),
                                                   cpu::gemm_1x1_algorithm(),
                                                   cpu::grouped_planes_algorithm(),
+                                                  cpu::gemm_bf16dot_algorithm(),
                                                   cpu::winograd_4x4_algorithm(),
                                                   cpu::winograd_2x2_algorithm(),
                                                   cpu::direct_blocked_algorithm(),

@@ -8,3 +8,12 @@
 #else
 #define FASTCONV_VECTOR_CLONES
 #endif
+
+// One function built for AVX512-BF16 only (VDPBF16PS), for callers that check the CPU first
+// (cpu_has_avx512bf16 in cpu/kernels.h): x86-64-v4 does not include BF16.
+#if defined(__GNUC__) && defined(__x86_64__)
+#define FASTCONV_TARGET_AVX512BF16 \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+#else
+#define FASTCONV_TARGET_AVX512BF16
+#endif
