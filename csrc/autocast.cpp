@@ -8,6 +8,7 @@
 #include <torch/library.h>
 
 #include <optional>
+#include <string>
 #include <tuple>
 
 namespace fastconv {
@@ -36,6 +37,29 @@ at::Tensor conv2d_autocast(const at::Tensor& input, const at::Tensor& weight,
                  at::autocast::cached_cast(dtype, weight, device),
                  at::autocast::cached_cast(dtype, bias, device), stride, padding, dilation,
                  groups);
+}
+
+// The residual is cast with the rest: the operator adds it before its one rounding, in the
+// dtype the convolution runs in, as torch's conv2d(...) + residual would under autocast.
+template <c10::DeviceType device>
+at::Tensor conv2d_fused_autocast(const at::Tensor& input, const at::Tensor& weight,
+                                 const OptionalTensor& bias, const OptionalTensor& residual,
+                                 c10::IntArrayRef stride, c10::IntArrayRef padding,
+                                 c10::IntArrayRef dilation, int64_t groups,
+                                 const std::string& activation, double negative_slope) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(
+      at::autocast::get_autocast_dispatch_key_from_device_type(device));
+  const auto dtype = at::autocast::get_autocast_dtype(device);
+  static const auto op =
+      find_op<at::Tensor(const at::Tensor&, const at::Tensor&, const OptionalTensor&,
+                         const OptionalTensor&, c10::IntArrayRef, c10::IntArrayRef,
+                         c10::IntArrayRef, int64_t, const std::string&, double)>(
+          "fastconv::conv2d_fused");
+  return op.call(at::autocast::cached_cast(dtype, input, device),
+                 at::autocast::cached_cast(dtype, weight, device),
+                 at::autocast::cached_cast(dtype, bias, device),
+                 at::autocast::cached_cast(dtype, residual, device), stride, padding, dilation,
+                 groups, activation, negative_slope);
 }
 
 template <c10::DeviceType device>
@@ -106,6 +130,7 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_autocast(const at::Tensor& input,
 TORCH_LIBRARY_IMPL(fastconv, AutocastCPU, m) {
   using namespace fastconv;
   m.impl("conv2d", &conv2d_autocast<c10::DeviceType::CPU>);
+  m.impl("conv2d_fused", &conv2d_fused_autocast<c10::DeviceType::CPU>);
   m.impl("conv_transpose2d", &conv_transpose2d_autocast<c10::DeviceType::CPU>);
   m.impl("roi_align", &roi_align_autocast<c10::DeviceType::CPU>);
   m.impl("roi_pool", &roi_pool_autocast<c10::DeviceType::CPU>);
@@ -114,6 +139,7 @@ TORCH_LIBRARY_IMPL(fastconv, AutocastCPU, m) {
 TORCH_LIBRARY_IMPL(fastconv, AutocastCUDA, m) {
   using namespace fastconv;
   m.impl("conv2d", &conv2d_autocast<c10::DeviceType::CUDA>);
+  m.impl("conv2d_fused", &conv2d_fused_autocast<c10::DeviceType::CUDA>);
   m.impl("conv_transpose2d", &conv_transpose2d_autocast<c10::DeviceType::CUDA>);
   m.impl("roi_align", &roi_align_autocast<c10::DeviceType::CUDA>);
   m.impl("roi_pool", &roi_pool_autocast<c10::DeviceType::CUDA>);

@@ -17,6 +17,15 @@ TORCH_LIBRARY(fastconv, m) {
       "conv2d(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[4] padding, "
       "int[2] dilation, int groups) -> Tensor",
       tags);
+  // activation(conv2d(input, weight, bias) + residual) for inference, the epilogue in the
+  // kernel where the chosen algorithm fuses it. activation: none, relu, relu6, silu,
+  // hardswish or leaky_relu (with negative_slope). Not differentiable: it refuses inputs that
+  // need a gradient (fastconv/_ops.py).
+  m.def(
+      "conv2d_fused(Tensor input, Tensor weight, Tensor? bias, Tensor? residual, int[2] stride, "
+      "int[4] padding, int[2] dilation, int groups, str activation=\"none\", "
+      "float negative_slope=0.01) -> Tensor",
+      tags);
   m.def(
       "conv2d_backward(Tensor grad_output, Tensor input, Tensor weight, int[2] stride, "
       "int[4] padding, int[2] dilation, int groups, bool[3] output_mask) "
@@ -70,6 +79,13 @@ TORCH_LIBRARY(fastconv, m) {
       "int[2] stride, int[4] padding, int[2] dilation, int groups, int[]? output_padding, "
       "int compute_capability=-1) -> bool",
       &fastconv::can_implement_op);
+  // The epilogue stages (1 bias, 2 residual, 4 activation) the algorithm's kernel applies
+  // itself for this request (common/algorithms.h, EpilogueStage).
+  m.def(
+      "_fused_stages(str algorithm, str device, str direction, Tensor input, Tensor weight, "
+      "int[2] stride, int[4] padding, int[2] dilation, int groups, int[]? output_padding, "
+      "int compute_capability=-1) -> int",
+      &fastconv::fused_stages_op);
   m.def(
       "_chosen_algorithm(str device, str direction, Tensor input, Tensor weight, int[2] stride, "
       "int[4] padding, int[2] dilation, int groups, int[]? output_padding) -> str",

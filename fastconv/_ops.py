@@ -58,6 +58,29 @@ def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
     return _empty((n, k, p, q), input, _output_memory_format(input, weight))
 
 
+_ACTIVATIONS = ("none", "relu", "relu6", "silu", "hardswish", "leaky_relu")
+
+
+@torch.library.register_fake("fastconv::conv2d_fused")
+def _conv2d_fused_fake(input, weight, bias, residual, stride, padding, dilation, groups,
+                       activation="none", negative_slope=0.01):
+    torch._check_with(
+        ArgumentError,
+        activation in _ACTIVATIONS,
+        lambda: f"fastconv::conv2d_fused: activation must be one of {', '.join(map(repr, _ACTIVATIONS))}, "
+        f"got {activation!r}",
+    )
+    y = _conv2d_fake(input, weight, bias, stride, padding, dilation, groups)
+    if residual is not None:
+        torch._check_with(
+            ArgumentError,
+            tuple(residual.shape) == tuple(y.shape),
+            lambda: f"fastconv::conv2d_fused: argument 'residual' must have the output's shape "
+            f"{tuple(y.shape)}, got {tuple(residual.shape)}",
+        )
+    return y
+
+
 @torch.library.register_fake("fastconv::conv2d_backward")
 def _conv2d_backward_fake(grad_output, input, weight, stride, padding, dilation, groups, mask):
     fmt = _output_memory_format(input, weight)
@@ -450,6 +473,26 @@ def _register_conv_autograd(forward_name, backward_name):
 
 _register_conv_autograd("conv2d", "conv2d_backward")
 _register_conv_autograd("conv_transpose2d", "conv_transpose2d_backward")
+
+
+# ---------------------------------------------------------------- the fused convolution
+#
+# conv2d_fused is for inference: its autograd kernel refuses a call that would need a
+# derivative, before anything runs, rather than return a result that silently has none.
+
+
+def _conv2d_fused_autograd(keyset, *args):
+    if _differentiating(args):
+        raise RuntimeError(
+            "fastconv::conv2d_fused is an inference operator and has no derivative: call it "
+            "under torch.no_grad() or torch.inference_mode(), or, to train, use "
+            "fastconv.functional.conv2d followed by the residual add and the activation"
+        )
+    with torch._C._AutoDispatchBelowAutograd():
+        return ops.conv2d_fused.default.redispatch(keyset & torch._C._after_autograd_keyset, *args)
+
+
+_autograd_library.impl("conv2d_fused", _conv2d_fused_autograd, "Autograd", with_keyset=True)
 
 
 # ---------------------------------------------------------------- RoI operators

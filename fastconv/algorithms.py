@@ -16,7 +16,8 @@ from . import selftest
 
 _DEVICES = ("cpu", "cuda")
 
-__all__ = ["names", "forced", "set_forced", "force", "usable", "can_implement", "chosen"]
+__all__ = ["names", "forced", "set_forced", "force", "usable", "can_implement", "chosen", "fused_stages",
+           "STAGES"]
 
 
 def names(device="cpu"):
@@ -66,6 +67,28 @@ def can_implement(algorithm, direction, input, weight, stride=(1, 1), padding=(0
         list(dilation), groups, None if output_padding is None else list(output_padding),
         compute_capability,
     )
+
+
+# The epilogue stages of fastconv::conv2d_fused, in the order they apply (EpilogueStage in
+# csrc/common/algorithms.h).
+STAGES = ("bias", "residual", "activation")
+
+
+def fused_stages(algorithm, direction, input, weight, stride=(1, 1), padding=(0, 0, 0, 0),
+                 dilation=(1, 1), groups=1, output_padding=None, device=None,
+                 compute_capability=-1):
+    """The epilogue stages (a tuple drawn from STAGES) that `algorithm`'s kernel applies
+    itself for that request, before its one rounding; fastconv's operators apply the others
+    after the kernel, with ATen's ops. Arguments as can_implement's. A kernel is given the
+    activation only when it is also given every addition the call asks for."""
+    if device is None:
+        device = input.device.type
+    bits = torch.ops.fastconv._fused_stages(
+        algorithm, device, direction, input, weight, list(stride), list(padding),
+        list(dilation), groups, None if output_padding is None else list(output_padding),
+        compute_capability,
+    )
+    return tuple(name for i, name in enumerate(STAGES) if bits & (1 << i))
 
 
 def chosen(direction, input, weight, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1,

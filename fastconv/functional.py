@@ -23,7 +23,7 @@ from . import selftest
 from ._ops import differentiable as ops
 from .errors import ArgumentError, ArgumentTypeError, BoxesError, BoxesTypeError
 
-__all__ = ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "roi_align", "roi_pool",
+__all__ = ["ACTIVATIONS", "conv1d", "conv2d", "conv2d_fused", "conv_transpose1d", "conv_transpose2d", "roi_align", "roi_pool",
            "multi_level_roi_align"]
 
 # torch.fx: each function here is a leaf of symbolic tracing. While torch.fx traces, it
@@ -33,6 +33,7 @@ __all__ = ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "roi_alig
 # GraphModule runs, the real function runs, checks included, as in eager mode.
 torch.fx.wrap("conv1d")
 torch.fx.wrap("conv2d")
+torch.fx.wrap("conv2d_fused")
 torch.fx.wrap("conv_transpose1d")
 torch.fx.wrap("conv_transpose2d")
 torch.fx.wrap("roi_align")
@@ -182,6 +183,58 @@ def conv2d(
     pad = _padding(fn, padding, tuple(weight.shape[2:]), stride, dilation)
     x = input if batched else input.unsqueeze(0)
     y = _convolve(fn, ops.conv2d, x, weight, bias, stride, pad, dilation, _int(fn, "groups", groups))
+    y = _torch_channels(y, x)
+    return y if batched else y.squeeze(0)
+
+
+ACTIVATIONS = ("none", "relu", "relu6", "silu", "hardswish", "leaky_relu")
+
+
+def conv2d_fused(
+    input: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor] = None,
+    residual: Optional[Tensor] = None,
+    stride: Union[int, Tuple[int, int]] = 1,
+    padding: Union[str, int, Tuple[int, ...]] = 0,
+    dilation: Union[int, Tuple[int, int]] = 1,
+    groups: int = 1,
+    activation: str = "none",
+    negative_slope: float = 0.01,
+) -> Tensor:
+    """activation(conv2d(input, weight, bias, stride, padding, dilation, groups) + residual),
+    for inference: one operator, whose kernel applies the bias, the residual add and the
+    activation while the outputs are still in its registers or cache, where the chosen
+    algorithm fuses them (fastconv.algorithms.fused_stages says which), and ATen's ops after
+    it where not. residual (optional) has the output's shape; activation is one of
+    fastconv.functional.ACTIVATIONS, leaky_relu with negative_slope. Not differentiable: with
+    an input that requires grad under grad mode it raises RuntimeError (use conv2d, then the
+    add and the activation, to train)."""
+    fn = "fastconv.functional.conv2d_fused"
+    _check_tensor(fn, "input", input)
+    _on_gpu(input)
+    _check_tensor(fn, "weight", weight)
+    _check_bias(fn, bias)
+    if residual is not None and not isinstance(residual, Tensor):
+        raise ArgumentTypeError(f"{fn}: argument 'residual' must be a Tensor or None, got {type(residual).__name__}")
+    if not isinstance(activation, str):
+        raise ArgumentTypeError(f"{fn}: argument 'activation' must be a str, got {type(activation).__name__}")
+    if activation not in ACTIVATIONS:
+        raise ArgumentError(f"{fn}: argument 'activation' must be one of {', '.join(map(repr, ACTIVATIONS))}, "
+                            f"got {activation!r}")
+    slope = _float(fn, "negative_slope", negative_slope)
+    if _complex.involved(input, weight, bias) or (residual is not None and residual.is_complex()):
+        raise ArgumentTypeError(f"{fn}: complex tensors are not supported (the activations are real functions)")
+    batched = _batched(fn, input, 4)
+    _check_weight_dim(fn, weight, 4)
+    stride = _ints(fn, "stride", stride, 2)
+    dilation = _ints(fn, "dilation", dilation, 2)
+    pad = _padding(fn, padding, tuple(weight.shape[2:]), stride, dilation)
+    x = input if batched else input.unsqueeze(0)
+    if residual is not None and not batched:
+        residual = residual.unsqueeze(0)
+    y = torch.ops.fastconv.conv2d_fused(x, weight, bias, residual, stride, pad, dilation,
+                                        _int(fn, "groups", groups), activation, slope)
     y = _torch_channels(y, x)
     return y if batched else y.squeeze(0)
 

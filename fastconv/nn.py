@@ -17,6 +17,7 @@ __all__ = [
     "RoIPooler",
     "Conv1d",
     "Conv2d",
+    "FusedConv2d",
     "ConvTranspose1d",
     "ConvTranspose2d",
     "RoIAlign",
@@ -43,6 +44,85 @@ class Conv2d(torch.nn.Conv2d):
             )
             return F.conv2d(input, weight, bias, self.stride, _pair(0), self.dilation, self.groups)
         return F.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+_TORCH_ACTIVATIONS = {
+    "none": lambda y, slope: y,
+    "relu": lambda y, slope: torch.nn.functional.relu(y),
+    "relu6": lambda y, slope: torch.nn.functional.relu6(y),
+    "silu": lambda y, slope: torch.nn.functional.silu(y),
+    "hardswish": lambda y, slope: torch.nn.functional.hardswish(y),
+    "leaky_relu": lambda y, slope: torch.nn.functional.leaky_relu(y, slope),
+}
+
+
+class FusedConv2d(Conv2d):
+    """A Conv2d, then an optional residual add, then an activation:
+    activation(conv(input) + residual), as one fastconv::conv2d_fused call, whose kernel
+    applies the add and the activation before its one rounding where the chosen algorithm
+    fuses them. fastconv.fuse() puts it in place of a convolution (its BatchNorm folded in)
+    and the add and activation that follow it; it can also be built directly. The same
+    arguments and state_dict as Conv2d, plus activation (one of
+    fastconv.functional.ACTIVATIONS) and negative_slope (leaky_relu's).
+
+    forward(input, residual=None). Where a gradient is needed (grad mode on and an input or
+    a parameter requiring grad) it runs the same sequence as separate differentiable ops, so
+    it trains correctly; the fused operator itself is for inference. A residual that is not
+    of the output's shape (one that broadcasts) also takes the separate ops."""
+
+    def __init__(self, *args, activation: str = "none", negative_slope: float = 0.01, **kwargs):
+        super().__init__(*args, **kwargs)
+        if activation not in _TORCH_ACTIVATIONS:
+            raise ValueError(f"fastconv.nn.FusedConv2d: activation must be one of "
+                             f"{', '.join(map(repr, _TORCH_ACTIVATIONS))}, got {activation!r}")
+        self.activation = activation
+        self.negative_slope = float(negative_slope)
+
+    @classmethod
+    def from_conv(cls, conv: torch.nn.Conv2d, activation: str = "none",
+                  negative_slope: float = 0.01) -> "FusedConv2d":
+        """A FusedConv2d holding conv's own parameters (not copies)."""
+        fused = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
+                    device="meta", dtype=conv.weight.dtype, activation=activation,
+                    negative_slope=negative_slope)
+        fused.weight = conv.weight
+        fused.bias = conv.bias
+        fused.train(conv.training)
+        return fused
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        if self.activation != "none":
+            s += f", activation={self.activation}"
+            if self.activation == "leaky_relu":
+                s += f", negative_slope={self.negative_slope}"
+        return s
+
+    def _output_shape(self, input: Tensor) -> Tuple[int, ...]:
+        from ._conv_formulas import conv_output_size
+
+        # (left, right, top, bottom), for every padding mode and for "same" and "valid".
+        left, right, top, bottom = self._reversed_padding_repeated_twice
+        pads = ((top, bottom), (left, right))
+        sizes = [conv_output_size(input.shape[-2 + i], self.kernel_size[i], *pads[i], self.stride[i],
+                                  self.dilation[i]) for i in range(2)]
+        return (*input.shape[:-3], self.out_channels, *sizes)
+
+    def forward(self, input: Tensor, residual: Optional[Tensor] = None) -> Tensor:
+        needs_grad = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (input, self.weight, self.bias, residual))
+        if needs_grad or (residual is not None and tuple(residual.shape) != self._output_shape(input)):
+            y = self._conv_forward(input, self.weight, self.bias)
+            if residual is not None:
+                y = y + residual
+            return _TORCH_ACTIVATIONS[self.activation](y, self.negative_slope)
+        x, padding = input, self.padding
+        if self.padding_mode != "zeros":
+            x = torch.nn.functional.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            padding = _pair(0)
+        return F.conv2d_fused(x, self.weight, self.bias, residual, self.stride, padding, self.dilation,
+                              self.groups, self.activation, self.negative_slope)
 
 
 class ConvTranspose1d(torch.nn.ConvTranspose1d):

@@ -101,6 +101,20 @@ bool can_implement_op(const std::string& algorithm, const std::string& device,
   return a->has_kernel(q.request.direction) && a->can_implement(q.problem, q.request);
 }
 
+int64_t fused_stages_op(const std::string& algorithm, const std::string& device,
+                        const std::string& direction, const at::Tensor& input,
+                        const at::Tensor& weight, c10::IntArrayRef stride,
+                        c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups,
+                        at::OptionalIntArrayRef output_padding, int64_t compute_capability) {
+  constexpr const char* op = "fastconv::_fused_stages";
+  const c10::DeviceType type = parse_device(op, device);
+  const ConvAlgorithm* a = find_conv_algorithm(type, algorithm);
+  TORCH_CHECK_VALUE(a != nullptr, op, ": no algorithm '", algorithm, "' on ", device);
+  const QueriedRequest q = query_request(op, direction, input, weight, stride, padding, dilation, groups,
+                                         output_padding, compute_capability);
+  return a->fused_stages_for(q.problem, q.request);
+}
+
 int64_t selftest_result_op(int64_t device, const std::string& kernel) {
   return selftest_result(int(device), kernel);
 }

@@ -29,6 +29,13 @@ bool can_implement_op(const std::string& algorithm, const std::string& device,
                       c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups,
                       at::OptionalIntArrayRef output_padding,
                       int64_t compute_capability);
+// Which epilogue stages (EpilogueStage bits) the algorithm's kernel applies itself for that
+// request; the operator applies the others.
+int64_t fused_stages_op(const std::string& algorithm, const std::string& device,
+                        const std::string& direction, const at::Tensor& input,
+                        const at::Tensor& weight, c10::IntArrayRef stride,
+                        c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups,
+                        at::OptionalIntArrayRef output_padding, int64_t compute_capability);
 
 // The algorithm that conv2d / conv_transpose2d would run for `direction` on these tensors
 // now: the forced one, or the automatic choice through the gate (operand values unread).

@@ -15,6 +15,7 @@
 // result, checks arguments, converts layouts or calls another algorithm's kernels.
 #pragma once
 
+#include "common/activation.h"
 #include "common/conv_problem.h"
 #include "common/kernel_gate.h"
 
@@ -68,15 +69,42 @@ struct KernelLayouts {
   Layout output;
 };
 
+// The elementwise stages after a convolution's sums, in the order they apply:
+//   out = activation(sum + bias[channel] + residual)
+// A kernel that fuses a stage applies it in the accumulation type, before its one rounding.
+enum EpilogueStage : unsigned {
+  kBiasStage = 1u,
+  kResidualStage = 2u,
+  kActivationStage = 4u,
+  kAllStages = 7u,
+};
+
+// The stages a kernel is asked to apply. Undefined tensors and Activation::none are stages
+// not asked for. bias: [channels of the output], contiguous, the output's dtype. residual:
+// the output's shape and dtype, contiguous in the kernel's output layout, so that its
+// element i is added to the output's element i.
+struct Epilogue {
+  at::Tensor bias;
+  at::Tensor residual;
+  Activation activation = Activation::none;
+  double negative_slope = 0.0;  // leaky_relu's
+
+  unsigned stages() const {
+    return (bias.defined() ? kBiasStage : 0u) | (residual.defined() ? kResidualStage : 0u) |
+           (activation != Activation::none ? kActivationStage : 0u);
+  }
+};
+
 // Kernels receive operands contiguous in the algorithm's KernelLayouts, which they are told
 // (strides alone cannot say: a tensor with one channel, or one pixel, is contiguous in both
 // layouts), and write every element of their output. All sizes of the problem are positive.
-// fprop and dgrad take a bias (undefined unless the algorithm fuses it): the forward result
-// of conv2d is fprop's and of conv_transpose2d is dgrad's.
+// fprop and dgrad take an epilogue holding only stages the algorithm fuses for the request
+// (ConvAlgorithm::fused_stages): the forward result of conv2d and conv2d_fused is fprop's, of
+// conv_transpose2d dgrad's (which is only ever asked for the bias).
 using FpropKernel = void (*)(const ConvProblem&, const KernelLayouts&, const at::Tensor& x,
-                             const at::Tensor& w, const at::Tensor& bias, at::Tensor& y);
+                             const at::Tensor& w, const Epilogue& epilogue, at::Tensor& y);
 using DgradKernel = void (*)(const ConvProblem&, const KernelLayouts&, const at::Tensor& dy,
-                             const at::Tensor& w, const at::Tensor& bias, at::Tensor& dx);
+                             const at::Tensor& w, const Epilogue& epilogue, at::Tensor& dx);
 using WgradKernel = void (*)(const ConvProblem&, const KernelLayouts&, const at::Tensor& x,
                              const at::Tensor& dy, at::Tensor& dw);
 
@@ -90,8 +118,9 @@ struct ConvAlgorithm {
   WgradKernel wgrad;
   // nullptr: the kernels take every operand in the request's layout.
   KernelLayouts (*layouts)(const ConvProblem&, const ConvRequest&) = nullptr;
-  // Whether fprop and dgrad add the bias themselves (in their epilogue).
-  bool fuses_bias = false;
+  // The epilogue stages (EpilogueStage bits) that fprop and dgrad apply themselves for this
+  // request; the operator applies the rest after the kernel. nullptr: none.
+  unsigned (*fused_stages)(const ConvProblem&, const ConvRequest&) = nullptr;
   // Whether the kernels need x, w and dy to be finite to give torch's result (a transform
   // spreads one inf or NaN over a whole tile). The automatic choice then reads the
   // operands before choosing (on the CPU one pass over them, a few per cent of a Winograd
@@ -109,7 +138,26 @@ struct ConvAlgorithm {
   // has_kernel and can_implement, and the finiteness rule.
   bool implements(const ConvProblem& p, const ConvRequest& r) const;
   KernelLayouts layouts_for(const ConvProblem& p, const ConvRequest& r) const;
+  unsigned fused_stages_for(const ConvProblem& p, const ConvRequest& r) const {
+    return fused_stages ? fused_stages(p, r) : 0u;
+  }
 };
+
+// The common answers for ConvAlgorithm::fused_stages.
+inline unsigned fuses_bias(const ConvProblem&, const ConvRequest&) { return kBiasStage; }
+inline unsigned fuses_every_stage(const ConvProblem&, const ConvRequest&) { return kAllStages; }
+// fprop's kernel applies every stage; dgrad's none.
+inline unsigned fprop_fuses_every_stage(const ConvProblem&, const ConvRequest& r) {
+  return r.direction == Direction::fprop ? kAllStages : 0u;
+}
+// For fprop kernels whose half-type paths round before an epilogue could run (a half-type
+// GEMM from ATen writes rounded values): every stage where the output type is the
+// accumulation type, none otherwise.
+inline unsigned fprop_fuses_every_stage_in_float(const ConvProblem&, const ConvRequest& r) {
+  return r.direction == Direction::fprop && (r.dtype == at::kFloat || r.dtype == at::kDouble)
+             ? kAllStages
+             : 0u;
+}
 
 // Installs a device's list, fastest first. Called once by each device's registration.
 void register_conv_algorithms(c10::DeviceType device, std::vector<ConvAlgorithm> list);

@@ -101,18 +101,46 @@ std::map<c10::DeviceType, std::function<int(c10::DeviceIndex)>>& queries() {
   return q;
 }
 
+void apply_activation(at::Tensor& t, Activation a, double negative_slope) {
+  switch (a) {
+    case Activation::none: break;
+    case Activation::relu: t.relu_(); break;
+    case Activation::relu6: at::hardtanh_(t, 0.0, 6.0); break;
+    case Activation::silu: at::silu_(t); break;
+    case Activation::hardswish: at::hardswish_(t); break;
+    case Activation::leaky_relu: at::leaky_relu_(t, negative_slope); break;
+  }
+}
+
+// Applies the stages of `e` named in `stages` to out, in the epilogue's order, with ATen's ops.
+void apply_stages(at::Tensor& out, const Epilogue& e, unsigned stages) {
+  if (stages & kBiasStage) out.add_(e.bias.view({1, -1, 1, 1}));
+  if (stages & kResidualStage) out.add_(e.residual);
+  if (stages & kActivationStage) apply_activation(out, e.activation, e.negative_slope);
+}
+
+// The stages of `wanted` that a kernel fusing `fusable` is given: the additions it fuses, and
+// the activation only when it is given every addition asked for, which must come first.
+unsigned kernel_stages(unsigned wanted, unsigned fusable) {
+  constexpr unsigned additions = kBiasStage | kResidualStage;
+  unsigned given = wanted & fusable & additions;
+  if ((wanted & fusable & kActivationStage) && given == (wanted & additions)) given |= kActivationStage;
+  return given;
+}
+
 // Runs one direction through the device's list: conforms the operands to the chosen
-// algorithm's layouts, and adds the bias unless the kernel fused it. `format` is the memory
-// format the operator returns (and allocated o.out in); `bias` (for fprop and dgrad) has one
-// value per channel of out.
+// algorithm's layouts, and applies whatever of the epilogue the kernel does not fuse.
+// `format` is the memory format the operator returns (and allocated o.out in); the epilogue
+// (for fprop and dgrad) has a bias of one value per channel of out and a residual of out's
+// shape.
 void run(Direction direction, const ConvProblem& p, const Operands& o, at::MemoryFormat format,
-         const OptionalTensor& bias = std::nullopt) {
-  const bool has_bias = bias.has_value() && bias->defined();
+         const Epilogue& epilogue = {}) {
+  const unsigned wanted = direction == Direction::wgrad ? 0u : epilogue.stages();
   // An empty operand (no images, no input channels, a zero-size plane) leaves every output a
-  // sum of nothing: zeros, plus the bias.
+  // sum of nothing: zeros, then the epilogue.
   if (p.is_empty() || o.first.numel() == 0 || o.second.numel() == 0) {
     o.out.zero_();
-    if (has_bias) o.out.add_(bias->view({1, -1, 1, 1}));
+    apply_stages(o.out, epilogue, wanted);
     return;
   }
   const ConvRequest request =
@@ -128,15 +156,27 @@ void run(Direction direction, const ConvProblem& p, const Operands& o, at::Memor
                           ? o.out
                           : at::empty(o.out.sizes(), o.out.options().memory_format(out_format));
   poison(target);
-  const bool fuse = has_bias && a.fuses_bias && direction != Direction::wgrad;
-  const at::Tensor fused_bias = fuse ? bias->contiguous() : at::Tensor();
+  const unsigned fused = kernel_stages(wanted, a.fused_stages_for(p, request));
+  Epilogue given;
+  if (fused & kBiasStage) given.bias = epilogue.bias.contiguous();
+  if (fused & kResidualStage) given.residual = epilogue.residual.contiguous(out_format);
+  if (fused & kActivationStage) {
+    given.activation = epilogue.activation;
+    given.negative_slope = epilogue.negative_slope;
+  }
   switch (direction) {
-    case Direction::fprop: a.fprop(p, layouts, first, second, fused_bias, target); break;
-    case Direction::dgrad: a.dgrad(p, layouts, first, second, fused_bias, target); break;
+    case Direction::fprop: a.fprop(p, layouts, first, second, given, target); break;
+    case Direction::dgrad: a.dgrad(p, layouts, first, second, given, target); break;
     case Direction::wgrad: a.wgrad(p, layouts, first, second, target); break;
   }
   if (!target.is_same(o.out)) o.out.copy_(target);
-  if (has_bias && !fuse) o.out.add_(bias->view({1, -1, 1, 1}));
+  apply_stages(o.out, epilogue, wanted & ~fused);
+}
+
+Epilogue bias_only(const OptionalTensor& bias) {
+  Epilogue e;
+  if (bias.has_value() && bias->defined()) e.bias = *bias;
+  return e;
 }
 
 at::Tensor bias_grad(const at::Tensor& grad_output) {
@@ -201,7 +241,49 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const Optio
   c10::OptionalDeviceGuard guard(input.device());
   const auto format = conv_output_memory_format(input, weight);
   at::Tensor y = empty_like_format({p.N, p.K, p.P, p.Q}, input, format);
-  run(Direction::fprop, p, {input, weight, y}, format, bias);
+  run(Direction::fprop, p, {input, weight, y}, format, bias_only(bias));
+  return y;
+}
+
+std::optional<Activation> activation_from_name(const std::string& name) {
+  static const std::pair<const char*, Activation> names[] = {
+      {"none", Activation::none}, {"relu", Activation::relu},
+      {"relu6", Activation::relu6}, {"silu", Activation::silu},
+      {"hardswish", Activation::hardswish}, {"leaky_relu", Activation::leaky_relu}};
+  for (const auto& [n, a] : names)
+    if (name == n) return a;
+  return std::nullopt;
+}
+
+at::Tensor conv2d_fused(const at::Tensor& input, const at::Tensor& weight,
+                        const OptionalTensor& bias, const OptionalTensor& residual,
+                        c10::IntArrayRef stride, c10::IntArrayRef padding,
+                        c10::IntArrayRef dilation, int64_t groups, const std::string& activation,
+                        double negative_slope) {
+  constexpr const char* op = "fastconv::conv2d_fused";
+  const ConvParams params = make_conv_params(op, stride, padding, dilation, groups);
+  check_conv_tensors(op, input, weight, bias);
+  const ConvProblem p = make_conv_problem(op, input.sizes(), weight.sizes(), params);
+  check_bias_size(op, bias, p.K);
+  const auto act = activation_from_name(activation);
+  FASTCONV_CHECK_VALUE(act.has_value(), op, ": activation must be one of 'none', 'relu', 'relu6', "
+                       "'silu', 'hardswish', 'leaky_relu', got '", activation, "'");
+  FASTCONV_CHECK_VALUE(std::isfinite(negative_slope), op, ": negative_slope must be finite, got ",
+                       negative_slope);
+  Epilogue e = bias_only(bias);
+  if (residual.has_value() && residual->defined()) {
+    check_floating(op, *residual, "residual");
+    check_same_dtype(op, input, "input", *residual, "residual");
+    check_same_device(op, input, "input", *residual, "residual");
+    check_sizes(op, *residual, "residual", {p.N, p.K, p.P, p.Q});
+    e.residual = *residual;
+  }
+  e.activation = *act;
+  e.negative_slope = negative_slope;
+  c10::OptionalDeviceGuard guard(input.device());
+  const auto format = conv_output_memory_format(input, weight);
+  at::Tensor y = empty_like_format({p.N, p.K, p.P, p.Q}, input, format);
+  run(Direction::fprop, p, {input, weight, y}, format, e);
   return y;
 }
 
@@ -244,7 +326,7 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight,
   c10::OptionalDeviceGuard guard(input.device());
   const auto format = conv_output_memory_format(input, weight);
   at::Tensor out = empty_like_format({p.N, p.C, p.H, p.W}, input, format);
-  run(Direction::dgrad, p, {input, weight, out}, format, bias);
+  run(Direction::dgrad, p, {input, weight, out}, format, bias_only(bias));
   return out;
 }
 

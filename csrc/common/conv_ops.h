@@ -10,6 +10,7 @@
 
 #include <functional>
 #include <optional>
+#include <string>
 #include <tuple>
 
 namespace fastconv {
@@ -33,6 +34,16 @@ using GradTriple = std::tuple<OptionalTensor, OptionalTensor, OptionalTensor>;
 at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const OptionalTensor& bias,
                   c10::IntArrayRef stride, c10::IntArrayRef padding, c10::IntArrayRef dilation,
                   int64_t groups);
+
+// act(conv2d(input, weight, bias) + residual), one rounding: the inference operator that
+// fastconv.fuse() builds on. residual (optional) has the output's shape; activation is one
+// of none, relu, relu6, silu, hardswish, leaky_relu (with negative_slope).
+at::Tensor conv2d_fused(const at::Tensor& input, const at::Tensor& weight,
+                        const OptionalTensor& bias, const OptionalTensor& residual,
+                        c10::IntArrayRef stride, c10::IntArrayRef padding,
+                        c10::IntArrayRef dilation, int64_t groups, const std::string& activation,
+                        double negative_slope);
+std::optional<Activation> activation_from_name(const std::string& name);
 
 GradTriple conv2d_backward(const at::Tensor& grad_output, const at::Tensor& input,
                            const at::Tensor& weight, c10::IntArrayRef stride,

@@ -3,8 +3,8 @@
 //   C[M, N] += A[M, Kr] · B[Kr, N], Kr the reduction (C/G·R·S, padded to even)
 // A is read by broadcasting one pair of bf16 along Kr (32 bits) per row; B is packed as
 // [Kr/2][N][2], so that one 512-bit load holds 16 columns' pairs, which is what VDPBF16PS
-// multiplies lane by lane. The accumulators are float; the bias is added in float and each
-// output is rounded to bf16 once.
+// multiplies lane by lane. The accumulators are float; the epilogue (bias, residual,
+// activation) runs in float and each output is rounded to bf16 once.
 //   NCHW, image n, group g:  y[n][Kg, P·Q] = w[Kg, Kr] · col[Kr, P·Q]
 //       A = the filter rows (zero-padded to even Kr), B = im2col written straight into pairs.
 //   NHWC, group g:           y[N·P·Q, Kg] = col[N·P·Q, Kr] · w[Kg, Kr]^T
@@ -12,6 +12,7 @@
 // Only the AVX512-BF16 clone of the kernel exists: the rest of the build has no -march, and
 // the algorithm claims nothing on a CPU without the feature, so im2col_gemm (ATen's GEMM) is
 // what runs there.
+#include "common/activation.h"
 #include "cpu/kernels.h"
 #include "cpu/column_range.h"
 #include "cpu/vector_clones.h"
@@ -65,10 +66,33 @@ constexpr int64_t kRowGroup = 8 * kRows;
 // which stays in Zen 4's 32 KiB L1 while 8 row blocks read it.
 constexpr int64_t kPairBlock = 96;
 
-struct Epilogue {
-  const float* row_bias;  // per row of C (NCHW: per filter), or nullptr
-  const float* col_bias;  // per column of C (NHWC: per filter), or nullptr
+struct GemmEpilogue {
+  const float* row_bias = nullptr;  // per row of C (NCHW: per filter)
+  const float* col_bias = nullptr;  // per column of C (NHWC: per filter)
+  // bf16, laid out as C is (the same ldc): element (i, j) is added to C's (i, j). Points at the
+  // element of this GEMM's C[0, 0].
+  const uint16_t* residual = nullptr;
+  Activation activation = Activation::none;
+  float slope = 0.f;
 };
+
+// The activation of 16 float lanes. relu and relu6 in vector registers, with the operands in
+// the order that lets a NaN through (VMAXPS returns its second source when either is NaN);
+// the others lane by lane, through the scalar formula every kernel shares.
+FASTCONV_TARGET_AVX512BF16 inline __m512 activate16(const GemmEpilogue& e, __m512 v) {
+  switch (e.activation) {
+    case Activation::none: return v;
+    case Activation::relu: return _mm512_max_ps(_mm512_setzero_ps(), v);
+    case Activation::relu6:
+      return _mm512_min_ps(_mm512_set1_ps(6.f), _mm512_max_ps(_mm512_setzero_ps(), v));
+    default: {
+      alignas(64) float lanes[16];
+      _mm512_store_ps(lanes, v);
+      for (float& l : lanes) l = activate(e.activation, l, e.slope);
+      return _mm512_load_ps(lanes);
+    }
+  }
+}
 
 // Adds A[rows, 2·pairs] · B[2·pairs, cols] to the float block `part` (row stride kPanel),
 // which starts from zero when `first`; when `last`, writes C[i, j] = bf16(part + bias)
@@ -79,7 +103,7 @@ FASTCONV_TARGET_AVX512BF16 void micro_kernel(int64_t pairs, const uint32_t* __re
                                              int64_t lda, const uint32_t* __restrict b, int64_t ldb,
                                              float* __restrict part, bool first, bool last,
                                              uint16_t* __restrict c, int64_t ldc, int64_t cols,
-                                             const Epilogue& e, int64_t row0, int64_t col0) {
+                                             const GemmEpilogue& e, int64_t row0, int64_t col0) {
   __m512 acc[R][V];
 #pragma GCC unroll 8
   for (int i = 0; i < R; ++i)
@@ -114,6 +138,11 @@ FASTCONV_TARGET_AVX512BF16 void micro_kernel(int64_t pairs, const uint32_t* __re
     for (int i = 0; i < R; ++i) {
       __m512 out = _mm512_add_ps(acc[i][v], cb);
       if (e.row_bias) out = _mm512_add_ps(out, _mm512_set1_ps(e.row_bias[row0 + i]));
+      if (e.residual) {
+        const __m256i r16 = _mm256_maskz_loadu_epi16(mask, e.residual + (row0 + i) * ldc + col0 + 16 * v);
+        out = _mm512_add_ps(out, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(r16), 16)));
+      }
+      out = activate16(e, out);
       const __m256i rounded = (__m256i)_mm512_cvtneps_pbh(out);
       _mm256_mask_storeu_epi16(c + i * ldc + 16 * v, mask, rounded);
     }
@@ -121,7 +150,7 @@ FASTCONV_TARGET_AVX512BF16 void micro_kernel(int64_t pairs, const uint32_t* __re
 }
 
 using MicroKernel = void (*)(int64_t, const uint32_t*, int64_t, const uint32_t*, int64_t, float*,
-                             bool, bool, uint16_t*, int64_t, int64_t, const Epilogue&, int64_t,
+                             bool, bool, uint16_t*, int64_t, int64_t, const GemmEpilogue&, int64_t,
                              int64_t);
 
 template <int R>
@@ -150,7 +179,7 @@ MicroKernel pick(int64_t rows, int64_t vectors) {
 // in blocks of kPairBlock pairs, each block of the B panel (24 KiB) read from L1 by all 8 row
 // blocks, the partial sums kept in float in a 12 KiB block of the task's own.
 void gemm(int64_t M, int64_t N, int64_t pairs, const uint32_t* a, int64_t lda, const uint32_t* b,
-          int64_t ldb, uint16_t* c, int64_t ldc, const Epilogue& e) {
+          int64_t ldb, uint16_t* c, int64_t ldc, const GemmEpilogue& e) {
   const int64_t panels = (N + kPanel - 1) / kPanel, row_groups = (M + kRowGroup - 1) / kRowGroup;
   at::parallel_for(0, panels * row_groups, 1, [&](int64_t begin, int64_t end) {
     alignas(64) float part[kRowGroup * kPanel];
@@ -226,7 +255,7 @@ void im2col_pairs(const ConvProblem& p, const uint16_t* x, int64_t n, int64_t g,
 }
 
 void fprop_nchw(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w,
-                const float* bias, at::Tensor& y) {
+                const GemmEpilogue& stages, at::Tensor& y) {
   const int64_t G = p.groups, Kg = p.K_per_group(), rows = p.C_per_group() * p.R * p.S;
   const int64_t pairs = (rows + 1) / 2, PQ = p.P * p.Q;
   // The filter as A: [K, 2·pairs] bf16, a zero after each odd row.
@@ -245,9 +274,11 @@ void fprop_nchw(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w,
       for (int64_t p0 = 0; p0 < p.P; p0 += np) {
         const int64_t rows_here = std::min(np, p.P - p0);
         im2col_pairs(p, xd, n, g, p0, rows_here, pairs, ld, B);
-        const Epilogue e{bias ? bias + g * Kg : nullptr, nullptr};
-        gemm(Kg, rows_here * p.Q, pairs, ad + g * Kg * pairs, pairs, B, ld,
-             yd + (n * p.K + g * Kg) * PQ + p0 * p.Q, PQ, e);
+        const int64_t first = (n * p.K + g * Kg) * PQ + p0 * p.Q;
+        GemmEpilogue e = stages;
+        if (stages.row_bias) e.row_bias = stages.row_bias + g * Kg;
+        if (stages.residual) e.residual = stages.residual + first;
+        gemm(Kg, rows_here * p.Q, pairs, ad + g * Kg * pairs, pairs, B, ld, yd + first, PQ, e);
       }
 }
 
@@ -280,7 +311,7 @@ void im2col_pixel_rows(const ConvProblem& p, const uint16_t* x, int64_t g, int64
 }
 
 void fprop_nhwc(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w,
-                const float* bias, at::Tensor& y) {
+                const GemmEpilogue& stages, at::Tensor& y) {
   const int64_t G = p.groups, Kg = p.K_per_group(), Cg = p.C_per_group();
   const int64_t rows = p.R * p.S * Cg, pairs = (rows + 1) / 2, pixels = p.N * p.P * p.Q;
   const int64_t ld = round_up(Kg, 16);
@@ -300,9 +331,12 @@ void fprop_nhwc(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w,
     const int64_t count = std::min(tile, pixels - m0);
     for (int64_t g = 0; g < G; ++g) {
       im2col_pixel_rows(p, xd, g, m0, count, pairs, A);
-      const Epilogue e{nullptr, bias ? bias + g * Kg : nullptr};
+      const int64_t first = m0 * p.K + g * Kg;
+      GemmEpilogue e = stages;
+      if (stages.col_bias) e.col_bias = stages.col_bias + g * Kg;
+      if (stages.residual) e.residual = stages.residual + first;
       gemm(count, Kg, pairs, reinterpret_cast<const uint32_t*>(A), pairs, Bd + g * pairs * ld, ld,
-           yd + m0 * p.K + g * Kg, p.K, e);
+           yd + first, p.K, e);
     }
   }
 }
@@ -310,14 +344,23 @@ void fprop_nhwc(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w,
 #endif  // FASTCONV_HAVE_BF16DOT
 
 void fprop(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& x,
-           const at::Tensor& w, const at::Tensor& bias, at::Tensor& y) {
+           const at::Tensor& w, const Epilogue& epilogue, at::Tensor& y) {
 #if FASTCONV_HAVE_BF16DOT
-  const at::Tensor bias_f = bias.defined() ? bias.to(at::kFloat).contiguous() : at::Tensor();
+  const at::Tensor bias_f =
+      epilogue.bias.defined() ? epilogue.bias.to(at::kFloat).contiguous() : at::Tensor();
   const float* b = bias_f.defined() ? bias_f.const_data_ptr<float>() : nullptr;
-  if (layouts.output == Layout::nhwc)
-    fprop_nhwc(p, x, w, b, y);
-  else
-    fprop_nchw(p, x, w, b, y);
+  GemmEpilogue e;
+  if (epilogue.residual.defined())
+    e.residual = reinterpret_cast<const uint16_t*>(epilogue.residual.const_data_ptr<at::BFloat16>());
+  e.activation = epilogue.activation;
+  e.slope = float(epilogue.negative_slope);
+  if (layouts.output == Layout::nhwc) {
+    e.col_bias = b;
+    fprop_nhwc(p, x, w, e, y);
+  } else {
+    e.row_bias = b;
+    fprop_nchw(p, x, w, e, y);
+  }
 #else
   TORCH_CHECK(false, "gemm_bf16dot was built without AVX512-BF16 support");
 #endif
@@ -345,7 +388,7 @@ bool preferred(const ConvProblem& p, const ConvRequest& r) {
 
 ConvAlgorithm gemm_bf16dot_algorithm() {
   ConvAlgorithm a{"gemm_bf16dot", &can_implement, &fprop, nullptr, nullptr};
-  a.fuses_bias = true;
+  a.fused_stages = &fuses_every_stage;  // fprop is its only direction
   a.preferred = &preferred;
   return a;
 }

@@ -10,6 +10,7 @@
 // output row in registers, over every (c, r, s): one vector load per tap, kFilters FMAs.
 // fprop only; dgrad and wgrad are im2col's.
 #include "common/acc_type.h"
+#include "cpu/epilogue.h"
 #include "cpu/kernels.h"
 #include "cpu/vector_clones.h"
 
@@ -82,8 +83,9 @@ FASTCONV_VECTOR_CLONES void block(const ConvProblem& p, const Phases& ph,
 
 template <typename scalar_t>
 void fprop_impl(const ConvProblem& p, bool channels_last, const at::Tensor& x,
-                const at::Tensor& w, at::Tensor& y) {
+                const at::Tensor& w, const Epilogue& epilogue, at::Tensor& y) {
   using acc_t = acc_type<scalar_t>;
+  const EpilogueView<scalar_t> ep(epilogue);
   const Phases ph = phase_shape(p);
   const std::vector<acc_t> filters = pack_filters<scalar_t, acc_t>(p, w);
   const scalar_t* xd = x.data_ptr<scalar_t>();
@@ -119,14 +121,17 @@ void fprop_impl(const ConvProblem& p, bool channels_last, const at::Tensor& x,
                        column_offsets.data(), op, q0, out);
           const int64_t cols = std::min(kLanes, p.Q - q0);
           const int64_t filters_here = std::min(kFilters, p.K - kb * kFilters);
+          const int64_t k0 = kb * kFilters;
           if (channels_last) {
-            scalar_t* dst = yd + ((n * p.P + op) * p.Q + q0) * p.K + kb * kFilters;
+            const int64_t first = ((n * p.P + op) * p.Q + q0) * p.K + k0;
             for (int64_t l = 0; l < cols; ++l)
-              for (int64_t f = 0; f < filters_here; ++f) dst[l * p.K + f] = scalar_t(out[f * kLanes + l]);
+              for (int64_t f = 0; f < filters_here; ++f)
+                yd[first + l * p.K + f] = scalar_t(ep(out[f * kLanes + l], k0 + f, first + l * p.K + f));
           } else {
             for (int64_t f = 0; f < filters_here; ++f) {
-              scalar_t* dst = yd + ((n * p.K + kb * kFilters + f) * p.P + op) * p.Q + q0;
-              for (int64_t l = 0; l < cols; ++l) dst[l] = scalar_t(out[f * kLanes + l]);
+              const int64_t first = ((n * p.K + k0 + f) * p.P + op) * p.Q + q0;
+              for (int64_t l = 0; l < cols; ++l)
+                yd[first + l] = scalar_t(ep(out[f * kLanes + l], k0 + f, first + l));
             }
           }
         }
@@ -136,9 +141,9 @@ void fprop_impl(const ConvProblem& p, bool channels_last, const at::Tensor& x,
 }
 
 void fprop(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& x,
-           const at::Tensor& w, const at::Tensor&, at::Tensor& y) {
+           const at::Tensor& w, const Epilogue& epilogue, at::Tensor& y) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "blocked_fprop", [&] {
-    fprop_impl<scalar_t>(p, layouts.output == Layout::nhwc, x, w, y);
+    fprop_impl<scalar_t>(p, layouts.output == Layout::nhwc, x, w, epilogue, y);
   });
 }
 
@@ -164,6 +169,7 @@ KernelLayouts layouts(const ConvProblem&, const ConvRequest& r) { return {Layout
 ConvAlgorithm direct_blocked_algorithm() {
   ConvAlgorithm a{"direct_blocked", &can_implement, &fprop, nullptr, nullptr, &layouts};
   a.preferred = &preferred;
+  a.fused_stages = &fuses_every_stage;  // fprop is its only direction
   return a;
 }
 

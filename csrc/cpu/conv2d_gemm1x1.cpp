@@ -8,9 +8,14 @@
 // accumulation rule; only wgrad's sum over images, which ATen would round per image, is
 // carried in float by hand.
 #include "common/acc_type.h"
+#include "cpu/epilogue.h"
 #include "cpu/kernels.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
 
 namespace fastconv::cpu {
 
@@ -28,18 +33,39 @@ at::Tensor nchw_planes(const at::Tensor& t) {
   return t.view({sizes[0], sizes[1], sizes[2] * sizes[3]});
 }
 
+// Pixels per GEMM when an epilogue follows: about 1 MiB of float outputs, so that the pass
+// over them finds the block in L2 (Zen 4 has 1 MiB per core, Sapphire Rapids 2 MiB).
+int64_t epilogue_pixels(int64_t K) { return std::max<int64_t>(256, (int64_t(1) << 18) / K); }
+
+template <typename T>
+void apply_nhwc(const Epilogue& epilogue, at::Tensor& y, int64_t K, int64_t m0, int64_t count) {
+  apply_channels_last(EpilogueView<T>(epilogue), y.data_ptr<T>(), K, m0, count, 0, K);
+}
+
+// The epilogue (only ever given for float and double outputs: fused_stages) of the block just
+// written.
+#define FASTCONV_EPILOGUE_DISPATCH(dtype, ...) \
+  AT_DISPATCH_FLOATING_TYPES(dtype, "gemm_1x1_epilogue", __VA_ARGS__)
+
 void fprop(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& x,
-           const at::Tensor& w, const at::Tensor&, at::Tensor& y) {
+           const at::Tensor& w, const Epilogue& epilogue, at::Tensor& y) {
   const int64_t G = p.groups, Kg = p.K_per_group(), Cg = p.C_per_group();
   const at::Tensor w_mat = w.reshape({p.K, Cg});
   const bool nhwc = layouts.output == Layout::nhwc;
+  const bool fused = epilogue.stages() != 0;
   at::Tensor& out = y;
   if (nhwc) {
     const at::Tensor X = nhwc_rows(x);
     at::Tensor Y = out.permute({0, 2, 3, 1}).view({p.N * p.P * p.Q, p.K});
-    for (int64_t g = 0; g < G; ++g) {
-      at::Tensor Yg = Y.narrow(1, g * Kg, Kg);
-      at::mm_out(Yg, X.narrow(1, g * Cg, Cg), w_mat.narrow(0, g * Kg, Kg).t());
+    const int64_t pixels = p.N * p.P * p.Q, chunk = fused ? epilogue_pixels(p.K) : pixels;
+    for (int64_t m0 = 0; m0 < pixels; m0 += chunk) {
+      const int64_t count = std::min(chunk, pixels - m0);
+      for (int64_t g = 0; g < G; ++g) {
+        at::Tensor Yg = Y.narrow(0, m0, count).narrow(1, g * Kg, Kg);
+        at::mm_out(Yg, X.narrow(0, m0, count).narrow(1, g * Cg, Cg), w_mat.narrow(0, g * Kg, Kg).t());
+      }
+      if (fused)
+        FASTCONV_EPILOGUE_DISPATCH(y.scalar_type(), [&] { apply_nhwc<scalar_t>(epilogue, y, p.K, m0, count); });
     }
   } else {
     const at::Tensor X = nchw_planes(x);
@@ -48,12 +74,20 @@ void fprop(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor&
       for (int64_t g = 0; g < G; ++g) {
         at::Tensor Yg = Y[n].narrow(0, g * Kg, Kg);
         at::mm_out(Yg, w_mat.narrow(0, g * Kg, Kg), X[n].narrow(0, g * Cg, Cg));
+        if (!fused) continue;
+        FASTCONV_EPILOGUE_DISPATCH(y.scalar_type(), [&] {
+          const EpilogueView<scalar_t> ep(epilogue);
+          at::parallel_for(g * Kg, (g + 1) * Kg, 16, [&](int64_t b, int64_t e) {
+            for (int64_t k = b; k < e; ++k)
+              apply_plane_run(ep, y.data_ptr<scalar_t>(), p.P * p.Q, p.K, n, k, 0, p.P * p.Q);
+          });
+        });
       }
   }
 }
 
 void dgrad(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& dy,
-           const at::Tensor& w, const at::Tensor&, at::Tensor& dx) {
+           const at::Tensor& w, const Epilogue&, at::Tensor& dx) {
   const int64_t G = p.groups, Kg = p.K_per_group(), Cg = p.C_per_group();
   const at::Tensor w_mat = w.reshape({p.K, Cg});
   const bool nhwc = layouts.output == Layout::nhwc;
@@ -114,7 +148,9 @@ bool can_implement(const ConvProblem& p, const ConvRequest&) {
 }  // namespace
 
 ConvAlgorithm gemm_1x1_algorithm() {
-  return {"gemm_1x1", &can_implement, &fprop, &dgrad, &wgrad};
+  ConvAlgorithm a{"gemm_1x1", &can_implement, &fprop, &dgrad, &wgrad};
+  a.fused_stages = &fprop_fuses_every_stage_in_float;
+  return a;
 }
 
 }  // namespace fastconv::cpu

@@ -25,13 +25,13 @@ constexpr int64_t kMostChannelsPerGroup = 8;
 constexpr int64_t kMostChannelsPerGroupNoWgrad = 16;
 
 void fprop(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& x,
-           const at::Tensor& w, const at::Tensor&, at::Tensor& y) {
+           const at::Tensor& w, const Epilogue& epilogue, at::Tensor& y) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "grouped_fprop",
-                                  [&] { padded_planes_fprop<scalar_t>(p, x, w, y); });
+                                  [&] { padded_planes_fprop<scalar_t>(p, x, w, epilogue, y); });
 }
 
 void dgrad(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& dy,
-           const at::Tensor& w, const at::Tensor&, at::Tensor& dx) {
+           const at::Tensor& w, const Epilogue&, at::Tensor& dx) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), "grouped_dgrad",
                                   [&] { padded_planes_dgrad<scalar_t>(p, dy, w, dx); });
 }
@@ -61,6 +61,7 @@ KernelLayouts layouts(const ConvProblem&, const ConvRequest&) {
 ConvAlgorithm grouped_planes_algorithm() {
   ConvAlgorithm a{"grouped_planes", &can_implement, &fprop, &dgrad, &wgrad, &layouts};
   a.preferred = &preferred;
+  a.fused_stages = &fprop_fuses_every_stage;
   return a;
 }
 

@@ -9,6 +9,7 @@
 #include "common/acc_type.h"
 #include "common/strided.h"
 #include "cpu/column_range.h"
+#include "cpu/epilogue.h"
 #include "cpu/kernels.h"
 #include "cpu/vector_clones.h"
 
@@ -175,9 +176,31 @@ void im2col_pixels(const ConvProblem& p, const scalar_t* x, int64_t g, int64_t m
   });
 }
 
+// The epilogue over output pixels [m0, m0 + count) just written (given only where y holds
+// the accumulation type: fprop_fuses_every_stage_in_float).
+template <typename scalar_t>
+void epilogue_pixels(const Epilogue& epilogue, at::Tensor& y, int64_t K, int64_t m0, int64_t count) {
+  if constexpr (std::is_same_v<scalar_t, acc_type<scalar_t>>)
+    apply_channels_last(EpilogueView<scalar_t>(epilogue), y.data_ptr<scalar_t>(), K, m0, count, 0, K);
+}
+
+// The same over output rows [p0, p0 + np) of images [n0, n0 + nb) of an NCHW y.
+template <typename scalar_t>
+void epilogue_rows(const ConvProblem& p, const Epilogue& epilogue, at::Tensor& y, int64_t n0,
+                   int64_t nb, int64_t p0, int64_t np) {
+  if constexpr (std::is_same_v<scalar_t, acc_type<scalar_t>>) {
+    const EpilogueView<scalar_t> ep(epilogue);
+    at::parallel_for(0, nb * p.K, 16, [&](int64_t b, int64_t e) {
+      for (int64_t nk = b; nk < e; ++nk)
+        apply_plane_run(ep, y.data_ptr<scalar_t>(), p.P * p.Q, p.K, n0 + nk / p.K, nk % p.K,
+                        p0 * p.Q, np * p.Q);
+    });
+  }
+}
+
 template <typename scalar_t>
 void fprop_channels_last(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w,
-                         at::Tensor& y) {
+                         const Epilogue& epilogue, at::Tensor& y) {
   using col_t = column_type<scalar_t>;
   const at::ScalarType col_dtype = c10::CppTypeToScalarType<col_t>::value;
   const int64_t G = p.groups, Kg = p.K_per_group(), RSCg = p.R * p.S * p.C_per_group();
@@ -192,6 +215,7 @@ void fprop_channels_last(const ConvProblem& p, const at::Tensor& x, const at::Te
   at::Tensor Y = y_cols.permute({0, 2, 3, 1}).view({pixels, p.K});
   const int64_t tile = std::clamp<int64_t>(kColumnBudget / std::max<int64_t>(RSCg, 1), 1, pixels);
   const at::Tensor col_buffer = at::empty({tile * RSCg}, w_rows.options());
+  const bool fused = epilogue.stages() != 0;
   const scalar_t* xd = x.const_data_ptr<scalar_t>();
   for (int64_t m0 = 0; m0 < pixels; m0 += tile) {
     const int64_t count = std::min(tile, pixels - m0);
@@ -201,15 +225,16 @@ void fprop_channels_last(const ConvProblem& p, const at::Tensor& x, const at::Te
       at::Tensor out = Y.narrow(0, m0, count).narrow(1, g * Kg, Kg);
       at::mm_out(out, col, w_rows.narrow(0, g * Kg, Kg).t());
     }
+    if (fused) epilogue_pixels<scalar_t>(epilogue, y, p.K, m0, count);
   }
   if (!y_cols.is_same(y)) y.copy_(y_cols);
 }
 
 template <typename scalar_t>
 void fprop_impl(const ConvProblem& p, bool channels_last, const at::Tensor& x,
-                const at::Tensor& w, at::Tensor& y) {
+                const at::Tensor& w, const Epilogue& epilogue, at::Tensor& y) {
   if (channels_last) {
-    fprop_channels_last<scalar_t>(p, x, w, y);
+    fprop_channels_last<scalar_t>(p, x, w, epilogue, y);
     return;
   }
   using col_t = column_type<scalar_t>;
@@ -235,6 +260,7 @@ void fprop_impl(const ConvProblem& p, bool channels_last, const at::Tensor& x,
           .narrow(2, t.p0, t.np)
           .copy_(at::bmm(w_mat, col).view({p.K, t.nb, t.np, p.Q}).permute({1, 0, 2, 3}));
     }
+    if (epilogue.stages() != 0) epilogue_rows<scalar_t>(p, epilogue, y, t.n0, t.nb, t.p0, t.np);
   }
 }
 
@@ -273,14 +299,14 @@ void wgrad_impl(const ConvProblem& p, const at::Tensor& x, const at::Tensor& dy,
 }
 
 void fprop(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& x,
-           const at::Tensor& w, const at::Tensor&, at::Tensor& y) {
+           const at::Tensor& w, const Epilogue& epilogue, at::Tensor& y) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "im2col_fprop", [&] {
-    fprop_impl<scalar_t>(p, layouts.output == Layout::nhwc, x, w, y);
+    fprop_impl<scalar_t>(p, layouts.output == Layout::nhwc, x, w, epilogue, y);
   });
 }
 
 void dgrad(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& dy,
-           const at::Tensor& w, const at::Tensor&, at::Tensor& dx) {
+           const at::Tensor& w, const Epilogue&, at::Tensor& dx) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), "im2col_dgrad",
                                   [&] { dgrad_impl<scalar_t>(p, dy, w, dx); });
 }
@@ -296,7 +322,9 @@ bool can_implement(const ConvProblem&, const ConvRequest&) { return true; }
 }  // namespace
 
 ConvAlgorithm im2col_gemm_algorithm() {
-  return {"im2col_gemm", &can_implement, &fprop, &dgrad, &wgrad};
+  ConvAlgorithm a{"im2col_gemm", &can_implement, &fprop, &dgrad, &wgrad};
+  a.fused_stages = &fprop_fuses_every_stage_in_float;
+  return a;
 }
 
 }  // namespace fastconv::cpu

@@ -25,6 +25,7 @@
 // algorithm of the list.
 #include "common/acc_type.h"
 #include "common/strided.h"
+#include "cpu/epilogue.h"
 #include "cpu/kernels.h"
 #include "cpu/vector_clones.h"
 #include "cpu/winograd_transforms.h"
@@ -224,20 +225,27 @@ void gather_tile_nhwc(int64_t H, int64_t W, int64_t C, const scalar_t* image, in
     }
 }
 
-// y rows p0 + i dh, columns q0 + (lane * m + j) dw, from o[i][j][lane], inside y only.
+// y rows p0 + i dh, columns q0 + (lane * m + j) dw of output plane (n, k), from
+// o[i][j][lane], inside y only, through the epilogue.
 template <int m, typename scalar_t, typename acc_t>
 FASTCONV_VECTOR_CLONES void scatter_run(const Geometry& g, const acc_t* __restrict o, int64_t p0,
-                                        int64_t q0, int64_t count, scalar_t* __restrict plane) {
+                                        int64_t q0, int64_t count, int64_t n, int64_t k,
+                                        const EpilogueView<scalar_t>& ep, scalar_t* __restrict y) {
   acc_t row[kLanes * m];
   const int64_t cols = std::clamp<int64_t>((g.Q - q0 + g.dw - 1) / g.dw, 0, count * m);
   for (int i = 0; i < m && p0 + i * g.dh < g.P; ++i) {
     for (int j = 0; j < m; ++j)
       for (int64_t l = 0; l < count; ++l) row[l * m + j] = o[(i * m + j) * kLanes + l];
-    scalar_t* dst = plane + (p0 + i * g.dh) * g.Q + q0;
-    if (g.dw == 1) {
-      for (int64_t u = 0; u < cols; ++u) dst[u] = scalar_t(row[u]);
+    const int64_t first = ((n * g.K + k) * g.P + p0 + i * g.dh) * g.Q + q0;
+    scalar_t* dst = y + first;
+    if (ep.empty()) {
+      if (g.dw == 1) {
+        for (int64_t u = 0; u < cols; ++u) dst[u] = scalar_t(row[u]);
+      } else {
+        for (int64_t u = 0; u < cols; ++u) dst[u * g.dw] = scalar_t(row[u]);
+      }
     } else {
-      for (int64_t u = 0; u < cols; ++u) dst[u * g.dw] = scalar_t(row[u]);
+      for (int64_t u = 0; u < cols; ++u) dst[u * g.dw] = scalar_t(ep(row[u], k, first + u * g.dw));
     }
   }
 }
@@ -276,7 +284,7 @@ void input_tasks(const Geometry& g, const Chunk& ch, const scalar_t* x, int64_t 
 // Output transforms of runs [b, e) (task = k * runs + run) from mv ([alpha², K, tiles]).
 template <int m, typename scalar_t, typename acc_t>
 void output_tasks(const Geometry& g, const Chunk& ch, const acc_t* mv, int64_t b, int64_t e,
-                  scalar_t* y) {
+                  const EpilogueView<scalar_t>& ep, scalar_t* y) {
   constexpr int a = m + 2;
   const int64_t tiles = ch.tiles();
   std::vector<acc_t> scratch((a * a + m * a + m * m) * kLanes);
@@ -289,7 +297,7 @@ void output_tasks(const Geometry& g, const Chunk& ch, const acc_t* mv, int64_t b
     const int64_t count = std::min(kLanes, ch.tiles_w - tw0);
     const TileRow t = tile_row(g, m, ch.row0 + row);
     transform_from_rows<m>(mv + k * tiles + row * ch.tiles_w + tw0, g.K * tiles, count, d, s, o);
-    scatter_run<m>(g, o, t.p, t.q + tw0 * m * g.dw, count, y + (t.n * g.K + k) * g.P * g.Q);
+    scatter_run<m>(g, o, t.p, t.q + tw0 * m * g.dw, count, t.n, k, ep, y);
   }
 }
 
@@ -347,7 +355,7 @@ void input_tasks_nhwc(const Geometry& g, const Chunk& ch, const scalar_t* x, int
 
 template <int m, typename scalar_t, typename acc_t>
 void output_tasks_nhwc(const Geometry& g, const Chunk& ch, const acc_t* mv, int64_t b,
-                       int64_t e, scalar_t* y) {
+                       int64_t e, const EpilogueView<scalar_t>& ep, scalar_t* y) {
   constexpr int a = m + 2;
   const int64_t tiles = ch.tiles(), runs = (g.K + kLanes - 1) / kLanes;
   std::vector<acc_t> scratch((a * a + m * a + m * m) * kLanes);
@@ -363,8 +371,13 @@ void output_tasks_nhwc(const Geometry& g, const Chunk& ch, const acc_t* mv, int6
     for (int i = 0; i < m && p0 + i * g.dh < g.P; ++i)
       for (int j = 0; j < m && q0 + j * g.dw < g.Q; ++j) {
         const acc_t* src = o + (i * m + j) * kLanes;
-        scalar_t* dst = y + ((t.n * g.P + p0 + i * g.dh) * g.Q + q0 + j * g.dw) * g.K + k0;
-        for (int64_t l = 0; l < count; ++l) dst[l] = scalar_t(src[l]);
+        const int64_t first = ((t.n * g.P + p0 + i * g.dh) * g.Q + q0 + j * g.dw) * g.K + k0;
+        scalar_t* dst = y + first;
+        if (ep.empty()) {
+          for (int64_t l = 0; l < count; ++l) dst[l] = scalar_t(src[l]);
+        } else {
+          for (int64_t l = 0; l < count; ++l) dst[l] = scalar_t(ep(src[l], k0 + l, first + l));
+        }
       }
   }
 }
@@ -372,7 +385,7 @@ void output_tasks_nhwc(const Geometry& g, const Chunk& ch, const acc_t* mv, int6
 // y from x and U, both contiguous [N, C, H, W] planes or both channels-last.
 template <int m, typename scalar_t>
 void run_winograd(const Geometry& g, const scalar_t* x, const at::Tensor& U, scalar_t* y,
-                  bool nhwc) {
+                  bool nhwc, const EpilogueView<scalar_t>& ep) {
   using acc_t = acc_type<scalar_t>;
   constexpr int a = m + 2;
   const int64_t tile_rows = g.tile_rows(m), tiles_w = g.tiles_w(m);
@@ -415,9 +428,9 @@ void run_winograd(const Geometry& g, const scalar_t* x, const at::Tensor& U, sca
     const acc_t* mv = m_buf.data_ptr<acc_t>();
     at::parallel_for(0, nhwc ? tiles * k_runs : g.K * ch.runs(), 1, [&](int64_t b, int64_t e) {
       if (nhwc) {
-        output_tasks_nhwc<m>(g, ch, mv, b, e, y);
+        output_tasks_nhwc<m>(g, ch, mv, b, e, ep, y);
       } else {
-        output_tasks<m>(g, ch, mv, b, e, y);
+        output_tasks<m>(g, ch, mv, b, e, ep, y);
       }
     });
   }
@@ -523,7 +536,7 @@ at::Tensor winograd_wgrad(const Geometry& g, const scalar_t* x, const scalar_t* 
 
 template <int m>
 void fprop(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& x,
-           const at::Tensor& w, const at::Tensor&, at::Tensor& y) {
+           const at::Tensor& w, const Epilogue& epilogue, at::Tensor& y) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "winograd_fprop", [&] {
     using acc_t = acc_type<scalar_t>;
     const Geometry g{p.N, p.C, p.H, p.W, p.K, p.P, p.Q, p.groups, p.pad_top, p.pad_left,
@@ -533,14 +546,14 @@ void fprop(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor&
         g, [&](int64_t k, int64_t c, int r, int s) { return double(W(k, c, r, s)); },
         x.options().dtype(acc_dtype(x.scalar_type())));
     run_winograd<m>(g, x.const_data_ptr<scalar_t>(), U, y.data_ptr<scalar_t>(),
-                    layouts.output == Layout::nhwc);
+                    layouts.output == Layout::nhwc, EpilogueView<scalar_t>(epilogue));
   });
 }
 
 // dx is the 3×3 convolution of dy (K channels in) with w[k][c] flipped, C channels out.
 template <int m>
 void dgrad(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& dy,
-           const at::Tensor& w, const at::Tensor&, at::Tensor& dx) {
+           const at::Tensor& w, const Epilogue&, at::Tensor& dx) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), "winograd_dgrad", [&] {
     using acc_t = acc_type<scalar_t>;
     const Geometry g{p.N, p.K, p.P, p.Q, p.C, p.H, p.W, p.groups, 2 * p.dilation_h - p.pad_top,
@@ -557,7 +570,7 @@ void dgrad(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor&
         },
         dy.options().dtype(acc_dtype(dy.scalar_type())));
     run_winograd<m>(g, dy.const_data_ptr<scalar_t>(), U, dx.data_ptr<scalar_t>(),
-                    layouts.output == Layout::nhwc);
+                    layouts.output == Layout::nhwc, EpilogueView<scalar_t>());
   });
 }
 
@@ -599,6 +612,7 @@ ConvAlgorithm winograd_algorithm(const char* name) {
   ConvAlgorithm a{name, &can_implement, &fprop<m>, &dgrad<m>, &wgrad<m>};
   a.needs_finite_operands = true;
   a.preferred = &preferred<m>;
+  a.fused_stages = &fprop_fuses_every_stage;  // in the output transform
   return a;
 }
 

@@ -7,6 +7,7 @@
 // x or y to planes and back.
 #include "common/acc_type.h"
 #include "cpu/column_range.h"
+#include "cpu/epilogue.h"
 #include "cpu/kernels.h"
 #include "cpu/padded_planes.h"
 #include "cpu/vector_clones.h"
@@ -35,7 +36,9 @@ int64_t plane_grain(const ConvProblem& p) {
 template <typename scalar_t, typename acc_t>
 FASTCONV_VECTOR_CLONES void fprop_plane(const ConvProblem& p, const scalar_t* __restrict plane,
                                         const scalar_t* __restrict filter,
-                                        scalar_t* __restrict out, acc_t* __restrict row) {
+                                        const EpilogueView<scalar_t>& ep, int64_t k,
+                                        int64_t first, scalar_t* __restrict out,
+                                        acc_t* __restrict row) {
   for (int64_t op = 0; op < p.P; ++op) {
     for (int64_t q = 0; q < p.Q; ++q) row[q] = acc_t(0);
     for (int64_t r = 0; r < p.R; ++r) {
@@ -54,7 +57,12 @@ FASTCONV_VECTOR_CLONES void fprop_plane(const ConvProblem& p, const scalar_t* __
         }
       }
     }
-    for (int64_t q = 0; q < p.Q; ++q) out[op * p.Q + q] = scalar_t(row[q]);
+    if (ep.empty()) {
+      for (int64_t q = 0; q < p.Q; ++q) out[op * p.Q + q] = scalar_t(row[q]);
+    } else {
+      for (int64_t q = 0; q < p.Q; ++q)
+        out[op * p.Q + q] = scalar_t(ep(row[q], k, first + op * p.Q + q));
+    }
   }
 }
 
@@ -64,7 +72,8 @@ template <typename scalar_t, typename acc_t>
 FASTCONV_VECTOR_CLONES void fprop_row_channels_last(const ConvProblem& p,
                                                     const scalar_t* __restrict image,
                                                     const acc_t* __restrict taps, int64_t op,
-                                                    scalar_t* __restrict out,
+                                                    const EpilogueView<scalar_t>& ep,
+                                                    int64_t first, scalar_t* __restrict out,
                                                     acc_t* __restrict acc) {
   const int64_t C = p.C;
   for (int64_t q = 0; q < p.Q; ++q) {
@@ -80,14 +89,18 @@ FASTCONV_VECTOR_CLONES void fprop_row_channels_last(const ConvProblem& p,
         for (int64_t c = 0; c < C; ++c) acc[c] += tap[c] * acc_t(src[c]);
       }
     }
-    for (int64_t c = 0; c < C; ++c) out[q * C + c] = scalar_t(acc[c]);
+    if (ep.empty()) {
+      for (int64_t c = 0; c < C; ++c) out[q * C + c] = scalar_t(acc[c]);
+    } else {
+      for (int64_t c = 0; c < C; ++c) out[q * C + c] = scalar_t(ep(acc[c], c, first + q * C + c));
+    }
   }
 }
 
 // Channels-last fprop for multiplier 1 (K == C); tasks own output rows.
 template <typename scalar_t>
 void fprop_channels_last(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w,
-                         at::Tensor& y) {
+                         const EpilogueView<scalar_t>& ep, at::Tensor& y) {
   using acc_t = acc_type<scalar_t>;
   const at::Tensor taps = w.reshape({p.C, p.R * p.S}).t().to(acc_dtype(w.scalar_type())).contiguous();
   const scalar_t* xd = x.const_data_ptr<scalar_t>();
@@ -98,21 +111,22 @@ void fprop_channels_last(const ConvProblem& p, const at::Tensor& x, const at::Te
     std::vector<acc_t> acc(p.C);
     for (int64_t np = begin; np < end; ++np) {
       const int64_t n = np / p.P, op = np % p.P;
-      fprop_row_channels_last<scalar_t, acc_t>(p, xd + n * p.H * p.W * p.C, td, op,
-                                               yd + np * p.Q * p.C, acc.data());
+      fprop_row_channels_last<scalar_t, acc_t>(p, xd + n * p.H * p.W * p.C, td, op, ep,
+                                               np * p.Q * p.C, yd + np * p.Q * p.C, acc.data());
     }
   });
 }
 
 template <typename scalar_t>
 void fprop_impl(const ConvProblem& p, bool channels_last, const at::Tensor& x,
-                const at::Tensor& w, at::Tensor& y) {
+                const at::Tensor& w, const Epilogue& epilogue, at::Tensor& y) {
+  const EpilogueView<scalar_t> ep(epilogue);
   if (channels_last) {
-    fprop_channels_last<scalar_t>(p, x, w, y);
+    fprop_channels_last<scalar_t>(p, x, w, ep, y);
     return;
   }
   if (padded_planes_apply(p)) {  // groups of one channel
-    padded_planes_fprop<scalar_t>(p, x, w, y);
+    padded_planes_fprop<scalar_t>(p, x, w, epilogue, y);
     return;
   }
   using acc_t = acc_type<scalar_t>;
@@ -124,8 +138,8 @@ void fprop_impl(const ConvProblem& p, bool channels_last, const at::Tensor& x,
     std::vector<acc_t> row(p.Q);
     for (int64_t nk = begin; nk < end; ++nk) {
       const int64_t n = nk / p.K, k = nk % p.K, c = k / multiplier;
-      fprop_plane<scalar_t, acc_t>(p, xd + (n * p.C + c) * p.H * p.W, wd + k * p.R * p.S,
-                                   yd + nk * p.P * p.Q, row.data());
+      fprop_plane<scalar_t, acc_t>(p, xd + (n * p.C + c) * p.H * p.W, wd + k * p.R * p.S, ep, k,
+                                   nk * p.P * p.Q, yd + nk * p.P * p.Q, row.data());
     }
   });
 }
@@ -219,15 +233,16 @@ void wgrad_impl(const ConvProblem& p, const at::Tensor& x, const at::Tensor& dy,
 }
 
 void fprop(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& x,
-           const at::Tensor& w, const at::Tensor&, at::Tensor& y) {
+           const at::Tensor& w, const Epilogue& epilogue, at::Tensor& y) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),
                                   "depthwise_fprop", [&] {
-                                    fprop_impl<scalar_t>(p, layouts.output == Layout::nhwc, x, w, y);
+                                    fprop_impl<scalar_t>(p, layouts.output == Layout::nhwc, x, w,
+                                                         epilogue, y);
                                   });
 }
 
 void dgrad(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& dy,
-           const at::Tensor& w, const at::Tensor&, at::Tensor& dx) {
+           const at::Tensor& w, const Epilogue&, at::Tensor& dx) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(),
                                   "depthwise_dgrad", [&] { dgrad_impl<scalar_t>(p, dy, w, dx); });
 }
@@ -249,7 +264,9 @@ KernelLayouts layouts(const ConvProblem& p, const ConvRequest& r) {
 }  // namespace
 
 ConvAlgorithm depthwise_algorithm() {
-  return {"depthwise", &can_implement, &fprop, &dgrad, &wgrad, &layouts};
+  ConvAlgorithm a{"depthwise", &can_implement, &fprop, &dgrad, &wgrad, &layouts};
+  a.fused_stages = &fprop_fuses_every_stage;
+  return a;
 }
 
 }  // namespace fastconv::cpu

@@ -8,6 +8,7 @@
 
 #include "common/acc_type.h"
 #include "common/conv_problem.h"
+#include "cpu/epilogue.h"
 #include "cpu/vector_clones.h"
 
 #include <ATen/ATen.h>
@@ -55,12 +56,20 @@ void unpad_plane(const ConvProblem& p, const acc_t* padded, scalar_t* plane) {
       plane[h * p.W + w] = scalar_t(padded[(h + p.pad_top) * Wp + w + p.pad_left]);
 }
 
-// out [P, Q] = sums along padded rows.
+// Output plane (n, k) [P, Q] = the epilogue of the sums along padded rows.
 template <typename scalar_t, typename acc_t>
-void gather_outputs(const ConvProblem& p, const acc_t* sums, scalar_t* out) {
-  const int64_t Wp = padded_width(p);
+void gather_outputs(const ConvProblem& p, const acc_t* sums, const EpilogueView<scalar_t>& ep,
+                    int64_t n, int64_t k, scalar_t* y) {
+  const int64_t Wp = padded_width(p), first = (n * p.K + k) * p.P * p.Q;
+  scalar_t* out = y + first;
+  if (ep.empty()) {
+    for (int64_t op = 0; op < p.P; ++op)
+      for (int64_t q = 0; q < p.Q; ++q) out[op * p.Q + q] = scalar_t(sums[op * Wp + q]);
+    return;
+  }
   for (int64_t op = 0; op < p.P; ++op)
-    for (int64_t q = 0; q < p.Q; ++q) out[op * p.Q + q] = scalar_t(sums[op * Wp + q]);
+    for (int64_t q = 0; q < p.Q; ++q)
+      out[op * p.Q + q] = scalar_t(ep(sums[op * Wp + q], k, first + op * p.Q + q));
 }
 
 // grads along padded rows = a dy plane [P, Q]. The dropped columns are not written: they stay
@@ -147,7 +156,8 @@ inline at::Tensor acc_weights(const at::Tensor& w) {
 
 template <typename scalar_t>
 void padded_planes_fprop(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w_in,
-                         at::Tensor& y) {
+                         const Epilogue& epilogue, at::Tensor& y) {
+  const EpilogueView<scalar_t> ep(epilogue);
   using acc_t = acc_type<scalar_t>;
   const at::Tensor w = acc_weights(w_in);
   const scalar_t* xd = x.const_data_ptr<scalar_t>();
@@ -167,7 +177,7 @@ void padded_planes_fprop(const ConvProblem& p, const at::Tensor& x, const at::Te
         for (int64_t c = 0; c < Cg; ++c)
           fprop_taps_stride1<acc_t>(p, padded.data() + c * plane, wd + (k * Cg + c) * RS,
                                     sums.data());
-        gather_outputs(p, sums.data(), yd + (n * p.K + k) * p.P * p.Q);
+        gather_outputs(p, sums.data(), ep, n, k, yd);
       }
     }
   });

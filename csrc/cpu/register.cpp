@@ -19,6 +19,7 @@ TORCH_LIBRARY_IMPL(fastconv, CPU, m) {
                                                   cpu::im2col_gemm_algorithm(),
                                                   cpu::direct_algorithm()});
   m.impl("conv2d", &conv2d);
+  m.impl("conv2d_fused", &conv2d_fused);
   m.impl("conv2d_backward", &conv2d_backward);
   m.impl("conv_transpose2d", &conv_transpose2d);
   m.impl("conv_transpose2d_backward", &conv_transpose2d_backward);

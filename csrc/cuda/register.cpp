@@ -58,6 +58,7 @@ TORCH_LIBRARY_IMPL(fastconv, CUDA, m) {
   using namespace fastconv;
   register_cuda_kernels();
   m.impl("conv2d", &conv2d);
+  m.impl("conv2d_fused", &conv2d_fused);
   m.impl("conv2d_backward", &conv2d_backward);
   m.impl("conv_transpose2d", &conv_transpose2d);
   m.impl("conv_transpose2d_backward", &conv_transpose2d_backward);

@@ -30,9 +30,9 @@ PlaneTile plane_tile(const ConvProblem& p, Direction d, int64_t element_size);
 at::Tensor channels_innermost(const at::Tensor& w);
 
 void fprop(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& x, const at::Tensor& w,
-           const at::Tensor& bias, at::Tensor& y);
+           const Epilogue& epilogue, at::Tensor& y);
 void dgrad(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& dy, const at::Tensor& w,
-           const at::Tensor& bias, at::Tensor& dx);
+           const Epilogue& epilogue, at::Tensor& dx);
 void wgrad(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& x, const at::Tensor& dy,
            at::Tensor& dw);
 

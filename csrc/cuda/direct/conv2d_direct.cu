@@ -11,25 +11,25 @@ namespace fastconv::cuda {
 namespace {
 
 void fprop(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& x,
-           const at::Tensor& w, const at::Tensor& bias, at::Tensor& y) {
+           const at::Tensor& w, const Epilogue& epilogue, at::Tensor& y) {
   const auto blocks = blocks_for(p.N * p.K * p.P * p.Q);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "direct_fprop", [&] {
     bool_switch(layouts.output == Layout::nhwc, [&](auto channels_last) {
       launch_kernel("direct::fprop_kernel", direct::fprop_kernel<scalar_t, decltype(channels_last)::value>,
                     blocks, kThreads, 0, p, view4<const scalar_t>(x, "x"),
-                    view4<const scalar_t>(w, "w"), optional_view<const scalar_t>(bias, "bias"), view4<scalar_t>(y, "y"));
+                    view4<const scalar_t>(w, "w"), optional_view<const scalar_t>(epilogue.bias, "bias"), view4<scalar_t>(y, "y"));
     });
   });
 }
 
 void dgrad(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& dy,
-           const at::Tensor& w, const at::Tensor& bias, at::Tensor& dx) {
+           const at::Tensor& w, const Epilogue& epilogue, at::Tensor& dx) {
   const auto blocks = blocks_for(p.N * p.C * p.H * p.W);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), "direct_dgrad", [&] {
     bool_switch(layouts.output == Layout::nhwc, [&](auto channels_last) {
       launch_kernel("direct::dgrad_kernel", direct::dgrad_kernel<scalar_t, decltype(channels_last)::value>,
                     blocks, kThreads, 0, p, view4<const scalar_t>(dy, "dy"),
-                    view4<const scalar_t>(w, "w"), optional_view<const scalar_t>(bias, "bias"), view4<scalar_t>(dx, "dx"));
+                    view4<const scalar_t>(w, "w"), optional_view<const scalar_t>(epilogue.bias, "bias"), view4<scalar_t>(dx, "dx"));
     });
   });
 }
@@ -51,7 +51,7 @@ bool can_implement(const ConvProblem&, const ConvRequest&) { return true; }
 
 ConvAlgorithm direct_algorithm() {
   ConvAlgorithm a{"direct", &can_implement, &fprop, &dgrad, &wgrad};
-  a.fuses_bias = true;
+  a.fused_stages = &fuses_bias;
   a.state = KernelState::emulated;  // passes the emulation suite; not yet run on a GPU
   return a;
 }

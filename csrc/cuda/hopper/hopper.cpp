@@ -38,14 +38,14 @@ struct Algorithm {
   static KernelLayouts layouts(const ConvProblem&, const ConvRequest&) { return {Layout::nhwc, Layout::nhwc}; }
 
   static void fprop(const ConvProblem& p, const KernelLayouts&, const at::Tensor& x, const at::Tensor& w,
-                    const at::Tensor& bias, at::Tensor& y) {
-    hopper::launch_gather_gemm<Cfg>(igemm::fprop_gemm(p), p.groups, x, w, bias, y);
+                    const Epilogue& epilogue, at::Tensor& y) {
+    hopper::launch_gather_gemm<Cfg>(igemm::fprop_gemm(p), p.groups, x, w, epilogue.bias, y);
   }
 
   static void dgrad(const ConvProblem& p, const KernelLayouts&, const at::Tensor& dy, const at::Tensor& w,
-                    const at::Tensor& bias, at::Tensor& dx) {
+                    const Epilogue& epilogue, at::Tensor& dx) {
     igemm::for_each_dgrad_phase(p, w, [&](const igemm::GatherGemm& g, const at::Tensor& sub) {
-      hopper::launch_gather_gemm<Cfg>(g, p.groups, dy, sub, bias, dx);
+      hopper::launch_gather_gemm<Cfg>(g, p.groups, dy, sub, epilogue.bias, dx);
     });
   }
 
@@ -66,7 +66,7 @@ struct Algorithm {
   static ConvAlgorithm make(const char* name, Rule rule) {
     ConvAlgorithm a{name, &can_implement, &fprop, &dgrad, nullptr};
     a.layouts = &layouts;
-    a.fuses_bias = true;
+    a.fused_stages = &fuses_bias;
     a.state = KernelState::emulated;  // passes the emulation suite; not yet run on a GPU
     if (rule == Rule::wide) a.preferred = &preferred_wide;
     if (rule == Rule::half_full) a.preferred = &preferred_half_full;

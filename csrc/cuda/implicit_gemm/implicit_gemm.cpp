@@ -54,16 +54,16 @@ struct Algorithm {
   }
 
   static void fprop(const ConvProblem& p, const KernelLayouts&, const at::Tensor& x,
-                    const at::Tensor& w, const at::Tensor& bias, at::Tensor& y) {
+                    const at::Tensor& w, const Epilogue& epilogue, at::Tensor& y) {
     const GatherGemm g = igemm::fprop_gemm(p);
-    igemm::launch_gather_gemm<Cfg>(g, p.groups, igemm::vector_width({&x, &w, &y}, {g.Cg, g.Kg}), x, w, bias, y);
+    igemm::launch_gather_gemm<Cfg>(g, p.groups, igemm::vector_width({&x, &w, &y}, {g.Cg, g.Kg}), x, w, epilogue.bias, y);
   }
 
   static void dgrad(const ConvProblem& p, const KernelLayouts&, const at::Tensor& dy,
-                    const at::Tensor& w, const at::Tensor& bias, at::Tensor& dx) {
+                    const at::Tensor& w, const Epilogue& epilogue, at::Tensor& dx) {
     igemm::for_each_dgrad_phase(p, w, [&](const GatherGemm& g, const at::Tensor& sub) {
       igemm::launch_gather_gemm<Cfg>(g, p.groups, igemm::vector_width({&dy, &sub, &dx}, {g.Cg, g.Kg}), dy, sub,
-                                     bias, dx);
+                                     epilogue.bias, dx);
     });
   }
 
@@ -110,7 +110,7 @@ struct Algorithm {
   static ConvAlgorithm make(const char* name, bool large = false) {
     ConvAlgorithm a{name, &can_implement, &fprop, &dgrad, &wgrad};
     a.layouts = &layouts;
-    a.fuses_bias = true;
+    a.fused_stages = &fuses_bias;
     a.state = KernelState::emulated;  // passes the emulation suite; not yet run on a GPU
     if (large) a.preferred = &preferred_large;
     return a;
