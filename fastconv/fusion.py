@@ -1,10 +1,14 @@
-"""Inference-time folding of BatchNorm into the convolution before it: fastconv.fuse(model).
+"""Inference-time fusion: fastconv.fuse(model) folds each BatchNorm into the convolution
+before it, then fuses the residual addition and the activation that follow a 2-D convolution
+into one fastconv::conv2d_fused call (fastconv.nn.FusedConv2d).
 
 In eval mode a BatchNorm is a fixed per-channel affine map, y = (x - mean) / sqrt(var + eps)
 * gamma + beta, and a convolution is linear in its filter, so BN(conv(x)) is one convolution
 with each output channel's filter and bias rescaled. Which BNs may be folded is decided from
 the model's torch.fx graph where the model traces (the BN's input must be a convolution whose
-output nothing else reads), and from a few known module shapes where it does not.
+output nothing else reads), and from a few known module shapes where it does not. The
+activation and the add are then found in the same graph (conv -> [add] -> [activation], each
+the only reader of the one before), and in an untraced nn.Sequential as consecutive modules.
 
 This module sits beside fastconv.nn: it must not import fastconv.models (the known blocks of
 that package are matched by their class names instead)."""
@@ -14,6 +18,7 @@ from __future__ import annotations
 import collections
 import copy
 import dataclasses
+import operator
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -24,7 +29,7 @@ from torch.nn.modules.conv import _ConvNd
 
 from . import nn as fnn
 
-__all__ = ["fuse", "FuseReport", "FoldedPair"]
+__all__ = ["fuse", "FuseReport", "FoldedPair", "FusedOps"]
 
 # Only these classes are folded: their forward is the plain convolution of their weight. A
 # subclass (a weight-standardised conv, a "same"-padding one) may transform its weight or
@@ -49,9 +54,23 @@ _KNOWN_BLOCKS: Dict[str, Tuple[Tuple[str, str], ...]] = {
 }
 
 SEPARATE_OPS_NOTE = (
-    "activations and residual additions are left as separate ops: fastconv has no fused "
-    "convolution + activation (+ residual) operator yet, so only the BatchNorms are folded"
+    "activations and residual additions are fused into the 2-D convolution before them "
+    "where each is the only reader of what precedes it (listed under 'fused'); the others "
+    "stay separate ops"
 )
+
+# Exact classes: a subclass may change what forward computes.
+_FUSABLE_CONVS = (nn.Conv2d, fnn.Conv2d)
+_ACTIVATION_MODULES = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.SiLU: "silu", nn.Hardswish: "hardswish",
+                       nn.LeakyReLU: "leaky_relu"}
+_ACTIVATION_FUNCTIONS = {
+    torch.relu: "relu", torch.relu_: "relu", torch.nn.functional.relu: "relu",
+    torch.nn.functional.relu_: "relu", torch.nn.functional.relu6: "relu6",
+    torch.nn.functional.silu: "silu", torch.nn.functional.hardswish: "hardswish",
+    torch.nn.functional.leaky_relu: "leaky_relu",
+}
+_ACTIVATION_METHODS = {"relu": "relu", "relu_": "relu"}
+_ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,14 +81,23 @@ class FoldedPair:
     followed_by: Tuple[str, ...] = ()  # the ops that read the BN's output (fx only), still separate
 
 
+@dataclasses.dataclass(frozen=True)
+class FusedOps:
+    conv: str  # the convolution's qualified name, now a fastconv.nn.FusedConv2d
+    ops: Tuple[str, ...]  # what it absorbed, in order: "add" (the residual) and the activation
+    how: str  # "fx graph" or "module rule: consecutive in an nn.Sequential"
+
+
 @dataclasses.dataclass
 class FuseReport:
     """What fastconv.fuse did: `folded`, the (conv, bn) pairs folded; `not_folded`, each
     BatchNorm left in the model with the reason; `untraced`, each module torch.fx could not
     trace (its children were analysed one by one, and its own direct children by module-level
-    rules); `separate`, the note that activations and additions still run on their own."""
+    rules); `fused`, each convolution that absorbed the add and/or activation after it;
+    `separate`, the rule for the rest."""
 
     folded: List[FoldedPair] = dataclasses.field(default_factory=list)
+    fused: List[FusedOps] = dataclasses.field(default_factory=list)
     not_folded: Dict[str, str] = dataclasses.field(default_factory=dict)
     untraced: Dict[str, str] = dataclasses.field(default_factory=dict)
     separate: str = SEPARATE_OPS_NOTE
@@ -79,6 +107,9 @@ class FuseReport:
         for p in self.folded:
             after = f"; then, separate: {', '.join(p.followed_by)}" if p.followed_by else ""
             lines.append(f"  {p.conv} <- {p.bn} ({p.how}){after}")
+        if self.fused:
+            lines.append(f"fused {len(self.fused)} convolution(s) with the ops after them:")
+            lines += [f"  {f.conv} + {' + '.join(f.ops)} ({f.how})" for f in self.fused]
         if self.not_folded:
             lines.append(f"not folded ({len(self.not_folded)}):")
             lines += [f"  {bn}: {why}" for bn, why in self.not_folded.items()]
@@ -148,11 +179,16 @@ class _Analysis:
     def __init__(self):
         self.pairs: List[FoldedPair] = []
         self.report = FuseReport()
+        # What the second pass (activations and additions) works on: each traced graph with
+        # its module and qualified prefix, and each untraced nn.Sequential.
+        self.graphs: List[Tuple[torch.fx.Graph, nn.Module, str]] = []
+        self.sequentials: List[Tuple[nn.Sequential, str]] = []
 
     def refuse(self, bn_name: str, reason: str):
         self.report.not_folded.setdefault(bn_name, reason)
 
     def graph(self, graph: torch.fx.Graph, root: nn.Module, prefix: str):
+        self.graphs.append((graph, root, prefix))
         calls = collections.Counter(n.target for n in graph.nodes if n.op == "call_module")
         seen = set()
         for node in graph.nodes:
@@ -198,6 +234,7 @@ class _Analysis:
         if key in _KNOWN_BLOCKS:
             rules = [(c, b, f"module rule: {type(module).__name__}.{b}({c}(x))") for c, b in _KNOWN_BLOCKS[key]]
         elif isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward:
+            self.sequentials.append((module, prefix))
             names = list(children)
             rules = [(a, b, "module rule: consecutive in an nn.Sequential")
                      for a, b in zip(names, names[1:]) if isinstance(children[b], _BatchNorm)]
@@ -267,12 +304,126 @@ def _fold(conv: _ConvNd, bn: _BatchNorm):
         conv.bias = nn.Parameter(bias.to(device=w.device, dtype=w.dtype), requires_grad=w.requires_grad)
 
 
+def _activation(node, root: nn.Module, src) -> Optional[Tuple[str, float]]:
+    """(activation, negative_slope) when `node` applies one of conv2d_fused's activations to
+    `src` and nothing else, else None."""
+    slope = 0.01
+    if node.op == "call_module":
+        m = root.get_submodule(node.target)
+        name = _ACTIVATION_MODULES.get(type(m))
+        if name is None and type(m) is nn.Hardtanh and (m.min_val, m.max_val) == (0.0, 6.0):
+            name = "relu6"
+        if name is None or _has_hooks(m) or node.args != (src,) or node.kwargs:
+            return None
+        return name, float(getattr(m, "negative_slope", slope))
+    if node.op == "call_function" and node.target in _ACTIVATION_FUNCTIONS:
+        name = _ACTIVATION_FUNCTIONS[node.target]
+        if not node.args or node.args[0] is not src:
+            return None
+        extra = dict(zip(("negative_slope",) if name == "leaky_relu" else (), node.args[1:2]))
+        if len(node.args) > (2 if name == "leaky_relu" else 1):
+            extra["inplace"] = node.args[-1]
+        extra.update(node.kwargs)
+        if set(extra) - {"negative_slope", "inplace"} or any(isinstance(v, torch.fx.Node) for v in extra.values()):
+            return None
+        return name, float(extra.get("negative_slope", slope))
+    if node.op == "call_method" and node.target in _ACTIVATION_METHODS:
+        if node.args != (src,) or node.kwargs:
+            return None
+        return _ACTIVATION_METHODS[node.target], slope
+    return None
+
+
+def _residual(node, src) -> Optional[torch.fx.Node]:
+    """The other operand when `node` is src + other (other a graph value, not src itself)."""
+    is_add = ((node.op == "call_function" and node.target in _ADD_FUNCTIONS)
+              or (node.op == "call_method" and node.target in ("add", "add_")))
+    if not is_add or node.kwargs or len(node.args) != 2:
+        return None
+    a, b = node.args
+    other = b if a is src else a if b is src else None
+    if not isinstance(other, torch.fx.Node) or other is src:
+        return None
+    return other
+
+
+def _only_user(node) -> Optional[torch.fx.Node]:
+    return next(iter(node.users)) if len(node.users) == 1 else None
+
+
+def _fuse_graph(graph: torch.fx.Graph, root: nn.Module, prefix: str, report: "FuseReport") -> bool:
+    """Rewrites conv -> [identity...] -> [add] -> [activation] chains of `graph` (over `root`,
+    its BatchNorms already folded into identities) into one FusedConv2d call. Whether any was."""
+    calls = collections.Counter(n.target for n in graph.nodes if n.op == "call_module")
+    changed = False
+    for node in list(graph.nodes):
+        if node.op != "call_module" or node.graph is not graph:
+            continue
+        conv = root.get_submodule(node.target)
+        if (type(conv) not in _FUSABLE_CONVS or calls[node.target] > 1 or _has_hooks(conv)
+                or len(node.args) != 1 or node.kwargs or not conv.weight.is_floating_point()):
+            continue
+        chain, tail = [], node
+        while (u := _only_user(tail)) is not None and u.op == "call_module" and \
+                type(root.get_submodule(u.target)) is nn.Identity and u.args == (tail,):
+            chain.append(u)
+            tail = u
+        ops, residual, act = [], None, None
+        u = _only_user(tail)
+        if u is not None and (residual := _residual(u, tail)) is not None:
+            chain.append(u)
+            ops.append("add")
+            tail = u
+            u = _only_user(tail)
+        if u is not None and (act := _activation(u, root, tail)) is not None:
+            chain.append(u)
+            ops.append(act[0])
+        if not ops:
+            continue
+        name, slope = act if act is not None else ("none", 0.01)
+        _replace(root, node.target, fnn.FusedConv2d.from_conv(conv, name, slope))
+        last = chain[-1]
+        # At the last op's place: the residual may be computed after the convolution.
+        with graph.inserting_before(last):
+            fused = graph.call_module(node.target, (node.args[0],) + ((residual,) if residual is not None else ()))
+        last.replace_all_uses_with(fused)
+        for n in reversed(chain):
+            graph.erase_node(n)
+        graph.erase_node(node)
+        report.fused.append(FusedOps(prefix + node.target, tuple(ops), "fx graph"))
+        changed = True
+    return changed
+
+
+def _fuse_sequential(seq: nn.Sequential, prefix: str, report: "FuseReport"):
+    """conv, identities (folded BatchNorms), activation, consecutive in an untraced
+    nn.Sequential: the activation moves into the convolution and becomes an identity."""
+    names = list(seq._modules)
+    for i, name in enumerate(names):
+        conv = seq._modules[name]
+        if type(conv) not in _FUSABLE_CONVS or _has_hooks(conv) or not conv.weight.is_floating_point():
+            continue
+        j = i + 1
+        while j < len(names) and type(seq._modules[names[j]]) is nn.Identity:
+            j += 1
+        if j == len(names):
+            continue
+        act_module = seq._modules[names[j]]
+        act = _ACTIVATION_MODULES.get(type(act_module))
+        if act is None or _has_hooks(act_module):
+            continue
+        slope = float(getattr(act_module, "negative_slope", 0.01))
+        seq._modules[name] = fnn.FusedConv2d.from_conv(conv, act, slope)
+        seq._modules[names[j]] = nn.Identity()
+        report.fused.append(FusedOps(prefix + name, (act,), "module rule: consecutive in an nn.Sequential"))
+
+
 def _replace(root: nn.Module, name: str, new: nn.Module):
     parent_name, _, leaf = name.rpartition(".")
     setattr(root.get_submodule(parent_name) if parent_name else root, leaf, new)
 
 
-def fuse(model: nn.Module, report: bool = False):
+def fuse(model: nn.Module, report: bool = False, activations: bool = True):
     """An inference copy of `model` with every BatchNorm that directly follows a convolution
     folded into that convolution's weight and bias (a bias is added where it had none) and
     replaced by nn.Identity. The input model is not changed (the copy is a deepcopy).
@@ -286,11 +437,19 @@ def fuse(model: nn.Module, report: bool = False):
     convolution's output and nothing else reads that output; where it does not, its children
     are traced one by one, and its own direct children folded by rules: consecutive conv, BN
     in an nn.Sequential, and the conv/bn attributes of known blocks (ResNet's BasicBlock and
-    Bottleneck, GoogLeNet's BasicConv2d, the autoencoder's up-stage). Activations and residual
-    additions are left as separate ops: no fused operator for them exists yet.
+    Bottleneck, GoogLeNet's BasicConv2d, the autoencoder's up-stage).
+
+    Then, with activations=True, each 2-D convolution (torch.nn / fastconv.nn Conv2d, exact
+    class) followed by a residual addition and/or an activation (ReLU, ReLU6, SiLU,
+    Hardswish, LeakyReLU, as modules or functions), each the only reader of what comes
+    before it, becomes a fastconv.nn.FusedConv2d that computes them in one conv2d_fused
+    call. In a module that traces, the module is replaced by its rewritten torch.fx
+    GraphModule (its submodules and parameters are kept; methods of its own class are not);
+    in an untraced nn.Sequential, conv (BN) activation in a row fuse in place.
 
     report=True returns (fused model, FuseReport): the folded pairs by qualified name, each
-    BatchNorm left with the reason, the modules that did not trace; str() of it is readable."""
+    BatchNorm left with the reason, the convolutions that absorbed their add and activation,
+    the modules that did not trace; str() of it is readable."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"fastconv.fuse: model must be a torch.nn.Module, got {type(model).__name__}")
     if model.training:
@@ -308,4 +467,23 @@ def fuse(model: nn.Module, report: bool = False):
     for p in analysis.pairs:
         _replace(fused, p.bn, nn.Identity())
     analysis.report.folded = analysis.pairs
+    if activations:
+        for seq, prefix in analysis.sequentials:
+            _fuse_sequential(seq, prefix, analysis.report)
+        # Deepest first: a rewritten module replaces itself in its parent, which a graph of
+        # the parent's does not reference (the parent's graph inlines it or calls it by name).
+        for graph, root, prefix in sorted(analysis.graphs, key=lambda g: -g[2].count(".")):
+            if _fuse_graph(graph, root, prefix, analysis.report):
+                graph.lint()
+                module = torch.fx.GraphModule(root, graph, class_name=type(root).__name__)
+                # The module's own children, not fx's copies of what the graph calls: the
+                # containers stay what they were (an nn.Sequential still indexes), and parts
+                # the traced forward does not call (a training-only auxiliary head) stay too.
+                for name, child in root.named_children():
+                    module.add_module(name, child)
+                module.train(root.training)
+                if prefix:
+                    _replace(fused, prefix[:-1], module)
+                else:
+                    fused = module
     return (fused, analysis.report) if report else fused

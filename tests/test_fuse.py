@@ -83,10 +83,17 @@ def test_which_batchnorms_each_model_family_folds():
     r = fold("resnet18")
     assert len(r.folded) == 20 and not r.not_folded and not r.untraced
     assert ("layer2.0.downsample.0", "layer2.0.downsample.1") in {(p.conv, p.bn) for p in r.folded}
-    # BasicBlock's second BN feeds the residual addition, left as a separate op.
+    # BasicBlock's second BN feeds the residual addition, then the block's ReLU: both fuse
+    # into conv2; the downsample's BN feeds the same addition, already taken, so it stays.
     by_bn = {p.bn: p for p in r.folded}
     assert by_bn["layer1.0.bn2"].followed_by == ("add",)
     assert by_bn["layer1.0.bn1"].followed_by == ("layer1.0.relu (ReLU)",)
+    by_conv = {f.conv: f.ops for f in r.fused}
+    assert by_conv["layer1.0.conv1"] == ("relu",) and by_conv["layer1.0.conv2"] == ("add", "relu")
+    # Where a downsample feeds the addition too, the first of the two in the graph takes it
+    # (fastconv's block computes the downsample first); the other stays a convolution.
+    assert by_conv["layer2.0.downsample.0"] == ("add", "relu") and "layer2.0.conv2" not in by_conv
+    assert len(r.fused) == 17 and all(f.how == "fx graph" for f in r.fused)
     # DenseNet is pre-activation: norm1 and the transitions' norms follow a concatenation or
     # a pooling, never a convolution; each dense layer's conv1 -> norm2 folds.
     r = fold("densenet121")
@@ -115,8 +122,12 @@ def test_converted_torchvision_resnet18():
         ref, out = model(x), fused(x)
     assert rel_err(out, ref) < 1e-5
     assert torch.equal(out.argmax(1), ref.argmax(1))
-    # The folded layers are still fastconv's.
-    assert type(fused.layer1[0].conv1) is fastconv.Conv2d
+    # The folded layers are still fastconv's, the ReLU after each fused into it; torchvision's
+    # block takes the downsample after conv2, so there conv2 takes the addition.
+    assert type(fused.layer1[0].conv1) is fastconv.nn.FusedConv2d and fused.layer1[0].conv1.activation == "relu"
+    by_conv = {f.conv: f.ops for f in report.fused}
+    assert by_conv["layer2.0.conv2"] == ("add", "relu") and "layer2.0.downsample.0" not in by_conv
+    assert type(fastconv.fuse(model, activations=False).layer1[0].conv1) is fastconv.Conv2d
 
 
 class Tiny(nn.Module):
@@ -151,8 +162,14 @@ def test_report_on_a_hand_built_model():
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(fused(x), model(x), rtol=1e-5, atol=1e-5)
-    # report=False (the default) returns the module alone.
-    assert isinstance(fastconv.fuse(model), Tiny)
+    # conv_a's BN folded, its ReLU then fused (bn_b reads the ReLU's output, which the fused
+    # convolution now returns); the model traced, so it comes back as its rewritten graph.
+    assert report.fused == [fastconv.fusion.FusedOps("conv_a", ("relu",), "fx graph")]
+    assert isinstance(fused, torch.fx.GraphModule) and type(fused).__name__ == "Tiny"
+    # report=False (the default) returns the module alone; activations=False folds only, and
+    # leaves the model's own class.
+    assert isinstance(fastconv.fuse(model), nn.Module)
+    assert isinstance(fastconv.fuse(model, activations=False), Tiny)
 
 
 def test_convs_without_bias_gain_one():
@@ -265,6 +282,8 @@ def test_an_untraceable_sequential_folds_by_adjacency():
     assert "<the model itself>" in report.untraced
     assert [(p.conv, p.bn, p.how) for p in report.folded] == [("0", "1", "module rule: consecutive in an nn.Sequential")]
     assert "no convolution before it (2 is a ReLU)" in report.not_folded["3"]
+    assert report.fused == [fastconv.fusion.FusedOps("0", ("relu",), "module rule: consecutive in an nn.Sequential")]
+    assert type(fused[0]) is fastconv.nn.FusedConv2d and type(fused[2]) is nn.Identity
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
         assert rel_err(fused(x), model(x)) < 1e-6
@@ -280,3 +299,40 @@ def test_detection_heads_have_nothing_to_fold_and_say_what_did_not_trace(name):
     assert "<the model itself>" in report.untraced and "box_roi_pool" in report.untraced
     a, b = model.state_dict(), fused.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+class Functional(nn.Module):
+    """Activations and additions as function and method calls, and a convolution whose output
+    two ops read, which must stay as it is."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = fastconv.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(4)
+        self.conv3 = nn.Conv2d(4, 4, 1)
+        self.conv4 = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        a = torch.nn.functional.leaky_relu(self.conv1(x), 0.3)
+        b = torch.add(a, self.bn2(self.conv2(a))).relu()
+        c = self.conv3(b)
+        d = torch.nn.functional.hardswish(self.conv4(b), inplace=True)
+        return c + c.sigmoid() + d
+
+
+def test_functional_activations_and_additions_fuse():
+    model = randomise_bn(Functional()).eval()
+    fused, report = fastconv.fuse(model, report=True)
+    assert {f.conv: f.ops for f in report.fused} == {
+        "conv1": ("leaky_relu",), "conv2": ("add", "relu"), "conv4": ("hardswish",)}
+    assert fused.conv1.negative_slope == pytest.approx(0.3) and fused.conv2.activation == "relu"
+    assert type(fused.conv3) is nn.Conv2d
+    assert "conv2 + add + relu (fx graph)" in str(report)
+    x = torch.randn(2, 3, 9, 9)
+    with torch.no_grad():
+        assert rel_err(fused(x), model(x)) < 1e-5
+    # Outside no_grad the fused layers take the differentiable ops: the copy still trains.
+    out = fused(x)
+    out.sum().backward()
+    assert fused.conv2.weight.grad is not None
