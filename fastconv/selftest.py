@@ -144,6 +144,10 @@ def _check_conv(name, op, x_shape, w_shape, kw, dtype, layout, device, gen):
                                 TOLERANCE["tf32"] if tf32 else TOLERANCE[dtype], _label(dtype if not tf32 else "tf32"))
 
 
+# How a forced algorithm's refusal of a pass begins (common/algorithms.cpp): not a failure.
+_REFUSAL = "the forced algorithm '"
+
+
 def _check_conv_with(name, op, x_shape, w_shape, kw, dtype, layout, device, gen, tol, label):
     """The case's failing lines, and how many of its three passes (forward, input grad, weight
     grad) ran. Each pass runs alone (only the operand it differentiates requires grad), so that
@@ -174,9 +178,6 @@ def _check_conv_with(name, op, x_shape, w_shape, kw, dtype, layout, device, gen,
         if not e <= t:
             failures.append(f"{name} {label} {layout} {what}: rel_err {e:.2e} > {t:.0e}")
     return failures, ran
-
-
-_REFUSAL = "the forced algorithm '"
 
 
 class _Forced:

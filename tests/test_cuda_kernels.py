@@ -105,6 +105,44 @@ def test_conv_kernel_small(kernel):
     check_conv_kernel(kernel, small=True)
 
 
+def check_fused_epilogue(kernel):
+    """conv2d_fused with the kernel forced: each activation, with and without the residual,
+    every dtype and layout, over the kernel's conv2d cases, against the float64 sequence. The
+    stages the kernel claims (fastconv.algorithms.fused_stages) run in its epilogue, the
+    rest after it."""
+    from test_fused_conv import ACTIVATIONS, SLOPE, reference
+
+    ran = 0
+    for kind, (name, x_shape, w_shape, kw) in conv_cases(small=False):
+        if kind != "conv2d":
+            continue
+        for i, (dtype, layout) in enumerate([(d, l) for d in (torch.float32, torch.bfloat16, torch.float16)
+                                             for l in (torch.contiguous_format, torch.channels_last)]):
+            x, w, b, kw2 = make(kind, x_shape, w_shape, kw, dtype, "cpu", seed=len(name) + i)
+            x, w = x.contiguous(memory_format=layout), w.contiguous(memory_format=layout)
+            with on_device():
+                if not claims(kernel, kind, x, w, kw2, device="cuda"):
+                    continue
+            activation = ACTIVATIONS[(ran + i) % len(ACTIVATIONS)]
+            shape = reference(x, w, b, None, kw2, "none").shape
+            residual = torch.randn(shape, generator=torch.Generator().manual_seed(i), dtype=torch.float64).to(dtype)
+            residual = residual if i % 2 == 0 else None
+            ref = reference(x, w, b, residual, kw2, activation)
+            move = lambda t: None if t is None else t.to(DEVICE)  # noqa: E731
+            with on_device(), fastconv.algorithms.force(kernel), torch.no_grad():
+                out = F.conv2d_fused(move(x), move(w), move(b), move(residual), activation=activation,
+                                     negative_slope=SLOPE, **kw2)
+            where = f"{kernel} {name} {str(dtype)[6:]} {layout} {activation} residual={residual is not None}"
+            assert rel_err(out, ref) <= TOLERANCE[dtype], where
+            ran += 1
+    assert ran, f"{kernel} implements none of the cases"
+
+
+@pytest.mark.parametrize("kernel", CONV_KERNELS, ids=lambda k: f"kernel-{k}")
+def test_conv_kernel_fused_epilogue(kernel):
+    check_fused_epilogue(kernel)
+
+
 FEATURES = (2, 6, 12, 14)
 ROIS = torch.tensor([[0, 1.0, 1.0, 6.0, 7.0], [1, 0.0, 2.0, 11.0, 9.5], [0, 3.2, 3.2, 3.2, 3.2],
                      [1, 5.0, 4.0, 2.0, 1.0], [0, -40.0, -30.0, 500.0, 400.0], [1, 2.5, 0.5, 13.5, 11.0]])

@@ -150,6 +150,10 @@ inline unsigned fuses_every_stage(const ConvProblem&, const ConvRequest&) { retu
 inline unsigned fprop_fuses_every_stage(const ConvProblem&, const ConvRequest& r) {
   return r.direction == Direction::fprop ? kAllStages : 0u;
 }
+// fprop's kernel applies every stage; dgrad's (conv_transpose2d's forward) the bias.
+inline unsigned fprop_fuses_every_stage_dgrad_the_bias(const ConvProblem&, const ConvRequest& r) {
+  return r.direction == Direction::fprop ? kAllStages : kBiasStage;
+}
 // For fprop kernels whose half-type paths round before an epilogue could run (a half-type
 // GEMM from ATen writes rounded values): every stage where the output type is the
 // accumulation type, none otherwise.

@@ -14,6 +14,7 @@
 // what runs there.
 #include "common/activation.h"
 #include "cpu/kernels.h"
+#include "cpu/pixel_rows.h"
 #include "cpu/column_range.h"
 #include "cpu/vector_clones.h"
 
@@ -288,26 +289,10 @@ void fprop_nchw(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w,
 // Cg channels (x is channels_last), then a zero when the row is odd.
 void im2col_pixel_rows(const ConvProblem& p, const uint16_t* x, int64_t g, int64_t m0,
                        int64_t count, int64_t pairs, uint16_t* A) {
-  const int64_t Cg = p.C_per_group(), rows = p.R * p.S * Cg, PQ = p.P * p.Q;
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(rows, 1));
-  at::parallel_for(0, count, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t m = m0 + i, n = m / PQ, op = (m % PQ) / p.Q, q = m % p.Q;
-      uint16_t* dst = A + i * 2 * pairs;
-      for (int64_t r = 0; r < p.R; ++r) {
-        const int64_t h = op * p.stride_h - p.pad_top + r * p.dilation_h;
-        for (int64_t s = 0; s < p.S; ++s, dst += Cg) {
-          const int64_t w = q * p.stride_w - p.pad_left + s * p.dilation_w;
-          if (h < 0 || h >= p.H || w < 0 || w >= p.W) {
-            std::fill(dst, dst + Cg, uint16_t(0));
-          } else {
-            std::memcpy(dst, x + ((n * p.H + h) * p.W + w) * p.C + g * Cg, sizeof(uint16_t) * Cg);
-          }
-        }
-      }
-      if (rows % 2) *dst = 0;
-    }
-  });
+  gather_pixel_rows<uint16_t, uint16_t>(p, x, g, m0, count, 2 * pairs, A);
+  const int64_t rows = p.R * p.S * p.C_per_group();
+  if (rows % 2)
+    for (int64_t i = 0; i < count; ++i) A[i * 2 * pairs + rows] = 0;
 }
 
 void fprop_nhwc(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w,

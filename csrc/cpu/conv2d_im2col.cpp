@@ -11,6 +11,7 @@
 #include "cpu/column_range.h"
 #include "cpu/epilogue.h"
 #include "cpu/kernels.h"
+#include "cpu/pixel_rows.h"
 #include "cpu/vector_clones.h"
 
 #include <ATen/ATen.h>
@@ -149,33 +150,6 @@ using column_type = std::conditional_t<std::is_same_v<scalar_t, at::BFloat16>, a
 // Cg contiguous input channels (copies of whole runs, no strided gathers) and the GEMM writes
 // straight into y's memory. A tile is a run of output pixels.
 
-// col[m - m0, (r, s, c)] = x[n, g*Cg + c, h, w] for the output pixels m of [m0, m0 + count);
-// x is contiguous channels_last.
-template <typename scalar_t, typename col_t>
-void im2col_pixels(const ConvProblem& p, const scalar_t* x, int64_t g, int64_t m0,
-                   int64_t count, col_t* col) {
-  const int64_t Cg = p.C_per_group(), RSCg = p.R * p.S * Cg, PQ = p.P * p.Q;
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(RSCg, 1));
-  at::parallel_for(0, count, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t m = m0 + i, n = m / PQ, op = (m % PQ) / p.Q, q = m % p.Q;
-      col_t* dst = col + i * RSCg;
-      for (int64_t r = 0; r < p.R; ++r) {
-        const int64_t h = op * p.stride_h - p.pad_top + r * p.dilation_h;
-        for (int64_t s = 0; s < p.S; ++s, dst += Cg) {
-          const int64_t w = q * p.stride_w - p.pad_left + s * p.dilation_w;
-          if (h < 0 || h >= p.H || w < 0 || w >= p.W) {
-            std::fill(dst, dst + Cg, col_t(0));
-            continue;
-          }
-          const scalar_t* src = x + ((n * p.H + h) * p.W + w) * p.C + g * Cg;
-          for (int64_t c = 0; c < Cg; ++c) dst[c] = col_t(src[c]);
-        }
-      }
-    }
-  });
-}
-
 // The epilogue over output pixels [m0, m0 + count) just written (given only where y holds
 // the accumulation type: fprop_fuses_every_stage_in_float).
 template <typename scalar_t>
@@ -221,7 +195,7 @@ void fprop_channels_last(const ConvProblem& p, const at::Tensor& x, const at::Te
     const int64_t count = std::min(tile, pixels - m0);
     at::Tensor col = col_buffer.narrow(0, 0, count * RSCg).view({count, RSCg});
     for (int64_t g = 0; g < G; ++g) {
-      im2col_pixels<scalar_t, col_t>(p, xd, g, m0, count, col.data_ptr<col_t>());
+      gather_pixel_rows<scalar_t, col_t>(p, xd, g, m0, count, RSCg, col.data_ptr<col_t>());
       at::Tensor out = Y.narrow(0, m0, count).narrow(1, g * Kg, Kg);
       at::mm_out(out, col, w_rows.narrow(0, g * Kg, Kg).t());
     }

@@ -35,7 +35,10 @@ def run_parser():
     p.add_argument("--suite", default="seed",
                    help="'seed' (DESIGN.md's table) or a network whose convolutions are traced (resnet50, vgg16, ...)")
     p.add_argument("--layer", help="a one-off convolution, e.g. N=8,C=64,H=56,W=56,K=64,R=3,stride=1,pad=1,groups=1")
-    p.add_argument("--network", help="time a whole network (forward; with --direction all, a training step)")
+    p.add_argument("--network", help="time whole networks, comma-separated (forward; with --direction all, a training step)")
+    p.add_argument("--fused", action="store_true",
+                   help="with --network: fastconv.fuse() of the eval-mode network against torch eager and "
+                        "torch.compile(freezing=True), inference")
     p.add_argument("--group", help="only these groups of the suite (comma-separated)")
     p.add_argument("--op", choices=OPS, help="only rows of this operator")
     p.add_argument("--direction", choices=suites.DIRECTIONS, default="fprop")
@@ -88,12 +91,22 @@ def select_cases(parser, args):
         if args.layer:
             cases = [suites.parse_layer(args.layer)]
         elif args.network:
-            cases = [suites.NetworkCase("network", args.network)]
-            suites.network_model(args.network)  # fail early on an unknown name
+            names = [n for n in args.network.split(",") if n]
+            for name in names:
+                suites.network_model(name)  # fail early on an unknown name
+            if args.fused:
+                cases = [suites.NetworkCase("network", name, fused=True, baseline=b)
+                         for name in names for b in suites.FUSED_BASELINES]
+            else:
+                cases = [suites.NetworkCase("network", name) for name in names]
         else:
             cases = suites.suite(args.suite)
     except ValueError as e:
         parser.error(str(e))
+    if args.fused and not args.network:
+        parser.error("--fused times whole networks: give --network NAME[,NAME...]")
+    if args.fused and args.direction != "fprop":
+        parser.error("--fused is inference: --direction must be fprop")
     if args.group:
         wanted = set(args.group.split(","))
         unknown = wanted - {c.group for c in cases}
@@ -192,6 +205,7 @@ def _run(parser, args):
         "machine": machine,
         "versions": measure.versions(),
         "settings": {"suite": args.network or ("layer" if args.layer else args.suite), "device": args.device,
+                     "fused": args.fused,
                      "dtype": args.dtype, "layout": args.layout, "direction": args.direction,
                      "batch": args.batch, "warmup": args.warmup, "repeats": args.repeats,
                      "algo": args.algo or "auto", "group": args.group, "op": args.op,

@@ -566,16 +566,35 @@ def geometric_mean(values):
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
 
 
+# The baselines of a fused network row (--fused): torch's eager eval-mode forward, and
+# Inductor's best for inference, torch.compile with freezing (BatchNorm folded, constants
+# baked, and on the CPU oneDNN's fused post-ops).
+FUSED_BASELINES = ("eager", "compile-freezing")
+
+
 @dataclasses.dataclass
 class NetworkCase:
     """A whole network: torch.nn layers against the same model with its convolutions moved
     onto fastconv (fastconv.convert on a copy). fprop is an inference forward; all is a full
-    training step (forward, loss, backward, SGD update)."""
+    training step (forward, loss, backward, SGD update). fused: fastconv's side is
+    fastconv.fuse() of the converted eval-mode copy (BatchNorms folded, additions and
+    activations in conv2d_fused), against `baseline` (FUSED_BASELINES), inference only."""
 
     group: str
     name: str
     image: int = 224
     count: int = 1
+    fused: bool = False
+    baseline: str = "eager"
+
+    def __post_init__(self):
+        if self.fused:
+            self.group = self.name
+            self.name = f"fused vs {self.baseline}"
+
+    @property
+    def network(self):
+        return self.group if self.fused else self.name
 
     def batch(self, default):
         return default
@@ -590,7 +609,7 @@ class NetworkCase:
         return 0.0
 
     def directions(self):
-        return ("fprop", "all")
+        return ("fprop",) if self.fused else ("fprop", "all")
 
     def runners(self, n, device, dtype, layout, direction, generator):
         import copy
@@ -598,9 +617,14 @@ class NetworkCase:
         import fastconv
 
         torch.manual_seed(0)
-        base_model, _ = network_model(self.name)
+        base_model, _ = network_model(self.network)
         base_model = base_model.to(device, dtype)
-        fast_model = fastconv.convert(copy.deepcopy(base_model))
+        if self.fused:
+            base_model.eval()
+            _randomise_batchnorms(base_model)
+            fast_model = fastconv.fuse(fastconv.convert(copy.deepcopy(base_model)))
+        else:
+            fast_model = fastconv.convert(copy.deepcopy(base_model))
         memory_format = torch.channels_last if layout == "nhwc" else torch.contiguous_format
         for m in (base_model, fast_model):
             m.to(memory_format=memory_format)
@@ -608,9 +632,11 @@ class NetworkCase:
         x = x.contiguous(memory_format=memory_format)
         target = torch.randint(0, 10, (n,), generator=generator).to(device)
 
-        def make(model):
+        def make(model, compiled=False):
             if direction == "fprop":
                 model.eval()
+                if compiled:
+                    model = _compile_frozen(model, x)
 
                 def infer():
                     with torch.no_grad():
@@ -629,4 +655,31 @@ class NetworkCase:
                 optimizer.step()
                 return [loss.detach()]
             return train_step
-        return make(fast_model), make(base_model)
+        return make(fast_model), make(base_model, compiled=self.fused and self.baseline == "compile-freezing")
+
+
+def _randomise_batchnorms(model):
+    """Running statistics and affine parameters drawn at random (fixed seed): a fresh
+    BatchNorm is nearly the identity, which would flatter neither side but hides a wrong fold
+    from the error column."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+                k = m.num_features
+                m.running_mean.copy_(torch.rand(k, generator=g) * 0.2 - 0.1)
+                m.running_var.copy_(torch.rand(k, generator=g) * 0.5 + 0.75)
+                if m.weight is not None:
+                    m.weight.copy_(torch.rand(k, generator=g) * 0.5 + 0.75)
+                    m.bias.copy_(torch.rand(k, generator=g) * 0.2 - 0.1)
+
+
+def _compile_frozen(model, x):
+    """torch.compile with Inductor's freezing on, compiled here (the first call) so that the
+    timed calls see the finished code."""
+    import torch._inductor.config as inductor_config
+
+    with inductor_config.patch(freezing=True), torch.no_grad():
+        compiled = torch.compile(model)
+        compiled(x)
+    return compiled

@@ -1,10 +1,11 @@
-// Launch helpers shared by the CUDA kernel families: tensor views, the fused bias, and the
+// Launch helpers shared by the CUDA kernel families: tensor views, the fused epilogue, and the
 // grid-stride loop over a 64-bit index (tensors may pass 2^31 elements); launch_shape.h has
 // the block and grid sizes.
 // Launches go through launch_kernel (cuda/common/primitives.h), which checks them.
 #pragma once
 
 #include "common/acc_type.h"
+#include "common/activation.h"
 #include "common/strided.h"
 #include "cuda/common/launch_shape.h"
 #include "cuda/common/primitives.h"
@@ -37,6 +38,33 @@ FASTCONV_DEVICE acc_type<scalar_t> bias_value(gptr<const scalar_t> bias, int64_t
 template <typename T, typename Tensor>
 gptr<T> optional_view(const Tensor& t, const char* name) {
   return t.defined() ? global_view<T>(t, name) : gptr<T>();
+}
+
+// The fused epilogue (common/algorithms.h, Epilogue) as a kernel argument: each output is
+// activation(sum + bias[channel] + residual[index]) in the accumulator type, then rounded
+// once; index is the element's offset in the output, which the operator lays the residual
+// out to match. Null pointers and Activation::none are stages not asked for.
+template <typename scalar_t>
+struct EpilogueArgs {
+  gptr<const scalar_t> bias;
+  gptr<const scalar_t> residual;
+  Activation activation;
+  float slope;
+
+  FASTCONV_DEVICE acc_type<scalar_t> operator()(acc_type<scalar_t> sum, int64_t channel,
+                                                int64_t index) const {
+    using acc_t = acc_type<scalar_t>;
+    if (bias) sum += acc_t(bias[channel]);
+    if (residual) sum += acc_t(residual[index]);
+    return activate(activation, sum, acc_t(slope));
+  }
+};
+
+template <typename scalar_t, typename Epilogue>
+EpilogueArgs<scalar_t> epilogue_args(const Epilogue& e) {
+  return {optional_view<const scalar_t>(e.bias, "bias"),
+          optional_view<const scalar_t>(e.residual, "residual"), e.activation,
+          float(e.negative_slope)};
 }
 
 }  // namespace fastconv::cuda

@@ -86,7 +86,7 @@ KernelLayouts layouts(const ConvProblem& p, const ConvRequest& r) {
 ConvAlgorithm depthwise_algorithm() {
   ConvAlgorithm a{"depthwise", &can_implement, &depthwise::fprop, &depthwise::dgrad, &depthwise::wgrad};
   a.layouts = &layouts;
-  a.fused_stages = &fuses_bias;
+  a.fused_stages = &fprop_fuses_every_stage_dgrad_the_bias;
   a.state = KernelState::emulated;  // passes the emulation suite; not yet run on a GPU
   return a;
 }

@@ -20,7 +20,7 @@ void fprop(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor&
         launch_kernel("depthwise::fprop_nhwc_kernel", fprop_nhwc_kernel<scalar_t, KSize>,
                       launch_bounds<NhwcConfig, scalar_t, KSize, false>(), blocks_for(p.N * p.P * groups_q * p.K, NhwcConfig::kThreads),
                       NhwcConfig::kThreads, 0, p, view4<const scalar_t>(x, "x"),
-                      view4<const scalar_t>(wk, "w"), optional_view<const scalar_t>(epilogue.bias, "bias"), view4<scalar_t>(y, "y"));
+                      view4<const scalar_t>(wk, "w"), epilogue_args<scalar_t>(epilogue), view4<scalar_t>(y, "y"));
       } else {
         const PlaneTile tile = plane_tile(p, Direction::fprop, sizeof(scalar_t));
         TORCH_CHECK(tile.rows > 0, "fastconv: depthwise NCHW fprop without a tile (layouts says nhwc)");
@@ -28,7 +28,7 @@ void fprop(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor&
         launch_kernel("depthwise::fprop_nchw_kernel", fprop_nchw_kernel<scalar_t, KSize>,
                       launch_bounds<NchwConfig, scalar_t, KSize, false>(), blocks_for(items, 1), NchwConfig::kThreads, 0, p, tile,
                       view4<const scalar_t>(x, "x"), view4<const scalar_t>(w, "w"),
-                      optional_view<const scalar_t>(epilogue.bias, "bias"), view4<scalar_t>(y, "y"));
+                      epilogue_args<scalar_t>(epilogue), view4<scalar_t>(y, "y"));
       }
     });
   });

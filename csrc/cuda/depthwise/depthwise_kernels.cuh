@@ -76,7 +76,7 @@ constexpr KernelBounds launch_bounds() {
 
 template <typename scalar_t, int KSize>
 FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS((launch_bounds<NhwcConfig, scalar_t, KSize, false>())) fprop_nhwc_kernel(const ConvProblem p, const View4<const scalar_t> x,
-                                       const View4<const scalar_t> w, gptr<const scalar_t> bias,
+                                       const View4<const scalar_t> w, const EpilogueArgs<scalar_t> epilogue,
                                        const View4<scalar_t> y) {
   using acc_t = acc_type<scalar_t>;
   constexpr int kPix = NhwcConfig::kPixelsPerThread;
@@ -106,9 +106,11 @@ FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS((launch_bounds<NhwcConfig, scalar_t,
         }
       }
     }
-    const acc_t b = bias_value<scalar_t>(bias, k);
-    for (int u = 0; u < kPix; ++u)
-      if (q0 + u < p.Q) y(n, k, op, q0 + u) = static_cast<scalar_t>(b + acc[u]);
+    for (int u = 0; u < kPix; ++u) {
+      if (q0 + u >= p.Q) continue;
+      const int64_t at = y.offset(n, k, op, q0 + u);
+      y.data[at] = static_cast<scalar_t>(epilogue(acc[u], k, at));
+    }
   }
 }
 
@@ -171,7 +173,7 @@ FASTCONV_DEVICE void stage_window(const View4<const scalar_t>& v, int64_t n, int
 template <typename scalar_t, int KSize>
 FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS((launch_bounds<NchwConfig, scalar_t, KSize, false>())) fprop_nchw_kernel(const ConvProblem p, const PlaneTile tile,
                                        const View4<const scalar_t> x, const View4<const scalar_t> w,
-                                       gptr<const scalar_t> bias, const View4<scalar_t> y) {
+                                       const EpilogueArgs<scalar_t> epilogue, const View4<scalar_t> y) {
   using acc_t = acc_type<scalar_t>;
   constexpr int kSlots = NchwConfig::kOutputsPerThread;
   FASTCONV_SHARED(scalar_t, staged, NchwConfig::kSharedBytes / sizeof(scalar_t));
@@ -185,7 +187,6 @@ FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS((launch_bounds<NchwConfig, scalar_t,
     stage_window<scalar_t>(x, n, k / M, p.H, p.W, p0 * p.stride_h - p.pad_top,
                            q0 * p.stride_w - p.pad_left, tile, staged);
     sync_threads();
-    const acc_t bv = bias_value<scalar_t>(bias, k);
     Taps<scalar_t, KSize> taps;
     taps.load(w, k);
     for (int u = 0; u < kSlots; ++u) {
@@ -200,7 +201,8 @@ FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS((launch_bounds<NchwConfig, scalar_t,
           acc += acc_t(xv) * taps.at(w, k, r, s);
         }
       }
-      y(n, k, p0 + lp, q0 + lq) = static_cast<scalar_t>(bv + acc);
+      const int64_t at = y.offset(n, k, p0 + lp, q0 + lq);
+      y.data[at] = static_cast<scalar_t>(epilogue(acc, k, at));
     }
     sync_threads();  // staged is refilled for the block's next tile
   }

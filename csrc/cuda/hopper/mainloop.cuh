@@ -64,13 +64,8 @@ struct Producer {
     const int chunk = tid % kChunksPerRow, row0 = tid / kChunksPerRow;
     const int64_t k = k_tile * Cfg::BK + chunk * 8, reduction = p.reduction();
     const bool k_ok = k < reduction;
-    int c = 0, r_off = 0, s_off = 0;
-    if (k_ok) {
-      const int kk = int(k), cg = int(p.Cg), rs = kk / cg;
-      c = kk - rs * cg;
-      r_off = (rs / int(p.S)) * int(p.dil_h);
-      s_off = (rs % int(p.S)) * int(p.dil_w);
-    }
+    const GatherGemm::Tap tap = k_ok ? p.tap(k) : GatherGemm::Tap{0, 0, 0};
+    const int c = tap.c, r_off = tap.r_off, s_off = tap.s_off;
     const int64_t a_channel = t.g * p.Cg + c;
 #pragma unroll
     for (int i = 0; i < kARows; ++i) {

@@ -27,6 +27,17 @@ struct GatherGemm {
 
   FASTCONV_HD int64_t rows() const { return N * OH * OW; }
   FASTCONV_HD int64_t reduction() const { return R * S * Cg; }
+
+  // Reduction index k (< reduction(), k = (r * S + s) * Cg + c) as its channel c and the
+  // filter tap's row and column offsets in the image, r * dil_h and s * dil_w. In 32 bits:
+  // can_implement keeps the filter under 2^31 elements.
+  struct Tap {
+    int c, r_off, s_off;
+  };
+  FASTCONV_HD Tap tap(int64_t k) const {
+    const int kk = int(k), cg = int(Cg), rs = kk / cg;
+    return {kk - rs * cg, (rs / int(S)) * int(dil_h), (rs % int(S)) * int(dil_w)};
+  }
 };
 
 // wgrad: dw[g*Kg + m][r][s][c] = sum over the N*P*Q output pixels of

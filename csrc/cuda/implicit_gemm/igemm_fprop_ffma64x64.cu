@@ -2,5 +2,5 @@
 #include "cuda/implicit_gemm/igemm_launch.cuh"
 
 namespace fastconv::cuda::igemm {
-template void launch_gather_gemm<TileFfma64x64>(const GatherGemm&, int64_t, int, const at::Tensor&, const at::Tensor&, const at::Tensor&, at::Tensor&);
+template void launch_gather_gemm<TileFfma64x64>(const GatherGemm&, int64_t, int, const at::Tensor&, const at::Tensor&, const Epilogue&, at::Tensor&);
 }  // namespace fastconv::cuda::igemm

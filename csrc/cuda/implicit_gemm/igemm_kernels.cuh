@@ -233,7 +233,7 @@ FASTCONV_DEVICE void store_accumulators(const Accumulators<Cfg>& acc, int warp_m
 
 template <class Cfg, typename T, int kVec>
 FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS(Cfg::kGatherBounds) gather_gemm_kernel(const GatherGemm p, gptr<const T> x, gptr<const T> w,
-                                        gptr<const T> bias, gptr<T> y) {
+                                        const EpilogueArgs<T> epilogue, gptr<T> y) {
   constexpr int BM = Cfg::BM, BN = Cfg::BN, kSliceUnits = Cfg::kSliceUnits, kStages = Cfg::Stages;
   constexpr bool kFfma = Cfg::kMath == Math::ffma;
   // kSliceUnits and kVec count 2-byte units; a float element is two of them.
@@ -295,13 +295,8 @@ FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS(Cfg::kGatherBounds) gather_gemm_kern
     const sptr<uint16_t> a_tile = ring + stage * Cfg::kStageElems, b_tile = a_tile + BM * kSliceUnits;
     const int64_t k = k_tile * kSliceElems + k_col;
     const bool k_ok = k < reduction;
-    int c = 0, r_off = 0, s_off = 0;
-    if (k_ok) {
-      const int kk = int(k), cg = int(p.Cg), rs = kk / cg;
-      c = kk - rs * cg;
-      r_off = (rs / int(p.S)) * int(p.dil_h);
-      s_off = (rs % int(p.S)) * int(p.dil_w);
-    }
+    const GatherGemm::Tap tap = k_ok ? p.tap(k) : GatherGemm::Tap{0, 0, 0};
+    const int c = tap.c, r_off = tap.r_off, s_off = tap.s_off;
 #pragma unroll
     for (int i = 0; i < kAIters; ++i) {
       const int ih = a_ih[i] + r_off, iw = a_iw[i] + s_off;
@@ -324,7 +319,8 @@ FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS(Cfg::kGatherBounds) gather_gemm_kern
   mainloop<Cfg, T, kFfma, kFfma>(ring, (reduction + kSliceElems - 1) / kSliceElems, load_stage,
                                  warp_m, warp_n, lane, acc);
 
-  // Epilogue: bias in float, one rounding, straight to the NHWC output.
+  // Epilogue: bias, residual and activation in float, one rounding, straight to the NHWC
+  // output.
   store_accumulators<Cfg>(
       acc, warp_m, warp_n, lane, m_begin, n_begin, M, p.Kg,
       [&](int64_t m) {
@@ -334,7 +330,7 @@ FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS(Cfg::kGatherBounds) gather_gemm_kern
         return ((img * p.YH + yh) * p.YW + yw) * p.Ktot + g * p.Kg;
       },
       [&](int64_t y_row, int64_t n, float v) {
-        y[y_row + n] = static_cast<T>(v + bias_value<T>(bias, g * p.Kg + n));
+        y[y_row + n] = static_cast<T>(epilogue(v, g * p.Kg + n, y_row + n));
       });
 }
 

@@ -41,15 +41,14 @@ void dispatch_types(at::ScalarType dtype, int vec, const char* what, F&& f) {
 
 template <class Cfg>
 void launch_gather_gemm(const GatherGemm& p, int64_t groups, int vec, const at::Tensor& x,
-                        const at::Tensor& w, const at::Tensor& bias, at::Tensor& y) {
+                        const at::Tensor& w, const Epilogue& epilogue, at::Tensor& y) {
   const Dim3 grid(unsigned(ceil_div(p.rows(), Cfg::BM)), unsigned(ceil_div(p.Kg, Cfg::BN)),
                   unsigned(groups));
   auto launch = [&](auto type, auto width) {
     using T = decltype(type);
-    const gptr<const T> b = optional_view<const T>(bias, "bias");
     launch_kernel("igemm::gather_gemm_kernel", gather_gemm_kernel<Cfg, T, decltype(width)::value>,
                   Cfg::kGatherBounds, grid, Dim3(Cfg::kThreads), 0, p, global_view<const T>(x, "x"),
-                  global_view<const T>(w, "w"), b, global_view<T>(y, "y"));
+                  global_view<const T>(w, "w"), epilogue_args<T>(epilogue), global_view<T>(y, "y"));
   };
   if constexpr (Cfg::kMath == Math::ffma) {
     // One float per copy whatever the alignment: the copies transpose k into k-major tiles.

@@ -56,14 +56,14 @@ struct Algorithm {
   static void fprop(const ConvProblem& p, const KernelLayouts&, const at::Tensor& x,
                     const at::Tensor& w, const Epilogue& epilogue, at::Tensor& y) {
     const GatherGemm g = igemm::fprop_gemm(p);
-    igemm::launch_gather_gemm<Cfg>(g, p.groups, igemm::vector_width({&x, &w, &y}, {g.Cg, g.Kg}), x, w, epilogue.bias, y);
+    igemm::launch_gather_gemm<Cfg>(g, p.groups, igemm::vector_width({&x, &w, &y}, {g.Cg, g.Kg}), x, w, epilogue, y);
   }
 
   static void dgrad(const ConvProblem& p, const KernelLayouts&, const at::Tensor& dy,
                     const at::Tensor& w, const Epilogue& epilogue, at::Tensor& dx) {
     igemm::for_each_dgrad_phase(p, w, [&](const GatherGemm& g, const at::Tensor& sub) {
       igemm::launch_gather_gemm<Cfg>(g, p.groups, igemm::vector_width({&dy, &sub, &dx}, {g.Cg, g.Kg}), dy, sub,
-                                     epilogue.bias, dx);
+                                     epilogue, dx);
     });
   }
 
@@ -110,7 +110,7 @@ struct Algorithm {
   static ConvAlgorithm make(const char* name, bool large = false) {
     ConvAlgorithm a{name, &can_implement, &fprop, &dgrad, &wgrad};
     a.layouts = &layouts;
-    a.fused_stages = &fuses_bias;
+    a.fused_stages = &fuses_every_stage;  // in the epilogue of both math paths
     a.state = KernelState::emulated;  // passes the emulation suite; not yet run on a GPU
     if (large) a.preferred = &preferred_large;
     return a;

@@ -3,6 +3,7 @@
 // incremental. Host-only declarations: included by both g++ and nvcc.
 #pragma once
 
+#include "common/algorithms.h"
 #include "cuda/implicit_gemm/gemm_params.h"
 
 #include <ATen/core/Tensor.h>
@@ -10,11 +11,11 @@
 namespace fastconv::cuda::igemm {
 
 // vec: 2-byte units per cp.async, 8 (16-byte copies) or 4 (8-byte). Tensors NHWC / KRSC
-// contiguous, bf16 or fp16, or float (the gather GEMM only, on TF32); bias undefined or one
-// value per output channel.
+// contiguous, bf16 or fp16, or float (the gather GEMM only, on TF32); the epilogue's bias
+// undefined or one value per output channel, its residual undefined or laid out as y.
 template <class Cfg>
 void launch_gather_gemm(const GatherGemm& p, int64_t groups, int vec, const at::Tensor& x,
-                        const at::Tensor& w, const at::Tensor& bias, at::Tensor& y);
+                        const at::Tensor& w, const Epilogue& epilogue, at::Tensor& y);
 
 // With p.splits == 1 the kernel writes dw; otherwise workspace (float, p.splits * groups * Kg
 // * R * S * Cg elements), which reduce_splits then sums into dw.
