@@ -52,6 +52,9 @@ def test_bad_layer_is_a_clear_usage_error(text, message, capsys):
     (["--group", "nonesuch"], "no such group"),
     (["--algo", "winograd"], "--algo winograd"),
     (["--suite", "not_a_network"], "not_a_network"),
+    (["--fused"], "--fused times whole networks"),
+    (["--network", "resnet18", "--fused", "--direction", "all"], "--fused is inference"),
+    (["--network", "resnet18,nonesuch"], "nonesuch"),
 ])
 def test_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
@@ -170,6 +173,17 @@ def test_network_trace_and_whole_network(capsys):
     code, io = run(["--network", "squeezenet1_0", "--batch", "1", "--repeats", "1"] + FAST[2:], capsys)
     assert code == 0 and "whole" not in io.err
     assert "network" in io.out
+
+
+@pytest.mark.parametrize("baseline", suites.FUSED_BASELINES)
+def test_fused_network_rows_compare_the_fused_copy_with_each_baseline(baseline):
+    """The --fused runners on a small image: fastconv.fuse() of the converted model against
+    torch eager, and against torch.compile with freezing (compiled once, before timing)."""
+    case = suites.NetworkCase("network", "resnet18", image=32, fused=True, baseline=baseline)
+    assert (case.group, case.name, case.directions()) == ("resnet18", f"fused vs {baseline}", ("fprop",))
+    fast, base = case.runners(1, "cpu", torch.float32, "nchw", "fprop", torch.Generator().manual_seed(0))
+    (a,), (b,) = fast(), base()
+    assert a.shape == (1, 1000) and measure.max_rel_error([a], [b]) < 1e-4
 
 
 def fake_result(times, noise=0.01):
