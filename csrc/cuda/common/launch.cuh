@@ -54,8 +54,15 @@ struct EpilogueArgs {
   FASTCONV_DEVICE acc_type<scalar_t> operator()(acc_type<scalar_t> sum, int64_t channel,
                                                 int64_t index) const {
     using acc_t = acc_type<scalar_t>;
-    if (bias) sum += acc_t(bias[channel]);
-    if (residual) sum += acc_t(residual[index]);
+    // Read into scalar_t first: under emulation an element is a checked reference.
+    if (bias) {
+      const scalar_t b = bias[channel];
+      sum += acc_t(b);
+    }
+    if (residual) {
+      const scalar_t r = residual[index];
+      sum += acc_t(r);
+    }
     return activate(activation, sum, acc_t(slope));
   }
 };

@@ -68,10 +68,15 @@ template <typename scalar_t, int KSize, bool kNchwDgrad>
 constexpr int min_blocks() {
   return sizeof(scalar_t) > 4 || (kNchwDgrad && (KSize == 5 || KSize == 7)) ? 1 : kMinBlocksPerSM;
 }
-// An instance's launch bounds, for the kernel and for its launch (depthwise.cu).
+// An instance's launch bounds, for the kernel and for its launch (depthwise.cu). The float
+// NCHW fprop of 7x7 filters keeps its 49 taps in registers and, since the fused epilogue
+// (bias, residual, activation) came in, spilled 8 bytes at 3 blocks per SM (80 registers):
+// it gets 2.
 template <class Config, typename scalar_t, int KSize, bool kNchwDgrad>
 constexpr KernelBounds launch_bounds() {
-  return {Config::kThreads, min_blocks<scalar_t, KSize, kNchwDgrad>()};
+  constexpr bool nchw_fprop_7x7_float =
+      std::is_same_v<Config, NchwConfig> && !kNchwDgrad && KSize == 7 && sizeof(scalar_t) == 4;
+  return {Config::kThreads, nchw_fprop_7x7_float ? 2 : min_blocks<scalar_t, KSize, kNchwDgrad>()};
 }
 
 template <typename scalar_t, int KSize>

@@ -1,8 +1,9 @@
 // The Hopper family's epilogue: a consumer warpgroup's 64 x BN float accumulators, staged row by
 // row in shared memory (the ring, free once both consumers' mainloops are done), then read back
-// 8 channels at a time, the bias added in float, rounded once and written to the NHWC output as
-// one 16-byte store. Staging the floats rather than the rounded values keeps the bias out of the
-// pass that holds all BN / 2 accumulators live: with it there, the 128 x 256 consumer spilled.
+// 8 channels at a time, the epilogue (bias, residual, activation) applied in float, rounded once
+// and written to the NHWC output as one 16-byte store. Staging the floats rather than the rounded
+// values keeps the epilogue out of the pass that holds all BN / 2 accumulators live: with the
+// bias there, the 128 x 256 consumer spilled.
 // Device code only.
 #pragma once
 
@@ -23,13 +24,13 @@ struct alignas(8) Float2 {
 };
 
 template <class Cfg, typename T>
-struct Epilogue {
+struct StagedEpilogue {
   // Named barriers: 1 for both consumer warpgroups (the ring becomes the staging area), 2 and 3
   // for each one's staging.
   static constexpr unsigned kConsumersBarrier = 1, kStagedBarrier = 2;
 
   FASTCONV_DEVICE static void store(const GatherGemm& p, const TileCoord& t, int consumer, int tid,
-                                    const float (&acc)[Cfg::BN / 2], sptr<uint8_t> ring, gptr<const T> bias,
+                                    const float (&acc)[Cfg::BN / 2], sptr<uint8_t> ring, const EpilogueArgs<T>& epilogue,
                                     gptr<T> y) {
     named_barrier_sync(kConsumersBarrier, 128 * Cfg::kConsumers);
     const sptr<uint8_t> staged = ring + consumer * 64 * Cfg::kStagedRowBytes;
@@ -61,17 +62,18 @@ struct Epilogue {
       const float sums[8] = {lo.v[0], lo.v[1], lo.v[2], lo.v[3], hi.v[0], hi.v[1], hi.v[2], hi.v[3]};
       // Two outputs to a word, the lower channel in the low half (little-endian, as memory holds
       // them). All 8 channels are the group's: can_implement asks for 16-byte channel runs.
-      uint32_t words[4];
-#pragma unroll
-      for (int c = 0; c < 8; c += 2) {
-        const T even = static_cast<T>(sums[c] + bias_value<T>(bias, t.g * p.Kg + n + c));
-        const T odd = static_cast<T>(sums[c + 1] + bias_value<T>(bias, t.g * p.Kg + n + c + 1));
-        words[c / 2] = uint32_t(even.x) | (uint32_t(odd.x) << 16);
-      }
       const int64_t img = m / per_image, rest = m % per_image;
       const int64_t yh = (rest / p.OW) * p.out_stride_h + p.out_offset_h;
       const int64_t yw = (rest % p.OW) * p.out_stride_w + p.out_offset_w;
       const int64_t at = ((img * p.YH + yh) * p.YW + yw) * p.Ktot + t.g * p.Kg + n;
+      const int64_t channel = t.g * p.Kg + n;
+      uint32_t words[4];
+#pragma unroll
+      for (int c = 0; c < 8; c += 2) {
+        const T even = static_cast<T>(epilogue(sums[c], channel + c, at + c));
+        const T odd = static_cast<T>(epilogue(sums[c + 1], channel + c + 1, at + c + 1));
+        words[c / 2] = uint32_t(even.x) | (uint32_t(odd.x) << 16);
+      }
       store_global_16(y + at, words);
     }
   }

@@ -39,13 +39,13 @@ struct Algorithm {
 
   static void fprop(const ConvProblem& p, const KernelLayouts&, const at::Tensor& x, const at::Tensor& w,
                     const Epilogue& epilogue, at::Tensor& y) {
-    hopper::launch_gather_gemm<Cfg>(igemm::fprop_gemm(p), p.groups, x, w, epilogue.bias, y);
+    hopper::launch_gather_gemm<Cfg>(igemm::fprop_gemm(p), p.groups, x, w, epilogue, y);
   }
 
   static void dgrad(const ConvProblem& p, const KernelLayouts&, const at::Tensor& dy, const at::Tensor& w,
                     const Epilogue& epilogue, at::Tensor& dx) {
     igemm::for_each_dgrad_phase(p, w, [&](const igemm::GatherGemm& g, const at::Tensor& sub) {
-      hopper::launch_gather_gemm<Cfg>(g, p.groups, dy, sub, epilogue.bias, dx);
+      hopper::launch_gather_gemm<Cfg>(g, p.groups, dy, sub, epilogue, dx);
     });
   }
 
@@ -66,7 +66,7 @@ struct Algorithm {
   static ConvAlgorithm make(const char* name, Rule rule) {
     ConvAlgorithm a{name, &can_implement, &fprop, &dgrad, nullptr};
     a.layouts = &layouts;
-    a.fused_stages = &fuses_bias;
+    a.fused_stages = &fuses_every_stage;  // in the staged epilogue
     a.state = KernelState::emulated;  // passes the emulation suite; not yet run on a GPU
     if (rule == Rule::wide) a.preferred = &preferred_wide;
     if (rule == Rule::half_full) a.preferred = &preferred_half_full;

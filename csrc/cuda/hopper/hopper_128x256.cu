@@ -3,5 +3,5 @@
 
 namespace fastconv::cuda::hopper {
 template void launch_gather_gemm<Tile128x256>(const igemm::GatherGemm&, int64_t, const at::Tensor&, const at::Tensor&,
-                                             const at::Tensor&, at::Tensor&);
+                                             const Epilogue&, at::Tensor&);
 }  // namespace fastconv::cuda::hopper

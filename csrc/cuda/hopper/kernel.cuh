@@ -19,7 +19,7 @@ FASTCONV_DEVICE Role role_of(int warpgroup) { return warpgroup == 0 ? Role::prod
 
 template <class Cfg, typename T>
 FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS(Cfg::kBounds)
-    gather_gemm_kernel(const GatherGemm p, gptr<const T> x, gptr<const T> w, gptr<const T> bias, gptr<T> y) {
+    gather_gemm_kernel(const GatherGemm p, gptr<const T> x, gptr<const T> w, const EpilogueArgs<T> epilogue, gptr<T> y) {
 #if defined(FASTCONV_SIMT) || defined(__CUDA_ARCH_FEAT_SM90_ALL)
   FASTCONV_DYNAMIC_SHARED(uint8_t, smem);
   // The ring starts at the first 1024-byte boundary of the window.
@@ -56,7 +56,7 @@ FASTCONV_GLOBAL void FASTCONV_LAUNCH_BOUNDS(Cfg::kBounds)
 #pragma unroll
     for (int i = 0; i < Cfg::BN / 2; ++i) acc[i] = 0.f;
     Consumer<Cfg, T>::mma(ring_barriers, k_tiles, shared_address(ring), consumer, acc);
-    Epilogue<Cfg, T>::store(p, t, consumer, wg_tid, acc, ring, bias, y);
+    StagedEpilogue<Cfg, T>::store(p, t, consumer, wg_tid, acc, ring, epilogue, y);
   }
 #endif
 }

@@ -21,13 +21,13 @@ const char* kernel_name() {
 
 template <class Cfg>
 void launch_gather_gemm(const igemm::GatherGemm& p, int64_t groups, const at::Tensor& x, const at::Tensor& w,
-                        const at::Tensor& bias, at::Tensor& y) {
+                        const Epilogue& epilogue, at::Tensor& y) {
   const Dim3 grid = TileScheduler::grid<Cfg>(p, groups);
   auto launch = [&](auto type) {
     using T = decltype(type);
     launch_kernel(kernel_name<Cfg>(), gather_gemm_kernel<Cfg, T>, Cfg::kBounds, grid, Dim3(Cfg::kThreads),
                   size_t(Cfg::kSharedBytes), p, global_view<const T>(x, "x"), global_view<const T>(w, "w"),
-                  optional_view<const T>(bias, "bias"), global_view<T>(y, "y"));
+                  epilogue_args<T>(epilogue), global_view<T>(y, "y"));
   };
   if (x.scalar_type() == at::kBFloat16)
     launch(c10::BFloat16{});
