@@ -186,6 +186,14 @@ def test_fused_network_rows_compare_the_fused_copy_with_each_baseline(baseline):
     assert a.shape == (1, 1000) and measure.max_rel_error([a], [b]) < 1e-4
 
 
+def test_network_baseline_runs_on_torch_layers():
+    """fastconv.models build on fastconv's layers; the baseline of a network row is the same
+    network on torch.nn's, or the row would time fastconv against itself."""
+    model = suites._on_torch_layers(suites.network_model("resnet18")[0])
+    kinds = {type(m) for m in model.modules() if isinstance(m, torch.nn.Conv2d)}
+    assert kinds == {torch.nn.Conv2d}
+
+
 def fake_result(times, noise=0.01):
     rows = [dict(group="g", name=f"l{i}", direction="fprop", dtype="float32", layout="nchw", device="cpu",
                  batch=1, time_ms=t, baseline_ms=1.0, ratio=1.0 / t, noise=noise) for i, t in enumerate(times)]

@@ -618,7 +618,9 @@ class NetworkCase:
 
         torch.manual_seed(0)
         base_model, _ = network_model(self.network)
-        base_model = base_model.to(device, dtype)
+        # fastconv.models builds on fastconv's layers: the baseline is the same network on
+        # torch's (each layer's own torch.nn class), fastconv's side the converted copy.
+        base_model = _on_torch_layers(base_model).to(device, dtype)
         if self.fused:
             base_model.eval()
             _randomise_batchnorms(base_model)
@@ -656,6 +658,19 @@ class NetworkCase:
                 return [loss.detach()]
             return train_step
         return make(fast_model), make(base_model, compiled=self.fused and self.baseline == "compile-freezing")
+
+
+def _on_torch_layers(model):
+    """model with every fastconv.nn convolution turned back into its torch.nn class, in place
+    (the classes share their state: fastconv's subclass torch's)."""
+    import fastconv.nn as fnn
+
+    torch_class = {fnn.Conv1d: torch.nn.Conv1d, fnn.Conv2d: torch.nn.Conv2d,
+                   fnn.ConvTranspose1d: torch.nn.ConvTranspose1d, fnn.ConvTranspose2d: torch.nn.ConvTranspose2d}
+    for m in model.modules():
+        if type(m) in torch_class:
+            m.__class__ = torch_class[type(m)]
+    return model
 
 
 def _randomise_batchnorms(model):
