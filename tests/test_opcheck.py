@@ -42,6 +42,9 @@ def cases(device):
         "conv2d": (ops.conv2d, (x, w, b, *PARAMS)),
         "conv2d_channels_last": (ops.conv2d, (xc, wc, bc, *PARAMS)),
         "conv2d_grad": (ops.conv2d, (xg, wg, bg, *PARAMS)),
+        # Inference only (it refuses inputs that need a gradient): opcheck on plain tensors.
+        "conv2d_fused": (ops.conv2d_fused, (x, w, b, torch.randn_like(y), *PARAMS, "silu", 0.01)),
+        "conv2d_fused_channels_last": (ops.conv2d_fused, (xc, wc, None, None, *PARAMS, "leaky_relu", 0.2)),
         "conv2d_backward": (ops.conv2d_backward, (torch.randn_like(y), x, w, *PARAMS, [True, True, True])),
         "conv2d_backward_mask": (ops.conv2d_backward, (torch.randn_like(y), x, w, *PARAMS, [False, True, False])),
         "conv_transpose2d": (ops.conv_transpose2d, (xt, wt, torch.randn(4, device=device), *T_PARAMS)),
