@@ -55,6 +55,7 @@ def test_bad_layer_is_a_clear_usage_error(text, message, capsys):
     (["--fused"], "--fused times whole networks"),
     (["--network", "resnet18", "--fused", "--direction", "all"], "--fused is inference"),
     (["--network", "resnet18,nonesuch"], "nonesuch"),
+    (["--processes", "0"], "--processes must be positive"),
 ])
 def test_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
@@ -272,3 +273,36 @@ def test_peak_memory_follows_allocations():
     # far from the 36 MiB that tells a peak from a sum.
     assert abs(memory.bytes(lambda: torch.ones(50 * 2**20 // 4)) - 50 * 2**20) < 2 * 2**20
     assert abs(memory.bytes(two_blocks_then_a_smaller_one) - 100 * 2**20) < 2 * 2**20
+
+
+def test_oversubscribed_run_times_each_side_beside_its_own_kind(capsys, tmp_path):
+    out = tmp_path / "o.json"
+    code, cap = run(["--layer", TINY, "--processes", "2", "--json", str(out)] + FAST, capsys)
+    assert code == 0, cap.err
+    assert "oversubscribed: 2 processes" in cap.out
+    result = json.loads(out.read_text())
+    assert result["settings"]["processes"] == 2
+    row = result["rows"][0]
+    assert row["time_ms"] > 0 and row["baseline_ms"] > 0
+    assert set(row["cpu_team"]) == {"regions", "contended", "serial_regions"}
+
+
+def test_processes_needs_the_cpu(monkeypatch):
+    parser = cli.run_parser()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(SystemExit):
+        cli.settle_args(parser, parser.parse_args(["--device", "cuda", "--processes", "2"]))
+
+
+def test_steady_timer_reports_the_mean_call_of_its_window():
+    calls = []
+    seconds = measure.SteadyTimer(window=0.02)(lambda: calls.append(1))
+    assert len(calls) >= 2 and 0 < seconds < 0.02
+
+
+def test_time_pair_calls_before_ahead_of_every_call_of_that_side():
+    seen = []
+    measure.time_pair(measure.Timer("cpu"), lambda: seen.append("f"), lambda: seen.append("b"), warmup=1,
+                      repeats=3, before=lambda side: seen.append(side))
+    pairs = list(zip(seen[::2], seen[1::2]))
+    assert len(pairs) == 8 and all(side[0] == call for side, call in pairs)

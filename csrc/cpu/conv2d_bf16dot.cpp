@@ -14,12 +14,12 @@
 // what runs there.
 #include "common/activation.h"
 #include "cpu/kernels.h"
+#include "cpu/parallel.h"
 #include "cpu/pixel_rows.h"
 #include "cpu/column_range.h"
 #include "cpu/vector_clones.h"
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -182,7 +182,7 @@ MicroKernel pick(int64_t rows, int64_t vectors) {
 void gemm(int64_t M, int64_t N, int64_t pairs, const uint32_t* a, int64_t lda, const uint32_t* b,
           int64_t ldb, uint16_t* c, int64_t ldc, const GemmEpilogue& e) {
   const int64_t panels = (N + kPanel - 1) / kPanel, row_groups = (M + kRowGroup - 1) / kRowGroup;
-  at::parallel_for(0, panels * row_groups, 1, [&](int64_t begin, int64_t end) {
+  cpu::parallel_for(0, panels * row_groups, 1, [&](int64_t begin, int64_t end) {
     alignas(64) float part[kRowGroup * kPanel];
     for (int64_t task = begin; task < end; ++task) {
       const int64_t j0 = (task / row_groups) * kPanel, cols = std::min(kPanel, N - j0);
@@ -227,7 +227,7 @@ void tap_row(uint16_t* dst, const uint16_t* x_row, const ColumnRange& valid, int
 void im2col_pairs(const ConvProblem& p, const uint16_t* x, int64_t n, int64_t g, int64_t p0,
                   int64_t np, int64_t pairs, int64_t ld, uint32_t* B) {
   const int64_t RS = p.R * p.S, rows = p.C_per_group() * RS, Q = p.Q;
-  at::parallel_for(0, pairs, 1, [&](int64_t begin, int64_t end) {
+  cpu::parallel_for(0, pairs, 1, [&](int64_t begin, int64_t end) {
     std::vector<uint16_t> lo(Q), hi(Q);
     for (int64_t pr = begin; pr < end; ++pr) {
       uint32_t* dst = B + pr * ld;

@@ -12,11 +12,11 @@
 #include "common/acc_type.h"
 #include "cpu/epilogue.h"
 #include "cpu/kernels.h"
+#include "cpu/parallel.h"
 #include "cpu/vector_clones.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <vector>
@@ -98,7 +98,7 @@ void fprop_impl(const ConvProblem& p, bool channels_last, const at::Tensor& x,
     column_offsets[s] = s * p.dilation_w % p.stride_w * ph.size() + s * p.dilation_w / p.stride_w;
   for (int64_t n = 0; n < p.N; ++n) {
     // Padded planes, split by column phase; zero wherever no input lies.
-    at::parallel_for(0, p.C * ph.rows, 16, [&](int64_t b, int64_t e) {
+    cpu::parallel_for(0, p.C * ph.rows, 16, [&](int64_t b, int64_t e) {
       for (int64_t cr = b; cr < e; ++cr) {
         const int64_t c = cr / ph.rows, hp = cr % ph.rows, h = hp - p.pad_top;
         for (int64_t phase = 0; phase < p.stride_w; ++phase) {
@@ -111,7 +111,7 @@ void fprop_impl(const ConvProblem& p, bool channels_last, const at::Tensor& x,
         }
       }
     });
-    at::parallel_for(0, kblocks * p.P, 1, [&](int64_t b, int64_t e) {
+    cpu::parallel_for(0, kblocks * p.P, 1, [&](int64_t b, int64_t e) {
       acc_t out[kFilters * kLanes];
       for (int64_t task = b; task < e; ++task) {
         const int64_t kb = task / p.P, op = task % p.P;

@@ -8,9 +8,9 @@
 #include "common/strided.h"
 #include "cpu/epilogue.h"
 #include "cpu/kernels.h"
+#include "cpu/parallel.h"
 
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 
 namespace fastconv::cpu {
 
@@ -22,7 +22,7 @@ void fprop_impl(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w,
   const Strided4<const scalar_t> X(x), Wt(w);
   const Strided4<scalar_t> Y(y);
   const EpilogueView<scalar_t> ep(epilogue);
-  at::parallel_for(0, p.N * p.K, 1, [&](int64_t begin, int64_t end) {
+  cpu::parallel_for(0, p.N * p.K, 1, [&](int64_t begin, int64_t end) {
     for (int64_t nk = begin; nk < end; ++nk) {
       const int64_t n = nk / p.K, k = nk % p.K;
       for (int64_t op = 0; op < p.P; ++op)
@@ -40,7 +40,7 @@ void dgrad_impl(const ConvProblem& p, const at::Tensor& dy, const at::Tensor& w,
   const Strided4<const scalar_t> DY(dy), Wt(w);
   const Strided4<scalar_t> DX(dx);
   const EpilogueView<scalar_t> ep(epilogue);
-  at::parallel_for(0, p.N * p.C, 1, [&](int64_t begin, int64_t end) {
+  cpu::parallel_for(0, p.N * p.C, 1, [&](int64_t begin, int64_t end) {
     for (int64_t nc = begin; nc < end; ++nc) {
       const int64_t n = nc / p.C, c = nc % p.C;
       for (int64_t h = 0; h < p.H; ++h)
@@ -59,7 +59,7 @@ void wgrad_impl(const ConvProblem& p, const at::Tensor& x, const at::Tensor& dy,
   const Strided4<const scalar_t> X(x), DY(dy);
   const Strided4<scalar_t> DW(dw);
   const int64_t Cg = p.C_per_group(), terms = p.N * p.P * p.Q;
-  at::parallel_for(0, p.K * Cg * p.R * p.S, 1, [&](int64_t begin, int64_t end) {
+  cpu::parallel_for(0, p.K * Cg * p.R * p.S, 1, [&](int64_t begin, int64_t end) {
     for (int64_t e = begin; e < end; ++e) {
       const int64_t s = e % p.S, r = (e / p.S) % p.R, cl = (e / (p.S * p.R)) % Cg;
       const int64_t k = e / (p.S * p.R * Cg);

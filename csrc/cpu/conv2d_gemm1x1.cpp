@@ -10,10 +10,10 @@
 #include "common/acc_type.h"
 #include "cpu/epilogue.h"
 #include "cpu/kernels.h"
+#include "cpu/parallel.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 
@@ -77,7 +77,7 @@ void fprop(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor&
         if (!fused) continue;
         FASTCONV_EPILOGUE_DISPATCH(y.scalar_type(), [&] {
           const EpilogueView<scalar_t> ep(epilogue);
-          at::parallel_for(g * Kg, (g + 1) * Kg, 16, [&](int64_t b, int64_t e) {
+          cpu::parallel_for(g * Kg, (g + 1) * Kg, 16, [&](int64_t b, int64_t e) {
             for (int64_t k = b; k < e; ++k)
               apply_plane_run(ep, y.data_ptr<scalar_t>(), p.P * p.Q, p.K, n, k, 0, p.P * p.Q);
           });

@@ -11,12 +11,12 @@
 #include "cpu/column_range.h"
 #include "cpu/epilogue.h"
 #include "cpu/kernels.h"
+#include "cpu/parallel.h"
 #include "cpu/pixel_rows.h"
 #include "cpu/vector_clones.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <type_traits>
@@ -75,7 +75,7 @@ template <typename scalar_t, typename acc_t>
 void im2col(const ConvProblem& p, const Strided4<const scalar_t>& X, const Tile& t, acc_t* col) {
   const int64_t cols = t.cols(p), RS = p.R * p.S;
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(cols, 1));
-  at::parallel_for(0, p.C * RS, grain, [&](int64_t begin, int64_t end) {
+  cpu::parallel_for(0, p.C * RS, grain, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t c = row / RS, r = (row / p.S) % p.R, s = row % p.S;
       const int64_t offset = s * p.dilation_w - p.pad_left;
@@ -102,7 +102,7 @@ void im2col(const ConvProblem& p, const Strided4<const scalar_t>& X, const Tile&
 template <typename acc_t>
 void col2im_add(const ConvProblem& p, const acc_t* col, const Tile& t, acc_t* dx) {
   const int64_t cols = t.cols(p);
-  at::parallel_for(0, t.nb * p.C, 1, [&](int64_t begin, int64_t end) {
+  cpu::parallel_for(0, t.nb * p.C, 1, [&](int64_t begin, int64_t end) {
     for (int64_t nc = begin; nc < end; ++nc) {
       const int64_t ni = nc / p.C, c = nc % p.C;
       acc_t* plane = dx + ((t.n0 + ni) * p.C + c) * p.H * p.W;
@@ -164,7 +164,7 @@ void epilogue_rows(const ConvProblem& p, const Epilogue& epilogue, at::Tensor& y
                    int64_t nb, int64_t p0, int64_t np) {
   if constexpr (std::is_same_v<scalar_t, acc_type<scalar_t>>) {
     const EpilogueView<scalar_t> ep(epilogue);
-    at::parallel_for(0, nb * p.K, 16, [&](int64_t b, int64_t e) {
+    cpu::parallel_for(0, nb * p.K, 16, [&](int64_t b, int64_t e) {
       for (int64_t nk = b; nk < e; ++nk)
         apply_plane_run(ep, y.data_ptr<scalar_t>(), p.P * p.Q, p.K, n0 + nk / p.K, nk % p.K,
                         p0 * p.Q, np * p.Q);

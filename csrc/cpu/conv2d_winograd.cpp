@@ -27,12 +27,12 @@
 #include "common/strided.h"
 #include "cpu/epilogue.h"
 #include "cpu/kernels.h"
+#include "cpu/parallel.h"
 #include "cpu/vector_clones.h"
 #include "cpu/winograd_transforms.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
@@ -157,7 +157,7 @@ at::Tensor transform_filters(const Geometry& g, const Tap& tap, const at::Tensor
   const int64_t Cg = g.C / g.G, plane = g.K * Cg;
   at::Tensor U = at::empty({a * a, g.K, Cg}, opts);
   acc_t* u = U.data_ptr<acc_t>();
-  at::parallel_for(0, g.K, 1, [&](int64_t k0, int64_t k1) {
+  cpu::parallel_for(0, g.K, 1, [&](int64_t k0, int64_t k1) {
     std::vector<acc_t> scratch((9 + 3 * a + a * a) * kLanes);
     acc_t* taps = scratch.data();
     acc_t* rows = taps + 9 * kLanes;
@@ -399,7 +399,7 @@ void run_winograd(const Geometry& g, const scalar_t* x, const at::Tensor& U, sca
                    nhwc ? 1 : (tiles_w + kLanes - 1) / kLanes};
     const int64_t tiles = ch.tiles();
     acc_t* v = v_buf.data_ptr<acc_t>();
-    at::parallel_for(0, nhwc ? tiles * c_runs : g.C * ch.runs(), 1, [&](int64_t b, int64_t e) {
+    cpu::parallel_for(0, nhwc ? tiles * c_runs : g.C * ch.runs(), 1, [&](int64_t b, int64_t e) {
       if (nhwc) {
         input_tasks_nhwc<m>(g, ch, x, b, e, v);
       } else {
@@ -412,7 +412,7 @@ void run_winograd(const Geometry& g, const scalar_t* x, const at::Tensor& U, sca
     // V[xi][tiles, C] @ U[xi]^T.
     at::Tensor V, M;
     std::tie(V, M) = point_matrices(g, m, v_buf, m_buf, tiles, nhwc);
-    at::parallel_for(0, a * a * g.G, 1, [&](int64_t b, int64_t e) {
+    cpu::parallel_for(0, a * a * g.G, 1, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
         const int64_t xi = i / g.G, grp = i % g.G;
         const at::Tensor Ui = U[xi].narrow(0, grp * Kg, Kg);
@@ -426,7 +426,7 @@ void run_winograd(const Geometry& g, const scalar_t* x, const at::Tensor& U, sca
       }
     });
     const acc_t* mv = m_buf.data_ptr<acc_t>();
-    at::parallel_for(0, nhwc ? tiles * k_runs : g.K * ch.runs(), 1, [&](int64_t b, int64_t e) {
+    cpu::parallel_for(0, nhwc ? tiles * k_runs : g.K * ch.runs(), 1, [&](int64_t b, int64_t e) {
       if (nhwc) {
         output_tasks_nhwc<m>(g, ch, mv, b, e, ep, y);
       } else {
@@ -459,17 +459,17 @@ at::Tensor winograd_wgrad(const Geometry& g, const scalar_t* x, const scalar_t* 
     acc_t* v = v_buf.data_ptr<acc_t>();
     acc_t* mv = m_buf.data_ptr<acc_t>();
     if (nhwc) {
-      at::parallel_for(0, tiles * ((g.C + kLanes - 1) / kLanes), 1, [&](int64_t b, int64_t e) {
+      cpu::parallel_for(0, tiles * ((g.C + kLanes - 1) / kLanes), 1, [&](int64_t b, int64_t e) {
         input_tasks_nhwc<m>(g, ch, x, b, e, v);
       });
     } else {
-      at::parallel_for(0, g.C * ch.runs(), 1, [&](int64_t b, int64_t e) {
+      cpu::parallel_for(0, g.C * ch.runs(), 1, [&](int64_t b, int64_t e) {
         input_tasks<m>(g, ch, x, b, e, v);
       });
     }
     // A dy A^T of each tile: [alpha², K, tiles] (NCHW) or [alpha², tiles, K] (channels-last).
     const int64_t tasks = nhwc ? tiles * k_runs : g.K * ch.runs();
-    at::parallel_for(0, tasks, 1, [&](int64_t b, int64_t e) {
+    cpu::parallel_for(0, tasks, 1, [&](int64_t b, int64_t e) {
       std::vector<acc_t> scratch((m * m + a * m + a * a) * kLanes);
       acc_t* d = scratch.data();
       acc_t* t = d + m * m * kLanes;
@@ -499,7 +499,7 @@ at::Tensor winograd_wgrad(const Geometry& g, const scalar_t* x, const scalar_t* 
     });
     at::Tensor V, M;
     std::tie(V, M) = point_matrices(g, m, v_buf, m_buf, tiles, nhwc);
-    at::parallel_for(0, a * a * g.G, 1, [&](int64_t b, int64_t e) {
+    cpu::parallel_for(0, a * a * g.G, 1, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
         const int64_t xi = i / g.G, grp = i % g.G;
         at::Tensor dUi = dU[xi].narrow(0, grp * Kg, Kg);
@@ -516,7 +516,7 @@ at::Tensor winograd_wgrad(const Geometry& g, const scalar_t* x, const scalar_t* 
   const acc_t* du = dU.data_ptr<acc_t>();
   acc_t* out = dw.data_ptr<acc_t>();
   const int64_t plane = g.K * Cg;
-  at::parallel_for(0, g.K, 1, [&](int64_t k0, int64_t k1) {
+  cpu::parallel_for(0, g.K, 1, [&](int64_t k0, int64_t k1) {
     std::vector<acc_t> scratch((a * a + 3 * a + 9) * kLanes);
     acc_t* d = scratch.data();
     acc_t* t = d + a * a * kLanes;

@@ -10,11 +10,11 @@
 #include "cpu/epilogue.h"
 #include "cpu/kernels.h"
 #include "cpu/padded_planes.h"
+#include "cpu/parallel.h"
 #include "cpu/vector_clones.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <vector>
@@ -107,7 +107,7 @@ void fprop_channels_last(const ConvProblem& p, const at::Tensor& x, const at::Te
   const acc_t* td = taps.const_data_ptr<acc_t>();
   scalar_t* yd = y.data_ptr<scalar_t>();  // [N, P, Q, C] memory
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(p.Q * p.C * p.R * p.S, 1));
-  at::parallel_for(0, p.N * p.P, grain, [&](int64_t begin, int64_t end) {
+  cpu::parallel_for(0, p.N * p.P, grain, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> acc(p.C);
     for (int64_t np = begin; np < end; ++np) {
       const int64_t n = np / p.P, op = np % p.P;
@@ -134,7 +134,7 @@ void fprop_impl(const ConvProblem& p, bool channels_last, const at::Tensor& x,
   const scalar_t* wd = w.const_data_ptr<scalar_t>();
   scalar_t* yd = y.data_ptr<scalar_t>();
   const int64_t multiplier = p.K / p.C;
-  at::parallel_for(0, p.N * p.K, plane_grain(p), [&](int64_t begin, int64_t end) {
+  cpu::parallel_for(0, p.N * p.K, plane_grain(p), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> row(p.Q);
     for (int64_t nk = begin; nk < end; ++nk) {
       const int64_t n = nk / p.K, k = nk % p.K, c = k / multiplier;
@@ -158,7 +158,7 @@ void dgrad_impl(const ConvProblem& p, const at::Tensor& dy, const at::Tensor& w,
   const scalar_t* wd = w.const_data_ptr<scalar_t>();
   scalar_t* dxd = dx.data_ptr<scalar_t>();
   const int64_t multiplier = p.K / p.C;
-  at::parallel_for(0, p.N * p.C, plane_grain(p), [&](int64_t begin, int64_t end) {
+  cpu::parallel_for(0, p.N * p.C, plane_grain(p), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> plane(p.H * p.W);
     for (int64_t nc = begin; nc < end; ++nc) {
       const int64_t n = nc / p.C, c = nc % p.C;
@@ -202,7 +202,7 @@ void wgrad_impl(const ConvProblem& p, const at::Tensor& x, const at::Tensor& dy,
   scalar_t* dwd = dw.data_ptr<scalar_t>();
   const int64_t multiplier = p.K / p.C;
   const int64_t grain = std::max<int64_t>(1, plane_grain(p) / p.N);
-  at::parallel_for(0, p.K, grain, [&](int64_t begin, int64_t end) {
+  cpu::parallel_for(0, p.K, grain, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> taps(p.R * p.S);
     for (int64_t k = begin; k < end; ++k) {
       const int64_t c = k / multiplier;

@@ -9,8 +9,8 @@
 #include "common/acc_type.h"
 #include "common/activation.h"
 #include "common/algorithms.h"
+#include "cpu/parallel.h"
 
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -67,7 +67,7 @@ void apply_channels_last(const EpilogueView<T>& ep, T* y, int64_t K, int64_t m0,
   if (ep.empty()) return;
   with_activation(ep.activation, [&](auto act) {
     const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(kn, 1));
-    at::parallel_for(m0, m0 + count, grain, [&](int64_t begin, int64_t end) {
+    cpu::parallel_for(m0, m0 + count, grain, [&](int64_t begin, int64_t end) {
       for (int64_t m = begin; m < end; ++m) {
         T* row = y + m * K + k0;
         const T* res = ep.residual ? ep.residual + m * K + k0 : nullptr;

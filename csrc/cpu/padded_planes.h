@@ -9,10 +9,10 @@
 #include "common/acc_type.h"
 #include "common/conv_problem.h"
 #include "cpu/epilogue.h"
+#include "cpu/parallel.h"
 #include "cpu/vector_clones.h"
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -165,7 +165,7 @@ void padded_planes_fprop(const ConvProblem& p, const at::Tensor& x, const at::Te
   scalar_t* yd = y.data_ptr<scalar_t>();
   const int64_t Cg = p.C_per_group(), Kg = p.K_per_group(), RS = p.R * p.S;
   const int64_t plane = padded_height(p) * padded_width(p);
-  at::parallel_for(0, p.N * p.groups, group_grain(p, 1), [&](int64_t begin, int64_t end) {
+  cpu::parallel_for(0, p.N * p.groups, group_grain(p, 1), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> padded(Cg * plane), sums(plane);
     for (int64_t ng = begin; ng < end; ++ng) {
       const int64_t n = ng / p.groups, g = ng % p.groups;
@@ -193,7 +193,7 @@ void padded_planes_dgrad(const ConvProblem& p, const at::Tensor& dy, const at::T
   scalar_t* dxd = dx.data_ptr<scalar_t>();
   const int64_t Cg = p.C_per_group(), Kg = p.K_per_group(), RS = p.R * p.S;
   const int64_t plane = padded_height(p) * padded_width(p);
-  at::parallel_for(0, p.N * p.groups, group_grain(p, 1), [&](int64_t begin, int64_t end) {
+  cpu::parallel_for(0, p.N * p.groups, group_grain(p, 1), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> dx_padded(Cg * plane), grads(plane, acc_t(0));
     for (int64_t ng = begin; ng < end; ++ng) {
       const int64_t n = ng / p.groups, g = ng % p.groups;
@@ -221,7 +221,7 @@ void padded_planes_wgrad(const ConvProblem& p, const at::Tensor& x, const at::Te
   const int64_t plane = padded_height(p) * padded_width(p);
   at::Tensor dw_acc = at::zeros({p.K, Cg, p.R, p.S}, x.options().dtype(acc_dtype(x.scalar_type())));
   acc_t* dwd = dw_acc.data_ptr<acc_t>();
-  at::parallel_for(0, p.groups, group_grain(p, p.N), [&](int64_t begin, int64_t end) {
+  cpu::parallel_for(0, p.groups, group_grain(p, p.N), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> padded(Cg * plane), grads(plane, acc_t(0));
     for (int64_t g = begin; g < end; ++g) {
       for (int64_t n = 0; n < p.N; ++n) {

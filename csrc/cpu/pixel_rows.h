@@ -4,8 +4,8 @@
 #pragma once
 
 #include "common/conv_problem.h"
+#include "cpu/parallel.h"
 
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -21,7 +21,7 @@ void gather_pixel_rows(const ConvProblem& p, const src_t* x, int64_t g, int64_t 
                        int64_t row_stride, dst_t* rows) {
   const int64_t Cg = p.C_per_group(), RSCg = p.R * p.S * Cg, PQ = p.P * p.Q;
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(RSCg, 1));
-  at::parallel_for(0, count, grain, [&](int64_t begin, int64_t end) {
+  cpu::parallel_for(0, count, grain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t m = m0 + i, n = m / PQ, op = (m % PQ) / p.Q, q = m % p.Q;
       dst_t* dst = rows + i * row_stride;

@@ -4,8 +4,38 @@
 #include "common/conv_ops.h"
 #include "common/roi_ops.h"
 #include "cpu/kernels.h"
+#include "cpu/parallel.h"
 
 #include <torch/library.h>
+
+#include <utility>
+
+// The CPU thread team's state (cpu/parallel.h), for tests and the benchmark.
+TORCH_LIBRARY_FRAGMENT(fastconv, m) {
+  m.def("_cpu_team_state() -> int[]", &fastconv::cpu::team_state);
+  m.def("_cpu_team_hold_serial(int ms) -> ()", &fastconv::cpu::hold_serial);
+  m.def("_cpu_team_use_aten(bool aten) -> ()", &fastconv::cpu::use_aten_team);
+  m.def("_cpu_machine_load() -> int[]", &fastconv::cpu::machine_load);
+  m.def("_cpu_machine_oversubscribed(int runnable, int cpus, int team_threads, bool serial_now) -> bool", &fastconv::cpu::machine_oversubscribed);
+  m.def("_cpu_team_region_was_contended(int region_ns, int caller_wait_ns) -> bool",
+        &fastconv::cpu::region_was_contended);
+}
+
+namespace {
+
+// An operator's CPU entry point run under a TeamScope (cpu/parallel.h): on a contended machine
+// the whole call, ATen's work inside it included, stays on the calling thread.
+template <auto op>
+struct OnCpuTeam;
+template <typename R, typename... Args, R (*op)(Args...)>
+struct OnCpuTeam<op> {
+  static R call(Args... args) {
+    const fastconv::cpu::TeamScope scope;
+    return op(std::forward<Args>(args)...);
+  }
+};
+
+}  // namespace
 
 TORCH_LIBRARY_IMPL(fastconv, CPU, m) {
   using namespace fastconv;
@@ -18,18 +48,18 @@ TORCH_LIBRARY_IMPL(fastconv, CPU, m) {
                                                   cpu::direct_blocked_algorithm(),
                                                   cpu::im2col_gemm_algorithm(),
                                                   cpu::direct_algorithm()});
-  m.impl("conv2d", &conv2d);
-  m.impl("conv2d_fused", &conv2d_fused);
-  m.impl("conv2d_backward", &conv2d_backward);
-  m.impl("conv_transpose2d", &conv_transpose2d);
-  m.impl("conv_transpose2d_backward", &conv_transpose2d_backward);
+  m.impl("conv2d", &OnCpuTeam<&conv2d>::call);
+  m.impl("conv2d_fused", &OnCpuTeam<&conv2d_fused>::call);
+  m.impl("conv2d_backward", &OnCpuTeam<&conv2d_backward>::call);
+  m.impl("conv_transpose2d", &OnCpuTeam<&conv_transpose2d>::call);
+  m.impl("conv_transpose2d_backward", &OnCpuTeam<&conv_transpose2d_backward>::call);
   register_roi_kernels(c10::DeviceType::CPU,
                        {&cpu::roi_align_forward, &cpu::roi_align_backward,
                         &cpu::roi_pool_forward, &cpu::roi_pool_backward, KernelState::verified,
                         /*align_takes_channels_last=*/true});
-  m.impl("roi_align", &roi_align);
-  m.impl("roi_align_multilevel", &roi_align_multilevel);
-  m.impl("roi_align_backward", &roi_align_backward);
-  m.impl("roi_pool", &roi_pool);
-  m.impl("roi_pool_backward", &roi_pool_backward);
+  m.impl("roi_align", &OnCpuTeam<&roi_align>::call);
+  m.impl("roi_align_multilevel", &OnCpuTeam<&roi_align_multilevel>::call);
+  m.impl("roi_align_backward", &OnCpuTeam<&roi_align_backward>::call);
+  m.impl("roi_pool", &OnCpuTeam<&roi_pool>::call);
+  m.impl("roi_pool_backward", &OnCpuTeam<&roi_pool_backward>::call);
 }

@@ -6,6 +6,7 @@
 #include "common/acc_type.h"
 #include "common/roi_math.h"
 #include "cpu/kernels.h"
+#include "cpu/parallel.h"
 #include "cpu/vector_clones.h"
 
 #include <ATen/ATen.h>
@@ -64,7 +65,7 @@ void forward_impl(const at::Tensor& input, const at::Tensor& rois, at::Tensor& o
   const acc_t* roi_data = rois.const_data_ptr<acc_t>();
   scalar_t* out_data = out.data_ptr<scalar_t>();
   const int64_t bins = pooled_h * pooled_w;
-  at::parallel_for(0, rois.size(0), 1, [&](int64_t begin, int64_t end) {
+  cpu::parallel_for(0, rois.size(0), 1, [&](int64_t begin, int64_t end) {
     RoiTaps<acc_t> taps;
     for (int64_t k = begin; k < end; ++k) {
       const acc_t* roi = roi_data + k * 5;
@@ -117,7 +118,7 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& rois, at::Tensor& g
     if (!g.valid) continue;
     taps.build(g, pooled_h, pooled_w, H, W);
     const int64_t n = int64_t(roi[0]);
-    at::parallel_for(0, C, 1, [&](int64_t begin, int64_t end) {
+    cpu::parallel_for(0, C, 1, [&](int64_t begin, int64_t end) {
       for (int64_t c = begin; c < end; ++c) {
         acc_t* plane = gi + (n * C + c) * H * W;
         const acc_t* gk = g_data + (k * C + c) * bins;
@@ -228,7 +229,7 @@ void forward_channel_runs(const at::Tensor& input, int64_t N, int64_t C, int64_t
       in_place ? std::max(kChannelRun, (C / (2 * threads) + kChannelRun - 1) / kChannelRun * kChannelRun)
                : kChannelRun;
   const int64_t bins = pooled_h * pooled_w, runs = (C + run - 1) / run;
-  at::parallel_for(0, runs, 1, [&](int64_t begin, int64_t end) {
+  cpu::parallel_for(0, runs, 1, [&](int64_t begin, int64_t end) {
     RoiTaps<acc_t> taps;
     std::vector<scalar_t> buffer;
     std::vector<acc_t> acc_run(run);
@@ -291,7 +292,7 @@ void backward_channel_runs(const at::Tensor& grad, const at::Tensor& rois, at::T
   const acc_t* roi_data = rois.const_data_ptr<acc_t>();
   acc_t* gi = grad_input.data_ptr<acc_t>();
   const int64_t bins = pooled_h * pooled_w, runs = (C + kChannelRun - 1) / kChannelRun;
-  at::parallel_for(0, runs, 1, [&](int64_t begin, int64_t end) {
+  cpu::parallel_for(0, runs, 1, [&](int64_t begin, int64_t end) {
     RoiTaps<acc_t> taps;
     std::vector<acc_t> buffer;
     acc_t bin_grad[kChannelRun];

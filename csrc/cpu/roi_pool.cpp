@@ -4,10 +4,10 @@
 #include "common/acc_type.h"
 #include "common/roi_math.h"
 #include "cpu/kernels.h"
+#include "cpu/parallel.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
@@ -27,7 +27,7 @@ void forward_impl(const at::Tensor& input, const at::Tensor& rois, at::Tensor& o
   scalar_t* o = out.data_ptr<scalar_t>();
   int64_t* am = argmax.data_ptr<int64_t>();
   const int64_t bins = pooled_h * pooled_w;
-  at::parallel_for(0, rois.size(0), 1, [&](int64_t begin, int64_t end) {
+  cpu::parallel_for(0, rois.size(0), 1, [&](int64_t begin, int64_t end) {
     for (int64_t k = begin; k < end; ++k) {
       const acc_t* roi = roi_data + k * 5;
       scalar_t* ok = o + k * C * bins;
@@ -85,7 +85,7 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& rois, const at::Ten
   const int64_t* am = argmax.const_data_ptr<int64_t>();
   const acc_t* roi_data = rois.const_data_ptr<acc_t>();
   acc_t* gi = grad_input.data_ptr<acc_t>();
-  at::parallel_for(0, C, 1, [&](int64_t begin, int64_t end) {
+  cpu::parallel_for(0, C, 1, [&](int64_t begin, int64_t end) {
     for (int64_t k = 0; k < rois.size(0); ++k) {
       const int64_t n = int64_t(roi_data[k * 5]);
       for (int64_t c = begin; c < end; ++c) {

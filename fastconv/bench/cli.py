@@ -10,6 +10,7 @@ torchvision.ops for RoIAlign and RoIPool; torch.nn layers for whole networks).
 import argparse
 import contextlib
 import datetime
+import os
 import statistics
 import sys
 import time
@@ -19,7 +20,7 @@ import torch
 import fastconv
 from fastconv._flags import cudnn_flags
 
-from . import measure, report, suites
+from . import load, measure, report, suites
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 OPS = ("conv2d", "conv_transpose2d", "conv1d", "conv_transpose1d", "roi_align", "roi_pool", "fpn_roi_align",
@@ -56,6 +57,9 @@ def run_parser():
     p.add_argument("--csv", metavar="FILE", help="write the results as CSV")
     p.add_argument("--plot", metavar="FILE.png", help="draw the speed-up per layer (needs matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no table, only the summary")
+    p.add_argument("--processes", type=int, default=1,
+                   help="cpu: time while N-1 companion processes of the same threads run the same layer "
+                        "(an oversubscribed machine; default 1, alone)")
     return p
 
 
@@ -67,6 +71,7 @@ def positive(parser, name, value):
 def settle_args(parser, args):
     positive(parser, "batch", args.batch)
     positive(parser, "repeats", args.repeats)
+    positive(parser, "processes", args.processes)
     if args.warmup is not None and args.warmup < 0:
         parser.error(f"--warmup must not be negative, got {args.warmup}")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -75,6 +80,8 @@ def settle_args(parser, args):
         args.device = "cuda" if fastconv.algorithms.usable("cuda") else "cpu"
     if args.algo and args.algo not in fastconv.algorithms.names(args.device):
         parser.error(f"--algo {args.algo}: {args.device} has {fastconv.algorithms.names(args.device)}")
+    if args.processes > 1 and args.device != "cpu":
+        parser.error("--processes shares the CPU's cores between processes: it needs --device cpu")
     if args.plot:
         try:
             import matplotlib  # noqa: F401
@@ -121,7 +128,37 @@ def select_cases(parser, args):
     return cases
 
 
-def measure_case(case, args, timer, peaks, dtype):
+def case_runners(case, args, dtype, forced_per_call=False):
+    """fastconv's and the baseline's zero-argument runners of one case, on seeded inputs. With
+    forced_per_call, each call runs under --algo itself (for callers that do not hold it)."""
+    generator = torch.Generator().manual_seed(0)
+    fast, base = case.runners(case.batch(args.batch), args.device, dtype, args.layout, args.direction, generator)
+    if forced_per_call and args.algo:
+        algo, unforced = args.algo, fast
+
+        def fast():
+            with fastconv.algorithms.force(algo):
+                return unforced()
+
+    return fast, base
+
+
+def settle_beside(companions, fast, base):
+    """The hook that puts the companions of an oversubscribed run on the side about to be timed,
+    then calls that side once untimed, so that the timed call finds every process already on
+    it rather than the last side's threads still spinning; None when there are no companions."""
+    if not companions:
+        return None
+    sides = {"fast": fast, "base": base}
+
+    def before(side):
+        companions.switch(side)
+        sides[side]()
+
+    return before
+
+
+def measure_case(case, args, timer, peaks, dtype, companions=None):
     n = case.batch(args.batch)
     row = {"group": case.group, "name": case.name, "op": getattr(case, "op", "network"),
            "shape": case.shape_text(n), "direction": args.direction, "dtype": args.dtype,
@@ -134,10 +171,13 @@ def measure_case(case, args, timer, peaks, dtype):
     force = fastconv.algorithms.force(args.algo) if args.algo else contextlib.nullcontext()
     try:
         with force:
-            generator = torch.Generator().manual_seed(0)
-            fast, base = case.runners(n, args.device, dtype, args.layout, args.direction, generator)
+            fast, base = case_runners(case, args, dtype)
             row["rel_error"] = measure.max_rel_error(fast(), base())
-            fast_times, base_times = measure.time_pair(timer, fast, base, args.warmup, args.repeats)
+            team_before = measure.cpu_team_state() if args.device == "cpu" else None
+            fast_times, base_times = measure.time_pair(timer, fast, base, args.warmup, args.repeats,
+                                                       before=settle_beside(companions, fast, base))
+            if team_before is not None:
+                row["cpu_team"] = measure.team_change(team_before, measure.cpu_team_state())
             memory = measure.PeakMemory(args.device)
             if memory.available:
                 peak, base_peak = memory.bytes(fast), memory.bytes(base)
@@ -169,6 +209,7 @@ def measure_case(case, args, timer, peaks, dtype):
 def run(argv):
     parser = run_parser()
     args = settle_args(parser, parser.parse_args(argv))
+    args.argv = list(argv)
     # cuDNN's flags for the run, restored afterwards: benchmark mode on the GPU, and --tf32.
     changes = {"benchmark": True} if args.device == "cuda" else {}
     if args.tf32 is not None:
@@ -189,14 +230,26 @@ def _run(parser, args):
     say(f"fastconv-bench: {len(cases)} layers, {args.direction}, {args.dtype}, {args.layout}, on {args.device} ({where})")
     say(f"peaks measured now: {peaks['matmul_tflops']:.3f} TFLOP/s {peaks['matmul_dtype']} matmul, "
         f"{peaks['copy_gbps']:.1f} GB/s copy; median of {args.repeats} runs after {args.warmup} warm-up, interleaved")
+    # Oversubscribed, one call is a draw of how the processes' threads met: time windows of calls.
+    timer = measure.SteadyTimer() if args.processes > 1 else measure.Timer(args.device)
+    if args.processes > 1:
+        say(f"oversubscribed: {args.processes} processes of {machine['torch_threads']} threads each on "
+            f"{os.cpu_count()} CPUs, every companion running the side being timed, fastconv or the baseline; "
+            f"each sample the mean call of a {timer.window * 1e3:.0f} ms window")
     say(report.header_line())
-    timer = measure.Timer(args.device)
     rows = []
-    for i, case in enumerate(cases, 1):
-        row = measure_case(case, args, timer, peaks, dtype)
-        rows.append(row)
-        say(report.row_line(i, len(cases), row))
-        sys.stdout.flush()
+    companions = load.Companions(args.processes - 1, args.argv) if args.processes > 1 else None
+    try:
+        for i, case in enumerate(cases, 1):
+            if companions:
+                companions.follow(i - 1)
+            row = measure_case(case, args, timer, peaks, dtype, companions)
+            rows.append(row)
+            say(report.row_line(i, len(cases), row))
+            sys.stdout.flush()
+    finally:
+        if companions:
+            companions.close()
     summary = report.summarize(rows)
     result = {
         "schema": report.SCHEMA,
@@ -207,7 +260,8 @@ def _run(parser, args):
         "settings": {"suite": args.network or ("layer" if args.layer else args.suite), "device": args.device,
                      "fused": args.fused,
                      "dtype": args.dtype, "layout": args.layout, "direction": args.direction,
-                     "batch": args.batch, "warmup": args.warmup, "repeats": args.repeats,
+                     "batch": args.batch, "processes": args.processes, "cpus": os.cpu_count(),
+                     "warmup": args.warmup, "repeats": args.repeats,
                      "algo": args.algo or "auto", "group": args.group, "op": args.op,
                      "allow_tf32": torch.backends.cudnn.allow_tf32,
                      "baseline": "torch.nn.functional (cuDNN, benchmark mode)" if args.device == "cuda"

@@ -7,7 +7,7 @@ import re
 import statistics
 import subprocess
 import time
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -108,23 +108,63 @@ class Timer:
         return time.perf_counter() - start
 
 
-def time_pair(timer: Timer, fast: Callable, base: Callable, warmup: int, repeats: int) -> Tuple[List[float], List[float]]:
+class SteadyTimer:
+    """Times the steady state of a callable on a shared machine: calls it over and over for at
+    least `window` seconds (and twice at least) and returns the mean seconds a call took. One
+    call on an oversubscribed machine is a draw of how the processes' threads happened to meet
+    (measured on 2 cores: 1.3 ms or 20-32 ms for the same torch layer); a window of many calls is
+    what jobs sharing the machine get."""
+
+    device = "cpu"
+
+    def __init__(self, window: float = 0.1):
+        self.window = window
+
+    def __call__(self, fn: Callable) -> float:
+        calls, start = 0, time.perf_counter()
+        while True:
+            fn()
+            calls += 1
+            elapsed = time.perf_counter() - start
+            if calls >= 2 and elapsed >= self.window:
+                return elapsed / calls
+
+
+def time_pair(timer: Timer, fast: Callable, base: Callable, warmup: int, repeats: int,
+              before: Optional[Callable[[str], None]] = None) -> Tuple[List[float], List[float]]:
     """Times both, interleaved (alternating which goes first) so that drift, turbo and the
-    other core's noise hit both alike. Returns the samples of each."""
+    other core's noise hit both alike. Returns the samples of each. `before`, where given, is
+    called untimed with "fast" or "base" ahead of each call of that side (the companion
+    processes of an oversubscribed run switch to it)."""
+    sides = {"fast": fast, "base": base}
+
+    def call(side, timed):
+        if before is not None:
+            before(side)
+        return timer(sides[side]) if timed else sides[side]()
+
     for _ in range(warmup):
-        base()
-        fast()
+        call("base", False)
+        call("fast", False)
     if timer.device == "cuda":
         torch.cuda.synchronize()
     fast_times, base_times = [], []
     for i in range(repeats):
-        if i % 2 == 0:
-            base_times.append(timer(base))
-            fast_times.append(timer(fast))
-        else:
-            fast_times.append(timer(fast))
-            base_times.append(timer(base))
+        for side in (("base", "fast") if i % 2 == 0 else ("fast", "base")):
+            (fast_times if side == "fast" else base_times).append(call(side, True))
     return fast_times, base_times
+
+
+def cpu_team_state() -> List[int]:
+    """fastconv's CPU team counters (csrc/cpu/parallel.h): team regions, contended ones, regions
+    run serially for contention, milliseconds of serial running left."""
+    return list(torch.ops.fastconv._cpu_team_state())
+
+
+def team_change(before: List[int], after: List[int]) -> Dict:
+    """What the CPU team did between two cpu_team_state() readings."""
+    return {"regions": after[0] - before[0], "contended": after[1] - before[1],
+            "serial_regions": after[2] - before[2]}
 
 
 def spread(samples: List[float]) -> float:

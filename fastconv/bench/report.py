@@ -37,7 +37,15 @@ def row_line(index, total, row):
     return (f"{progress} {row['group']:11s} {row['name'][:20]:20s} {row['direction']:5s} "
             f"{_fmt(row['time_ms'], '.3f', 11)} {rate:>12s} {_fmt(row.get('floor_pct'), '.1f', 6)} "
             f"{_fmt(row['baseline_ms'], '.3f', 11)} {_fmt(row['ratio'], '.2f', 6)} {_fmt(row['rel_error'], '.1e', 8)} "
-            f"{_fmt(row.get('peak_mib'), '.1f', 9)} {_fmt(row.get('memory_ratio'), '.2f', 5)}")
+            f"{_fmt(row.get('peak_mib'), '.1f', 9)} {_fmt(row.get('memory_ratio'), '.2f', 5)}{_team_note(row)}")
+
+
+def _team_note(row):
+    """Shown when fastconv's CPU team found its threads kept off their cores (csrc/cpu/parallel.h)."""
+    team = row.get("cpu_team") or {}
+    if not team.get("contended") and not team.get("serial_regions"):
+        return ""
+    return f"  serial {team['serial_regions']}/{team['serial_regions'] + team['regions']} regions"
 
 
 def summarize(rows: List[Dict]) -> Dict:
