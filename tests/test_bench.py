@@ -303,6 +303,6 @@ def test_steady_timer_reports_the_mean_call_of_its_window():
 def test_time_pair_calls_before_ahead_of_every_call_of_that_side():
     seen = []
     measure.time_pair(measure.Timer("cpu"), lambda: seen.append("f"), lambda: seen.append("b"), warmup=1,
-                      repeats=3, before=lambda side: seen.append(side))
+                      repeats=3, before=lambda side, run: seen.append(side))
     pairs = list(zip(seen[::2], seen[1::2]))
     assert len(pairs) == 8 and all(side[0] == call for side, call in pairs)

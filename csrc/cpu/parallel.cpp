@@ -61,9 +61,8 @@ int64_t online_cpus() {
   return cpus;
 }
 
-// Two readings in a row must find the machine oversubscribed before the team stands down:
-// alone, one reading in fifty or so catches a passing kernel thread beside a team of as many
-// threads as CPUs.
+// Two readings in a row must find the machine oversubscribed before the team stands down
+// (machine_oversubscribed says why one is not enough).
 constexpr int kReadingsToStandDown = 2;
 std::atomic<int> over_in_a_row{0};
 
@@ -95,13 +94,13 @@ SetLocalThreads mkl_set_local_threads() {
   return fn;
 }
 
-}  // namespace
-
-namespace {
 std::atomic<bool> aten_team{[] {
   const char* v = std::getenv("FASTCONV_CPU_TEAM");
   return v != nullptr && std::string(v) == "aten";
 }()};
+
+thread_local bool serial_scope = false;
+
 }  // namespace
 
 bool team_is_aten() { return aten_team.load(std::memory_order_relaxed); }
@@ -113,7 +112,7 @@ bool machine_oversubscribed(int64_t runnable, int64_t cpus, int64_t team_threads
   // Running serially, this process's other threads sleep: the team comes back only where the
   // others leave room for it. Otherwise both processes would see room while both run serially.
   // A team of as many threads as CPUs reads cpus alone, and cpus + 1 whenever a kernel thread
-  // passes (measured alone on 2 CPUs: in about one reading in twenty, often twice in a row), so
+  // passes (measured alone on 2 CPUs: one reading in twenty to fifty, often twice in a row), so
   // standing down takes more than that; on a big machine an eighth of its CPUs more.
   const int64_t passing = std::max<int64_t>(1, cpus / 8);
   return serial_now ? runnable + team_threads - 1 > cpus : runnable > cpus + passing;
@@ -132,17 +131,16 @@ bool region_was_contended(int64_t region_ns, int64_t caller_wait_ns) {
   return caller_wait_ns > kContendedWait && 4 * caller_wait_ns > region_ns;
 }
 
-bool record_team_region(int64_t region_ns, int64_t caller_wait_ns) {
+void record_team_region(int64_t region_ns, int64_t caller_wait_ns) {
   team_regions.fetch_add(1, std::memory_order_relaxed);
   if (!region_was_contended(region_ns, caller_wait_ns)) {
     hold.store(kFirstHold, std::memory_order_relaxed);
-    return false;
+    return;
   }
   contended_regions.fetch_add(1, std::memory_order_relaxed);
   const int64_t h = hold.load(std::memory_order_relaxed);
   serial_until.store(now_ns() + h, std::memory_order_relaxed);
   hold.store(std::min(2 * h, kLongestHold), std::memory_order_relaxed);
-  return true;
 }
 
 void record_serial_region() { serial_regions.fetch_add(1, std::memory_order_relaxed); }
@@ -154,10 +152,6 @@ std::vector<int64_t> team_state() {
 }
 
 void hold_serial(int64_t ms) { serial_until.store(now_ns() + ms * kMs); }
-
-namespace {
-thread_local bool serial_scope = false;
-}  // namespace
 
 bool TeamScope::serial_here() { return serial_scope; }
 

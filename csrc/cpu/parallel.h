@@ -13,9 +13,9 @@
 // - the caller waited at a region's end far beyond a chunk's length for the others: a thread
 //   of the team was kept off its core. Then for 20 ms, doubling while it keeps happening up
 //   to 320 ms, and one region tries the team again.
-// Measured on 2 cores (bench/NOTES.md): two processes of one thread each run a ResNet layer
-// in about the time one process of two threads takes alone, while two of two threads each
-// take 2-4 times as long, because every region waits out a scheduler slice.
+// Measured on 2 cores (bench/NOTES.md): with two processes sharing them, a 3x3 ResNet layer
+// took 6.0 ms a call at one thread each and 32 ms in torch at two threads each (4.5 ms alone),
+// because every region waited out a scheduler slice.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -43,8 +43,8 @@ std::vector<int64_t> machine_load();
 // now or not (the rule, for tests). The team stands down after two such readings in a row.
 bool machine_oversubscribed(int64_t runnable, int64_t cpus, int64_t team_threads, bool serial_now);
 // Records one team region: how long it took, and how long the caller then waited for the
-// others. Returns whether it counts as contended.
-bool record_team_region(int64_t region_ns, int64_t caller_wait_ns);
+// others; a contended one sends the kernels serial for a while.
+void record_team_region(int64_t region_ns, int64_t caller_wait_ns);
 // Counts a region run on the calling thread because the team was contended.
 void record_serial_region();
 // Whether a region of that length with that wait counts as contended (the rule, for tests).
@@ -97,20 +97,13 @@ void parallel_for(int64_t begin, int64_t end, int64_t grain, const F& f) {
     at::parallel_for(begin, end, grain, f);  // inline (or ATen's team), with its thread-id and guard
     return;
   }
-  // A grain of n runs f inline, with ATen's thread-id and parallel-region guards.
-  if (TeamScope::serial_here()) {
-    record_serial_region();
-    at::parallel_for(begin, end, n, f);
-    return;
-  }
+  // Inside an operator whose scope went serial get_num_threads() is 1; a kernel called outside
+  // one, or a scope that started on the team, still asks the rules for each region.
   const int64_t threads = at::get_num_threads();
-  if (threads <= 1) {
-    at::parallel_for(begin, end, n, f);
-    return;
-  }
-  if (team_contended()) {  // outside an operator's scope (a kernel called directly)
-    record_serial_region();
-    at::parallel_for(begin, end, n, f);
+  const bool serial = TeamScope::serial_here() || (threads > 1 && team_contended());
+  if (serial || threads <= 1) {
+    if (serial) record_serial_region();
+    at::parallel_for(begin, end, n, f);  // a grain of n runs f inline, with ATen's guards
     return;
   }
   const int64_t wanted = std::min((n + grain - 1) / grain, threads * kChunksPerThread);

@@ -58,8 +58,8 @@ def run_parser():
     p.add_argument("--plot", metavar="FILE.png", help="draw the speed-up per layer (needs matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no table, only the summary")
     p.add_argument("--processes", type=int, default=1,
-                   help="cpu: time while N-1 companion processes of the same threads run the same layer "
-                        "(an oversubscribed machine; default 1, alone)")
+                   help="cpu: time beside N-1 companion processes of the same threads, each running the "
+                        "side being timed (an oversubscribed machine; default 1, alone)")
     return p
 
 
@@ -143,17 +143,16 @@ def case_runners(case, args, dtype, forced_per_call=False):
     return fast, base
 
 
-def settle_beside(companions, fast, base):
-    """The hook that puts the companions of an oversubscribed run on the side about to be timed,
-    then calls that side once untimed, so that the timed call finds every process already on
-    it rather than the last side's threads still spinning; None when there are no companions."""
+def settle_beside(companions):
+    """time_pair's hook that puts the companions of an oversubscribed run on the side about to be
+    timed, then calls that side once untimed, so that the timed call finds every process already
+    on it rather than the last side's threads still spinning; None when there are no companions."""
     if not companions:
         return None
-    sides = {"fast": fast, "base": base}
 
-    def before(side):
+    def before(side, run):
         companions.switch(side)
-        sides[side]()
+        run()
 
     return before
 
@@ -175,7 +174,7 @@ def measure_case(case, args, timer, peaks, dtype, companions=None):
             row["rel_error"] = measure.max_rel_error(fast(), base())
             team_before = measure.cpu_team_state() if args.device == "cpu" else None
             fast_times, base_times = measure.time_pair(timer, fast, base, args.warmup, args.repeats,
-                                                       before=settle_beside(companions, fast, base))
+                                                       before=settle_beside(companions))
             if team_before is not None:
                 row["cpu_team"] = measure.team_change(team_before, measure.cpu_team_state())
             memory = measure.PeakMemory(args.device)

@@ -131,16 +131,16 @@ class SteadyTimer:
 
 
 def time_pair(timer: Timer, fast: Callable, base: Callable, warmup: int, repeats: int,
-              before: Optional[Callable[[str], None]] = None) -> Tuple[List[float], List[float]]:
+              before: Optional[Callable[[str, Callable], None]] = None) -> Tuple[List[float], List[float]]:
     """Times both, interleaved (alternating which goes first) so that drift, turbo and the
     other core's noise hit both alike. Returns the samples of each. `before`, where given, is
-    called untimed with "fast" or "base" ahead of each call of that side (the companion
-    processes of an oversubscribed run switch to it)."""
+    called untimed with "fast" or "base" and that side's callable ahead of each call of it (the
+    companion processes of an oversubscribed run switch to it)."""
     sides = {"fast": fast, "base": base}
 
     def call(side, timed):
         if before is not None:
-            before(side)
+            before(side, sides[side])
         return timer(sides[side]) if timed else sides[side]()
 
     for _ in range(warmup):
@@ -157,7 +157,8 @@ def time_pair(timer: Timer, fast: Callable, base: Callable, warmup: int, repeats
 
 def cpu_team_state() -> List[int]:
     """fastconv's CPU team counters (csrc/cpu/parallel.h): team regions, contended ones, regions
-    run serially for contention, milliseconds of serial running left."""
+    run serially (for either rule), milliseconds of serial running left, load readings that found
+    the machine oversubscribed."""
     return list(torch.ops.fastconv._cpu_team_state())
 
 
