@@ -11,6 +11,7 @@
 #include "cpu/epilogue.h"
 #include "cpu/kernels.h"
 #include "cpu/parallel.h"
+#include "cpu/sgemm.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -62,7 +63,7 @@ void fprop(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor&
       const int64_t count = std::min(chunk, pixels - m0);
       for (int64_t g = 0; g < G; ++g) {
         at::Tensor Yg = Y.narrow(0, m0, count).narrow(1, g * Kg, Kg);
-        at::mm_out(Yg, X.narrow(0, m0, count).narrow(1, g * Cg, Cg), w_mat.narrow(0, g * Kg, Kg).t());
+        cpu::mm_out(Yg, X.narrow(0, m0, count).narrow(1, g * Cg, Cg), w_mat.narrow(0, g * Kg, Kg).t());
       }
       if (fused)
         FASTCONV_EPILOGUE_DISPATCH(y.scalar_type(), [&] { apply_nhwc<scalar_t>(epilogue, y, p.K, m0, count); });
@@ -73,7 +74,7 @@ void fprop(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor&
     for (int64_t n = 0; n < p.N; ++n)
       for (int64_t g = 0; g < G; ++g) {
         at::Tensor Yg = Y[n].narrow(0, g * Kg, Kg);
-        at::mm_out(Yg, w_mat.narrow(0, g * Kg, Kg), X[n].narrow(0, g * Cg, Cg));
+        cpu::mm_out(Yg, w_mat.narrow(0, g * Kg, Kg), X[n].narrow(0, g * Cg, Cg));
         if (!fused) continue;
         FASTCONV_EPILOGUE_DISPATCH(y.scalar_type(), [&] {
           const EpilogueView<scalar_t> ep(epilogue);
@@ -97,7 +98,7 @@ void dgrad(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor&
     at::Tensor DX = out.permute({0, 2, 3, 1}).view({p.N * p.H * p.W, p.C});
     for (int64_t g = 0; g < G; ++g) {
       at::Tensor DXg = DX.narrow(1, g * Cg, Cg);
-      at::mm_out(DXg, DY.narrow(1, g * Kg, Kg), w_mat.narrow(0, g * Kg, Kg));
+      cpu::mm_out(DXg, DY.narrow(1, g * Kg, Kg), w_mat.narrow(0, g * Kg, Kg));
     }
   } else {
     const at::Tensor DY = nchw_planes(dy);
@@ -105,7 +106,7 @@ void dgrad(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor&
     for (int64_t n = 0; n < p.N; ++n)
       for (int64_t g = 0; g < G; ++g) {
         at::Tensor DXg = DX[n].narrow(0, g * Cg, Cg);
-        at::mm_out(DXg, w_mat.narrow(0, g * Kg, Kg).t(), DY[n].narrow(0, g * Kg, Kg));
+        cpu::mm_out(DXg, w_mat.narrow(0, g * Kg, Kg).t(), DY[n].narrow(0, g * Kg, Kg));
       }
   }
 }
@@ -121,7 +122,7 @@ void wgrad(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor&
     dw_mat = at::empty({p.K, Cg}, dy.options());
     for (int64_t g = 0; g < G; ++g) {
       at::Tensor dWg = dw_mat.narrow(0, g * Kg, Kg);
-      at::mm_out(dWg, DY.narrow(1, g * Kg, Kg).t(), X.narrow(1, g * Cg, Cg));
+      cpu::mm_out(dWg, DY.narrow(1, g * Kg, Kg).t(), X.narrow(1, g * Cg, Cg));
     }
   } else {
     const at::ScalarType acc = acc_dtype(x.scalar_type());
@@ -131,7 +132,7 @@ void wgrad(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor&
       const at::Tensor Xn = X[n].to(acc), DYn = DY[n].to(acc);
       for (int64_t g = 0; g < G; ++g) {
         at::Tensor dWg = dw_mat.narrow(0, g * Kg, Kg);
-        dWg.addmm_(DYn.narrow(0, g * Kg, Kg), Xn.narrow(0, g * Cg, Cg).t());
+        cpu::mm_out(dWg, DYn.narrow(0, g * Kg, Kg), Xn.narrow(0, g * Cg, Cg).t(), /*accumulate=*/true);
       }
     }
   }

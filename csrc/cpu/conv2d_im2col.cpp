@@ -12,6 +12,7 @@
 #include "cpu/epilogue.h"
 #include "cpu/kernels.h"
 #include "cpu/parallel.h"
+#include "cpu/sgemm.h"
 #include "cpu/pixel_rows.h"
 #include "cpu/vector_clones.h"
 
@@ -197,7 +198,7 @@ void fprop_channels_last(const ConvProblem& p, const at::Tensor& x, const at::Te
     for (int64_t g = 0; g < G; ++g) {
       gather_pixel_rows<scalar_t, col_t>(p, xd, g, m0, count, RSCg, col.data_ptr<col_t>());
       at::Tensor out = Y.narrow(0, m0, count).narrow(1, g * Kg, Kg);
-      at::mm_out(out, col, w_rows.narrow(0, g * Kg, Kg).t());
+      cpu::mm_out(out, col, w_rows.narrow(0, g * Kg, Kg).t());
     }
     if (fused) epilogue_pixels<scalar_t>(epilogue, y, p.K, m0, count);
   }
@@ -228,11 +229,11 @@ void fprop_impl(const ConvProblem& p, bool channels_last, const at::Tensor& x,
     im2col<scalar_t, col_t>(p, X, t, col.data_ptr<col_t>());
     if (y_in_place && t.nb == 1) {
       at::Tensor y_rows = y[t.n0].view({p.K, p.P * p.Q}).narrow(1, t.p0 * p.Q, cols);
-      at::mm_out(y_rows, w_mat[0], col[0]);
+      cpu::mm_out(y_rows, w_mat[0], col[0]);
     } else {
       y.narrow(0, t.n0, t.nb)
           .narrow(2, t.p0, t.np)
-          .copy_(at::bmm(w_mat, col).view({p.K, t.nb, t.np, p.Q}).permute({1, 0, 2, 3}));
+          .copy_(cpu::bmm(w_mat, col).view({p.K, t.nb, t.np, p.Q}).permute({1, 0, 2, 3}));
     }
     if (epilogue.stages() != 0) epilogue_rows<scalar_t>(p, epilogue, y, t.n0, t.nb, t.p0, t.np);
   }
@@ -248,7 +249,7 @@ void dgrad_impl(const ConvProblem& p, const at::Tensor& dy, const at::Tensor& w,
   const bool in_place = dx.is_contiguous() && dx.scalar_type() == acc_dtype(dx.scalar_type());
   at::Tensor dx_acc = in_place ? dx.zero_() : at::zeros(dx.sizes(), w_t.options());
   for (const auto& t : tiles) {
-    const at::Tensor col = at::bmm(w_t, dy_tile_matrix(p, dy, t));
+    const at::Tensor col = cpu::bmm(w_t, dy_tile_matrix(p, dy, t));
     col2im_add<acc_t>(p, col.data_ptr<acc_t>(), t, dx_acc.data_ptr<acc_t>());
   }
   if (!in_place) dx.copy_(dx_acc);
@@ -267,7 +268,7 @@ void wgrad_impl(const ConvProblem& p, const at::Tensor& x, const at::Tensor& dy,
   for (const auto& t : tiles) {
     at::Tensor col = col_buffer.narrow(0, 0, p.C * p.R * p.S * t.cols(p)).view({p.groups, CgRS, t.cols(p)});
     im2col<scalar_t, acc_t>(p, X, t, col.data_ptr<acc_t>());
-    dw_acc.baddbmm_(dy_tile_matrix(p, dy, t), col.transpose(1, 2));
+    cpu::bmm_out(dw_acc, dy_tile_matrix(p, dy, t), col.transpose(1, 2), /*accumulate=*/true);
   }
   dw.copy_(dw_acc.view({p.K, p.C_per_group(), p.R, p.S}));
 }

@@ -28,6 +28,7 @@
 #include "cpu/epilogue.h"
 #include "cpu/kernels.h"
 #include "cpu/parallel.h"
+#include "cpu/sgemm.h"
 #include "cpu/vector_clones.h"
 #include "cpu/winograd_transforms.h"
 
@@ -418,10 +419,10 @@ void run_winograd(const Geometry& g, const scalar_t* x, const at::Tensor& U, sca
         const at::Tensor Ui = U[xi].narrow(0, grp * Kg, Kg);
         if (nhwc) {
           at::Tensor Mi = M[xi].narrow(1, grp * Kg, Kg);
-          at::mm_out(Mi, V[xi].narrow(1, grp * Cg, Cg), Ui.t());
+          cpu::mm_out(Mi, V[xi].narrow(1, grp * Cg, Cg), Ui.t());
         } else {
           at::Tensor Mi = M[xi].narrow(0, grp * Kg, Kg);
-          at::mm_out(Mi, Ui, V[xi].narrow(0, grp * Cg, Cg));
+          cpu::mm_out(Mi, Ui, V[xi].narrow(0, grp * Cg, Cg));
         }
       }
     });
@@ -504,9 +505,9 @@ at::Tensor winograd_wgrad(const Geometry& g, const scalar_t* x, const scalar_t* 
         const int64_t xi = i / g.G, grp = i % g.G;
         at::Tensor dUi = dU[xi].narrow(0, grp * Kg, Kg);
         if (nhwc) {
-          dUi.addmm_(M[xi].narrow(1, grp * Kg, Kg).t(), V[xi].narrow(1, grp * Cg, Cg));
+          cpu::mm_out(dUi, M[xi].narrow(1, grp * Kg, Kg).t(), V[xi].narrow(1, grp * Cg, Cg), /*accumulate=*/true);
         } else {
-          dUi.addmm_(M[xi].narrow(0, grp * Kg, Kg), V[xi].narrow(0, grp * Cg, Cg).t());
+          cpu::mm_out(dUi, M[xi].narrow(0, grp * Kg, Kg), V[xi].narrow(0, grp * Cg, Cg).t(), /*accumulate=*/true);
         }
       }
     });

@@ -5,6 +5,7 @@
 #include "common/roi_ops.h"
 #include "cpu/kernels.h"
 #include "cpu/parallel.h"
+#include "cpu/sgemm.h"
 
 #include <torch/library.h>
 
@@ -19,6 +20,24 @@ TORCH_LIBRARY_FRAGMENT(fastconv, m) {
   m.def("_cpu_machine_oversubscribed(int runnable, int cpus, int team_threads, bool serial_now) -> bool", &fastconv::cpu::machine_oversubscribed);
   m.def("_cpu_team_region_was_contended(int region_ns, int caller_wait_ns) -> bool",
         &fastconv::cpu::region_was_contended);
+}
+
+// The float32 GEMM's choice (cpu/sgemm.h), and its own kernel called directly, for tests and the
+// benchmark.
+namespace {
+void sgemm_direct(const at::Tensor& a, const at::Tensor& b, at::Tensor& c, bool accumulate) {
+  fastconv::cpu::own_mm_out(c, a, b, accumulate);
+}
+void set_sgemm_mode(c10::string_view m) { fastconv::cpu::set_sgemm_mode(std::string(m)); }
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(fastconv, m) {
+  m.def("_cpu_sgemm_set_mode(str mode) -> ()", &set_sgemm_mode);
+  m.def("_cpu_sgemm_mode() -> str", &fastconv::cpu::sgemm_mode);
+  m.def("_cpu_sgemm_supported() -> bool", &fastconv::cpu::sgemm_supported);
+  m.def("_cpu_sgemm_active() -> bool", &fastconv::cpu::own_sgemm_active);
+  m.def("_cpu_sgemm_products() -> int", &fastconv::cpu::own_sgemm_products);
+  m.def("_cpu_sgemm(Tensor a, Tensor b, Tensor(a!) c, bool accumulate) -> ()", &sgemm_direct);
 }
 
 namespace {

@@ -17,3 +17,10 @@
 #else
 #define FASTCONV_TARGET_AVX512BF16
 #endif
+
+// One function built for AVX-512F alone, for callers that check the CPU first (sgemm.h).
+#if defined(__GNUC__) && defined(__x86_64__)
+#define FASTCONV_TARGET_AVX512F __attribute__((target("avx512f")))
+#else
+#define FASTCONV_TARGET_AVX512F
+#endif

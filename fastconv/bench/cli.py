@@ -227,7 +227,7 @@ def _run(parser, args):
     where = machine.get("gpu") or f"{machine['cpu']}, {machine['torch_threads']} threads"
     say = (lambda *a: None) if args.quiet else print
     say(f"fastconv-bench: {len(cases)} layers, {args.direction}, {args.dtype}, {args.layout}, on {args.device} ({where})")
-    say(f"peaks measured now: {peaks['matmul_tflops']:.3f} TFLOP/s {peaks['matmul_dtype']} matmul, "
+    say(f"peaks measured now: {peaks['matmul_tflops']:.3f} TFLOP/s {peaks['matmul_dtype']} matmul ({peaks.get('matmul_by', 'torch.mm')}), "
         f"{peaks['copy_gbps']:.1f} GB/s copy; median of {args.repeats} runs after {args.warmup} warm-up, interleaved")
     # Oversubscribed, one call is a draw of how the processes' threads met: time windows of calls.
     timer = measure.SteadyTimer() if args.processes > 1 else measure.Timer(args.device)

@@ -1,0 +1,40 @@
+// The float32 matrix products of the GEMM-based CPU algorithms (gemm_1x1, im2col_gemm,
+// Winograd's per-point products). ATen sends them to MKL, and MKL picks its code by CPU vendor:
+// on AMD's AVX-512 CPUs it runs its AVX2 kernel, measured at 105 GFLOP/s on one Zen 5 core
+// whose FMA units do 272 (bench/NOTES.md, "float32 GEMM on AVX-512"). oneDNN's convolutions
+// there run their own AVX-512 code. So where the CPU is AMD's and has AVX-512F, fastconv runs
+// its own register-blocked AVX-512 kernel (sgemm.cpp); elsewhere, and for every other dtype,
+// these are ATen's products, as before.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <string>
+
+namespace fastconv::cpu {
+
+// Which kernel the float32 products below run: "auto" (fastconv's where the rule above picks
+// it), "own" (fastconv's wherever the CPU has AVX-512F) or "aten". From FASTCONV_CPU_SGEMM at
+// load, or set_sgemm_mode (tests, A/B measurements).
+void set_sgemm_mode(const std::string& mode);
+std::string sgemm_mode();
+// Whether this CPU can run fastconv's kernel at all (AVX-512F).
+bool sgemm_supported();
+// Whether float32 products run on fastconv's kernel now.
+bool own_sgemm_active();
+// How many products fastconv's kernel has run in this process (for tests).
+int64_t own_sgemm_products();
+
+// c = a · b, or c += a · b when `accumulate`; a [M, K], b [K, N], c [M, N], of any strides
+// (c's columns must not overlap). The drop-ins for at::mm_out and Tensor::addmm_.
+void mm_out(at::Tensor& c, const at::Tensor& a, const at::Tensor& b, bool accumulate = false);
+// The batched ones, a [B, M, K], b [B, K, N], c [B, M, N]: at::bmm and baddbmm_ (beta 1).
+void bmm_out(at::Tensor& c, const at::Tensor& a, const at::Tensor& b, bool accumulate = false);
+at::Tensor bmm(const at::Tensor& a, const at::Tensor& b);
+
+// fastconv's kernel itself, whatever the mode (for tests): float32 only, refused with a clear
+// error on a CPU without AVX-512F.
+void own_mm_out(at::Tensor& c, const at::Tensor& a, const at::Tensor& b, bool accumulate);
+
+}  // namespace fastconv::cpu

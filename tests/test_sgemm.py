@@ -1,0 +1,167 @@
+"""fastconv's float32 GEMM on AVX-512F (csrc/cpu/sgemm.h): the kernel against float64 over
+every edge of its blocking, the operand layouts the algorithms hand it, the mode switch, its
+refusals, and the GEMM-based convolution algorithms forced onto each GEMM, forward and backward."""
+
+import pytest
+import torch
+
+import fastconv
+import fastconv.functional as F
+
+ops = torch.ops.fastconv
+
+needs_avx512 = pytest.mark.skipif(
+    not ops._cpu_sgemm_supported(), reason="this CPU lacks AVX-512F, which fastconv's sgemm needs")
+
+
+@pytest.fixture(autouse=True)
+def mode_back_after():
+    before = ops._cpu_sgemm_mode()
+    yield
+    ops._cpu_sgemm_set_mode(before)
+
+
+def operand(rows, cols, transposed, gen):
+    """A [rows, cols] float32 matrix, stored row-major or as the transpose of a row-major one."""
+    if transposed:
+        return torch.randn(cols, rows, generator=gen).t()
+    return torch.randn(rows, cols, generator=gen)
+
+
+# (M, K, N): one micro-tile, its every remainder (rows mod 6, columns mod 16 and 64), reductions
+# across the 128-long slices, blocks of 96 x 256 and past them, and degenerate sizes.
+SHAPES = [(1, 1, 1), (6, 128, 64), (7, 129, 65), (5, 3, 17), (13, 300, 31), (96, 256, 256),
+          (97, 257, 257), (200, 513, 33), (64, 64, 3136), (1, 400, 1), (100, 1, 50)]
+
+
+@needs_avx512
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("a_t", [False, True], ids=["a", "aT"])
+@pytest.mark.parametrize("b_t", [False, True], ids=["b", "bT"])
+@pytest.mark.parametrize("accumulate", [False, True], ids=["set", "add"])
+def test_kernel_matches_float64(shape, a_t, b_t, accumulate):
+    M, K, N = shape
+    gen = torch.Generator().manual_seed(M * 7 + K * 3 + N)
+    a, b = operand(M, K, a_t, gen), operand(K, N, b_t, gen)
+    c0 = torch.randn(M, N, generator=gen)
+    c = c0.clone()
+    ops._cpu_sgemm(a, b, c, accumulate)
+    want = a.double() @ b.double() + (c0.double() if accumulate else 0)
+    torch.testing.assert_close(c.double(), want, rtol=2e-5, atol=2e-5 * (K ** 0.5))
+
+
+@needs_avx512
+def test_kernel_writes_only_its_block_of_a_wider_c():
+    """c a column block of a bigger matrix (row stride past its width), as the grouped products
+    write: nothing outside the block changes, NaN there included."""
+    gen = torch.Generator().manual_seed(1)
+    a, b = torch.randn(11, 40, generator=gen), torch.randn(40, 21, generator=gen)
+    big = torch.full((11, 50), float("nan"))
+    block = big[:, 7:28]
+    ops._cpu_sgemm(a, b, block, False)  # not accumulating: the NaN it starts from must not leak
+    torch.testing.assert_close(block.double(), a.double() @ b.double(), rtol=2e-5, atol=1e-4)
+    assert torch.isnan(big[:, :7]).all() and torch.isnan(big[:, 28:]).all()
+
+
+@needs_avx512
+@pytest.mark.parametrize("b_t", [False, True], ids=["b", "bT"])
+def test_batched_kernel(b_t):
+    gen = torch.Generator().manual_seed(2)
+    a = torch.randn(3, 20, 70, generator=gen)
+    b = torch.randn(3, 33, 70, generator=gen).transpose(1, 2) if b_t else torch.randn(3, 70, 33, generator=gen)
+    c0 = torch.randn(3, 20, 33, generator=gen)
+    c = c0.clone()
+    ops._cpu_sgemm(a, b, c, True)
+    torch.testing.assert_close(c.double(), c0.double() + a.double() @ b.double(), rtol=2e-5, atol=1e-4)
+
+
+@needs_avx512
+def test_zero_length_reduction_sets_or_keeps_c():
+    a, b = torch.empty(4, 0), torch.empty(0, 5)
+    c = torch.ones(4, 5)
+    ops._cpu_sgemm(a, b, c, True)
+    assert torch.equal(c, torch.ones(4, 5))
+    ops._cpu_sgemm(a, b, c, False)
+    assert torch.equal(c, torch.zeros(4, 5))
+
+
+@needs_avx512
+def test_kernel_refuses_bad_operands_by_name():
+    a, b, c = torch.randn(4, 5), torch.randn(5, 6), torch.empty(4, 6)
+    with pytest.raises(TypeError, match="float32"):
+        ops._cpu_sgemm(a.double(), b.double(), c.double(), False)
+    with pytest.raises(ValueError, match="do not chain"):
+        ops._cpu_sgemm(a, torch.randn(4, 6), c, False)
+    with pytest.raises(ValueError, match="contiguous"):
+        ops._cpu_sgemm(a, b, torch.empty(6, 4).t(), False)
+    with pytest.raises(ValueError, match="2-D or 3-D"):
+        ops._cpu_sgemm(a[None, None], b[None, None], c[None, None], False)
+
+
+def test_mode_switch_and_its_refusal():
+    ops._cpu_sgemm_set_mode("aten")
+    assert ops._cpu_sgemm_mode() == "aten" and not ops._cpu_sgemm_active()
+    ops._cpu_sgemm_set_mode("own")
+    assert ops._cpu_sgemm_mode() == "own"
+    assert ops._cpu_sgemm_active() == ops._cpu_sgemm_supported()
+    ops._cpu_sgemm_set_mode("auto")
+    assert ops._cpu_sgemm_mode() == "auto"
+    with pytest.raises(ValueError, match="'auto', 'own' or 'aten'"):
+        ops._cpu_sgemm_set_mode("mkl")
+
+
+def test_auto_mode_picks_by_vendor():
+    """auto runs fastconv's kernel on AMD's AVX-512 CPUs only, where MKL runs its AVX2 code."""
+    ops._cpu_sgemm_set_mode("auto")
+    vendor = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            vendor = next((line.split(":")[1].strip() for line in f if line.startswith("vendor_id")), "")
+    except OSError:
+        pytest.skip("no /proc/cpuinfo to read the vendor from")
+    assert ops._cpu_sgemm_active() == (ops._cpu_sgemm_supported() and vendor == "AuthenticAMD")
+
+
+# (input, weight, stride, padding, groups, algorithm): each GEMM-based algorithm, with groups
+# where it takes them.
+CONV_CASES = [
+    ((2, 40, 9, 11), (24, 40, 1, 1), 1, 0, 1, "gemm_1x1"),
+    ((2, 48, 7, 7), (36, 16, 1, 1), 1, 0, 3, "gemm_1x1"),
+    ((2, 13, 10, 9), (20, 13, 3, 3), 1, 1, 1, "im2col_gemm"),
+    ((2, 32, 9, 9), (32, 16, 3, 3), 2, 1, 2, "im2col_gemm"),
+    ((1, 7, 15, 15), (70, 7, 5, 5), 2, 2, 1, "im2col_gemm"),
+    ((2, 24, 12, 12), (40, 24, 3, 3), 1, 1, 1, "winograd_4x4"),
+    ((2, 16, 9, 10), (16, 8, 3, 3), 1, 1, 2, "winograd_2x2"),
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"{c[5]}-{c[1][0]}x{c[1][1]}k{c[1][2]}g{c[4]}")
+@pytest.mark.parametrize("gemm", ["own", "aten"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_gemm_algorithms_on_each_gemm(case, gemm, channels_last):
+    if gemm == "own" and not ops._cpu_sgemm_supported():
+        pytest.skip("this CPU lacks AVX-512F, which fastconv's sgemm needs")
+    xs, ws, stride, pad, groups, algo = case
+    gen = torch.Generator().manual_seed(3)
+    x64 = torch.randn(xs, generator=gen, dtype=torch.float64)
+    w64 = torch.randn(ws, generator=gen, dtype=torch.float64)
+    b64 = torch.randn(ws[0], generator=gen, dtype=torch.float64)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = x64.float().to(memory_format=fmt).requires_grad_()
+    w = w64.float().requires_grad_()
+    b = b64.float().requires_grad_()
+    ops._cpu_sgemm_set_mode(gemm)
+    before = ops._cpu_sgemm_products()
+    with fastconv.algorithms.force(algo):
+        y = F.conv2d(x, w, b, stride=stride, padding=pad, groups=groups)
+        gy = torch.randn(y.shape, generator=gen)
+        gx, gw, gb = torch.autograd.grad(y, (x, w, b), gy)
+    ran = ops._cpu_sgemm_products() - before
+    # fprop, dgrad and wgrad each run at least one product
+    assert ran >= 3 if gemm == "own" else ran == 0
+    x64.requires_grad_(), w64.requires_grad_(), b64.requires_grad_()
+    y64 = torch.nn.functional.conv2d(x64, w64, b64, stride=stride, padding=pad, groups=groups)
+    rx, rw, rb = torch.autograd.grad(y64, (x64, w64, b64), gy.double())
+    for got, want in ((y, y64), (gx, rx), (gw, rw), (gb, rb)):
+        scale = want.abs().max().item() + 1
+        torch.testing.assert_close(got.double(), want.detach(), rtol=1e-5, atol=2e-5 * scale)
