@@ -16,11 +16,14 @@ namespace {
 constexpr int64_t kMs = 1000 * 1000;
 constexpr int64_t kFirstHold = 20 * kMs;
 constexpr int64_t kLongestHold = 320 * kMs;
-// A descheduled thread costs the caller a scheduler slice, a millisecond or more; a thread
-// woken from its futex takes tens of microseconds, and the last chunk of a balanced region at
-// most a sixteenth of it. So a wait counts when it passes half a millisecond and a quarter of
-// the region.
-constexpr int64_t kContendedWait = kMs / 2;
+// A thread descheduled for another process's costs the caller a scheduler slice: 3-6 ms with two
+// processes of two threads on two cores (bench/NOTES.md). A thread woken from its futex takes
+// tens of microseconds, and the last chunk of a balanced region at most a sixteenth of it. A
+// lone process on a VM also loses a worker to the host now and then, for up to a millisecond or
+// so: at a 0.5 ms threshold that sent lone runs serial for 20 ms at a time (up to 15 of 24
+// regions of a layer). So a wait counts when it passes 2 ms and a quarter of the region; the
+// load rule, not this one, carries steady oversubscription.
+constexpr int64_t kContendedWait = 2 * kMs;
 
 std::atomic<int64_t> serial_until{0};
 std::atomic<int64_t> hold{kFirstHold};
