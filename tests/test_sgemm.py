@@ -165,3 +165,63 @@ def test_gemm_algorithms_on_each_gemm(case, gemm, channels_last):
     for got, want in ((y, y64), (gx, rx), (gw, rw), (gb, rb)):
         scale = want.abs().max().item() + 1
         torch.testing.assert_close(got.double(), want.detach(), rtol=1e-5, atol=2e-5 * scale)
+
+
+def test_hiding_avx512f_turns_the_kernel_off(monkeypatch):
+    """FASTCONV_CPU_HIDE=avx512f: the kernel counts as missing, so products go to ATen and the
+    direct call refuses, naming the feature."""
+    ops._cpu_sgemm_set_mode("own")
+    monkeypatch.setenv("FASTCONV_CPU_HIDE", "avx512f")
+    assert not ops._cpu_sgemm_supported() and not ops._cpu_sgemm_active()
+    with pytest.raises(ValueError, match="AVX-512F"):
+        ops._cpu_sgemm(torch.randn(2, 3), torch.randn(3, 4), torch.empty(2, 4), False)
+    before = ops._cpu_sgemm_products()
+    x, w = torch.randn(1, 8, 5, 5), torch.randn(6, 8, 1, 1)
+    torch.testing.assert_close(F.conv2d(x, w), torch.nn.functional.conv2d(x, w))
+    assert ops._cpu_sgemm_products() == before
+
+
+@needs_avx512
+@pytest.mark.parametrize("M,N", [(1, 1), (8, 8), (13, 29), (64, 70), (100, 3)])
+def test_transposed_copy(M, N):
+    m = torch.randn(3, M, N)
+    assert torch.equal(ops._cpu_transposed_copy(m), m.transpose(1, 2).contiguous())
+    assert torch.equal(ops._cpu_transposed_copy(m[:, :, : N // 2 + 1]),
+                       m[:, :, : N // 2 + 1].transpose(1, 2).contiguous())
+
+
+# Channels-last depthwise fprop (multiplier 1): the AVX-512 row kernel and the plain loop it
+# stands beside, against float64. Pixel blocks of 8 inside and across the borders, channel runs of
+# 64 and 16 and their remainders, strides, dilation, 5x5, and the fused epilogue.
+DEPTHWISE = [  # (N, C, H, W, k, stride, padding, dilation)
+    (2, 32, 12, 19, 3, 1, 1, 1),
+    (1, 21, 9, 9, 3, 2, 1, 1),
+    (2, 48, 14, 14, 5, 1, 2, 1),
+    (1, 7, 11, 23, 3, 1, 2, 2),
+    (1, 16, 4, 3, 3, 1, 1, 1),
+    (1, 80, 7, 13, 3, 1, 1, 1),   # one block of 64 channels, then 16 masked
+    (1, 64, 6, 20, 3, 2, 1, 1),
+    (1, 128, 5, 9, 5, 1, 2, 2),
+]
+
+
+@pytest.mark.parametrize("case", DEPTHWISE, ids=lambda c: "C{}_{}x{}_k{}s{}d{}".format(c[1], c[2], c[3], c[4], c[5], c[7]))
+@pytest.mark.parametrize("hidden", [False, True], ids=["avx512", "plain"])
+def test_depthwise_channels_last_row_kernels(case, hidden, monkeypatch):
+    if not hidden and not ops._cpu_sgemm_supported():
+        pytest.skip("this CPU lacks AVX-512F, which the depthwise row kernel needs")
+    if hidden:
+        monkeypatch.setenv("FASTCONV_CPU_HIDE", "avx512f")
+    N, C, H, W, k, stride, pad, dil = case
+    gen = torch.Generator().manual_seed(C)
+    x64 = torch.randn(N, C, H, W, generator=gen, dtype=torch.float64)
+    w64 = torch.randn(C, 1, k, k, generator=gen, dtype=torch.float64)
+    b64 = torch.randn(C, generator=gen, dtype=torch.float64)
+    x = x64.float().to(memory_format=torch.channels_last)
+    kw = dict(stride=stride, padding=pad, dilation=dil, groups=C)
+    want = torch.nn.functional.conv2d(x64, w64, b64, **kw)
+    with fastconv.algorithms.force("depthwise"):
+        got = F.conv2d(x, w64.float(), b64.float(), **kw)
+        fused = F.conv2d_fused(x, w64.float(), b64.float(), activation="relu", **kw)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fused.double(), want.relu(), rtol=1e-5, atol=1e-5)

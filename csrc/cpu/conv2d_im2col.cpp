@@ -188,6 +188,11 @@ void fprop_channels_last(const ConvProblem& p, const at::Tensor& x, const at::Te
           ? y
           : at::empty(y.sizes(), y.options().dtype(col_dtype).memory_format(at::MemoryFormat::ChannelsLast));
   at::Tensor Y = y_cols.permute({0, 2, 3, 1}).view({pixels, p.K});
+  // fastconv's GEMM reads B by rows: the filters transposed once here, [G, R*S*Cg, Kg], rather
+  // than copied inside every tile's product.
+  const at::Tensor w_cols = own_sgemm_active() && col_dtype == at::kFloat
+                                ? transposed_copy(w_rows.view({G, Kg, RSCg}))
+                                : w_rows.view({G, Kg, RSCg}).transpose(1, 2);
   const int64_t tile = std::clamp<int64_t>(kColumnBudget / std::max<int64_t>(RSCg, 1), 1, pixels);
   const at::Tensor col_buffer = at::empty({tile * RSCg}, w_rows.options());
   const bool fused = epilogue.stages() != 0;
@@ -198,7 +203,7 @@ void fprop_channels_last(const ConvProblem& p, const at::Tensor& x, const at::Te
     for (int64_t g = 0; g < G; ++g) {
       gather_pixel_rows<scalar_t, col_t>(p, xd, g, m0, count, RSCg, col.data_ptr<col_t>());
       at::Tensor out = Y.narrow(0, m0, count).narrow(1, g * Kg, Kg);
-      cpu::mm_out(out, col, w_rows.narrow(0, g * Kg, Kg).t());
+      cpu::mm_out(out, col, w_cols[g]);
     }
     if (fused) epilogue_pixels<scalar_t>(epilogue, y, p.K, m0, count);
   }
@@ -221,13 +226,23 @@ void fprop_impl(const ConvProblem& p, bool channels_last, const at::Tensor& x,
   // The GEMM writes a tile's [K, rows*Q] block of y in place (row stride P*Q) when it can.
   const bool y_in_place =
       p.groups == 1 && y.is_contiguous() && y.scalar_type() == w_mat.scalar_type();
+  // fastconv's GEMM writes each image's [G, Kg, rows*Q] block of y in place, every group in one
+  // batched product, whatever the tile's images and groups.
+  const bool own_in_place = own_sgemm_active() && y.is_contiguous() &&
+                            y.scalar_type() == at::kFloat && w_mat.scalar_type() == at::kFloat;
   const at::Tensor col_buffer = at::empty({CRS * max_cols(p, tiles)}, w_mat.options());
   const Strided4<const scalar_t> X(x);
   for (const auto& t : tiles) {
     const int64_t cols = t.cols(p);
     at::Tensor col = col_buffer.narrow(0, 0, CRS * cols).view({p.groups, CgRS, cols});
     im2col<scalar_t, col_t>(p, X, t, col.data_ptr<col_t>());
-    if (y_in_place && t.nb == 1) {
+    if (own_in_place) {
+      const int64_t run = t.np * p.Q;
+      for (int64_t ni = 0; ni < t.nb; ++ni) {
+        at::Tensor y_block = y[t.n0 + ni].view({p.groups, p.K_per_group(), p.P * p.Q}).narrow(2, t.p0 * p.Q, run);
+        cpu::bmm_out(y_block, w_mat, col.narrow(2, ni * run, run));
+      }
+    } else if (y_in_place && t.nb == 1) {
       at::Tensor y_rows = y[t.n0].view({p.K, p.P * p.Q}).narrow(1, t.p0 * p.Q, cols);
       cpu::mm_out(y_rows, w_mat[0], col[0]);
     } else {

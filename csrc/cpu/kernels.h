@@ -23,6 +23,9 @@ ConvAlgorithm direct_algorithm();       // loops over every tap: always correct,
 // Whether this CPU runs AVX512-BF16 (and the environment variable FASTCONV_CPU_HIDE does not
 // name avx512bf16, which tests use to see the fallback).
 bool cpu_has_avx512bf16();
+// Whether this CPU runs AVX-512F (and FASTCONV_CPU_HIDE does not name avx512f): fastconv's
+// float32 GEMM (sgemm.h) and the channels-last depthwise row kernel need it.
+bool cpu_has_avx512f();
 
 // RoI kernels (contracts in common/roi_ops.h).
 RoiAlignForward roi_align_forward;

@@ -38,6 +38,7 @@ TORCH_LIBRARY_FRAGMENT(fastconv, m) {
   m.def("_cpu_sgemm_active() -> bool", &fastconv::cpu::own_sgemm_active);
   m.def("_cpu_sgemm_products() -> int", &fastconv::cpu::own_sgemm_products);
   m.def("_cpu_sgemm(Tensor a, Tensor b, Tensor(a!) c, bool accumulate) -> ()", &sgemm_direct);
+  m.def("_cpu_transposed_copy(Tensor m) -> Tensor", &fastconv::cpu::transposed_copy);
 }
 
 namespace {

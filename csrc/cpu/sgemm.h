@@ -32,6 +32,9 @@ void mm_out(at::Tensor& c, const at::Tensor& a, const at::Tensor& b, bool accumu
 // The batched ones, a [B, M, K], b [B, K, N], c [B, M, N]: at::bmm and baddbmm_ (beta 1).
 void bmm_out(at::Tensor& c, const at::Tensor& a, const at::Tensor& b, bool accumulate = false);
 at::Tensor bmm(const at::Tensor& a, const at::Tensor& b);
+// m [B, R, C] as a contiguous [B, C, R] (float32: in 8 x 8 register blocks where the CPU has
+// AVX-512F; otherwise ATen's copy).
+at::Tensor transposed_copy(const at::Tensor& m);
 
 // fastconv's kernel itself, whatever the mode (for tests): float32 only, refused with a clear
 // error on a CPU without AVX-512F.
