@@ -223,6 +223,7 @@ def _run(parser, args):
     started = datetime.datetime.now(datetime.timezone.utc)
     t0 = time.perf_counter()
     machine = measure.machine_info(args.device)
+    measure.PeakMemory(args.device).settle()
     peaks = measure.measure_peaks(args.device, dtype)
     where = machine.get("gpu") or f"{machine['cpu']}, {machine['torch_threads']} threads"
     say = (lambda *a: None) if args.quiet else print

@@ -230,13 +230,14 @@ class PeakMemory:
     so the process's resident high-water mark (VmHWM, reset through /proc/self/clear_refs)
     is read around the call. For that to follow allocations, glibc must hand every large
     block back to the kernel on free: during the measurement the mmap threshold is pinned
-    at 128 KiB and free heap memory is trimmed before the call, then the threshold is set to 32 MiB (where glibc's own adaptive threshold ends up once
+    at 128 KiB and free heap memory is trimmed before the call, then the threshold is set to 32 MiB and the trim threshold to 64 MiB (where glibc's own adaptive thresholds end up once
     large tensors have come and gone, so timings run under their usual conditions).
     Blocks under 128 KiB come from memory already resident and do not show, so on the CPU the
     figure is for layers with larger buffers (the ones where memory matters). Unavailable
     (None) where neither works, e.g. on a CPU other than Linux's.
     """
 
+    _M_TRIM_THRESHOLD = -1
     _M_MMAP_THRESHOLD = -3
 
     def __init__(self, device: str):
@@ -288,4 +289,15 @@ class PeakMemory:
             del out
             return max(peak, 0)
         finally:
+            self.settle()
+
+    def settle(self) -> None:
+        """The heap thresholds timings run under (also set before a run's first row): mmap at
+        32 MiB and trim at 64 MiB. glibc's adaptive rule raises the trim threshold with the mmap
+        threshold (to twice it); a threshold set by hand stops that, and the trim threshold
+        stayed at 128 KiB: every freed output went back to the kernel and the next call faulted
+        its pages in again (about 850 faults a call on a 6.4 MB output, 0.2 ms becoming 1-1.4 ms,
+        on either side at random). These are where the adaptive rule would have them."""
+        if self._libc is not None:
             self._libc.mallopt(self._M_MMAP_THRESHOLD, 32 * 1024 * 1024)
+            self._libc.mallopt(self._M_TRIM_THRESHOLD, 64 * 1024 * 1024)
