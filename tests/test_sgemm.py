@@ -199,7 +199,8 @@ DEPTHWISE = [  # (N, C, H, W, k, stride, padding, dilation)
     (2, 48, 14, 14, 5, 1, 2, 1),
     (1, 7, 11, 23, 3, 1, 2, 2),
     (1, 16, 4, 3, 3, 1, 1, 1),
-    (1, 80, 7, 13, 3, 1, 1, 1),   # one block of 64 channels, then 16 masked
+    (1, 80, 7, 13, 3, 1, 1, 1),   # one block of 64 channels, then 16
+    (1, 117, 5, 15, 3, 1, 1, 1),  # 64, 32, 16, then 5 masked
     (1, 64, 6, 20, 3, 2, 1, 1),
     (1, 128, 5, 9, 5, 1, 2, 2),
 ]
@@ -220,8 +221,15 @@ def test_depthwise_channels_last_row_kernels(case, hidden, monkeypatch):
     x = x64.float().to(memory_format=torch.channels_last)
     kw = dict(stride=stride, padding=pad, dilation=dil, groups=C)
     want = torch.nn.functional.conv2d(x64, w64, b64, **kw)
+    res64 = torch.randn(want.shape, generator=gen, dtype=torch.float64)
+    res = res64.float().to(memory_format=torch.channels_last)
     with fastconv.algorithms.force("depthwise"):
         got = F.conv2d(x, w64.float(), b64.float(), **kw)
-        fused = F.conv2d_fused(x, w64.float(), b64.float(), activation="relu", **kw)
+        fused = {act: F.conv2d_fused(x, w64.float(), b64.float(), res, activation=act, **kw)
+                 for act in ("relu", "relu6", "silu")}
+        plain = F.conv2d_fused(x, w64.float(), None, activation="none", **kw)
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(fused.double(), want.relu(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(plain.double(), want - b64.view(1, -1, 1, 1), rtol=1e-5, atol=1e-5)
+    refs = {"relu": torch.relu, "relu6": lambda t: t.clamp(0, 6), "silu": torch.nn.functional.silu}
+    for act, out in fused.items():
+        torch.testing.assert_close(out.double(), refs[act](want + res64), rtol=1e-5, atol=1e-5)

@@ -109,7 +109,7 @@ constexpr int64_t kStreamBytes = int64_t(4) << 20;
 // in zmm registers through all R*S taps: per tap, V tap vectors and Px·V input vectors for
 // Px·V FMAs, where the loop above loads and stores its row of sums for every tap (3 loads and a
 // store per FMA: 0.24-0.46x oneDNN on the seed rows on Zen 5). Blocks of 64 channels read each
-// input pixel's 256 bytes together; the channels past the last multiple of 64 go 16 at a time,
+// input pixel's 256 bytes together; then a run of 32 if there is one, and the rest 16 at a time,
 // the last run masked. Pixel blocks whose every tap lies inside the row skip the bounds tests.
 template <int V, int Px>
 FASTCONV_TARGET_AVX512F inline void row_block_avx512(const ConvProblem& p, const float* __restrict image,
@@ -165,17 +165,26 @@ FASTCONV_TARGET_AVX512F inline void row_block_avx512(const ConvProblem& p, const
 #pragma GCC unroll 4
     for (int v = 0; v < V; ++v) {
       float* dst = out + (q0 + j) * C + c0 + 16 * v;
-      if (ep.empty()) {
-        if (stream && mask[v] == __mmask16(0xffff) && (reinterpret_cast<uintptr_t>(dst) & 63) == 0)
-          _mm512_stream_ps(dst, acc[j][v]);
-        else
-          _mm512_mask_storeu_ps(dst, mask[v], acc[j][v]);
-      } else {
+      const int64_t c = c0 + 16 * v;
+      __m512 sum = acc[j][v];
+      // The epilogue in the order EpilogueView applies it: bias, residual, activation (relu and
+      // relu6 in registers, operands ordered so that a NaN passes; the others lane by lane).
+      if (ep.bias) sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(mask[v], ep.bias + c));
+      if (ep.residual) sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(mask[v], ep.residual + first + (q0 + j) * C + c));
+      if (ep.activation == Activation::relu) {
+        sum = _mm512_max_ps(_mm512_setzero_ps(), sum);
+      } else if (ep.activation == Activation::relu6) {
+        sum = _mm512_min_ps(_mm512_set1_ps(6.f), _mm512_max_ps(_mm512_setzero_ps(), sum));
+      } else if (ep.activation != Activation::none) {
         alignas(64) float lanes[16];
-        _mm512_store_ps(lanes, acc[j][v]);
-        const int64_t c = c0 + 16 * v, index = first + (q0 + j) * C + c;
-        for (int64_t l = 0; l < std::min<int64_t>(16, C - c); ++l) dst[l] = ep(lanes[l], c + l, index + l);
+        _mm512_store_ps(lanes, sum);
+        for (float& l : lanes) l = activate(ep.activation, l, ep.slope);
+        sum = _mm512_load_ps(lanes);
       }
+      if (stream && mask[v] == __mmask16(0xffff) && (reinterpret_cast<uintptr_t>(dst) & 63) == 0)
+        _mm512_stream_ps(dst, sum);
+      else
+        _mm512_mask_storeu_ps(dst, mask[v], sum);
     }
   }
 }
@@ -186,7 +195,7 @@ FASTCONV_TARGET_AVX512F void fprop_row_channels_last_avx512(const ConvProblem& p
                                                             const EpilogueView<float>& ep,
                                                             int64_t first, float* __restrict out,
                                                             bool stream) {
-  constexpr int kWidePixels = 6, kNarrowPixels = 8;
+  constexpr int kWidePixels = 6, kMidPixels = 12, kNarrowPixels = 8;
   const int64_t C = p.C, Q = p.Q, R = p.R;
   // The taps' rows that fall inside the image: r in [r_lo, r_hi).
   const int64_t h0 = op * p.stride_h - p.pad_top;
@@ -194,15 +203,20 @@ FASTCONV_TARGET_AVX512F void fprop_row_channels_last_avx512(const ConvProblem& p
   while (r_lo < R && h0 + r_lo * p.dilation_h < 0) ++r_lo;
   int64_t r_hi = r_lo;
   while (r_hi < R && h0 + r_hi * p.dilation_h < p.H) ++r_hi;
-  const int64_t wide = C / 64 * 64;
+  const int64_t wide = C / 64 * 64, mid = wide + (C - wide) / 32 * 32;
   for (int64_t q0 = 0; q0 < Q; q0 += kWidePixels)
     for (int64_t c0 = 0; c0 < wide; c0 += 64)
       row_block_avx512<4, kWidePixels>(p, image, taps, op, r_lo, r_hi, q0,
                                        std::min<int64_t>(kWidePixels, Q - q0), c0, 0xffff, ep,
                                        first, out, stream);
-  if (wide == C) return;
+  if (mid > wide)  // one run of 32 channels: 12 pixels of 2 vectors
+    for (int64_t q0 = 0; q0 < Q; q0 += kMidPixels)
+      row_block_avx512<2, kMidPixels>(p, image, taps, op, r_lo, r_hi, q0,
+                                      std::min<int64_t>(kMidPixels, Q - q0), wide, 0xffff, ep,
+                                      first, out, stream);
+  if (mid == C) return;
   for (int64_t q0 = 0; q0 < Q; q0 += kNarrowPixels)
-    for (int64_t c0 = wide; c0 < C; c0 += 16) {
+    for (int64_t c0 = mid; c0 < C; c0 += 16) {
       const __mmask16 m = C - c0 >= 16 ? __mmask16(0xffff) : __mmask16((1u << (C - c0)) - 1);
       row_block_avx512<1, kNarrowPixels>(p, image, taps, op, r_lo, r_hi, q0,
                                          std::min<int64_t>(kNarrowPixels, Q - q0), c0, m, ep,
