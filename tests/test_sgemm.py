@@ -233,3 +233,49 @@ def test_depthwise_channels_last_row_kernels(case, hidden, monkeypatch):
     refs = {"relu": torch.relu, "relu6": lambda t: t.clamp(0, 6), "silu": torch.nn.functional.silu}
     for act, out in fused.items():
         torch.testing.assert_close(out.double(), refs[act](want + res64), rtol=1e-5, atol=1e-5)
+
+
+# The padded-plane fprop of grouped_planes and NCHW depthwise (stride 1): the AVX-512 kernel
+# (4 outputs of a group at once, then one at a time) and the plain loops, against float64, with
+# the fused epilogue. (N, C, H, W, K, groups, k, padding, dilation, algorithm)
+PLANES = [
+    (2, 12, 9, 11, 24, 4, 3, 1, 1, "grouped_planes"),   # 3 in, 6 out per group: 4 + 1 + 1
+    (1, 64, 7, 7, 64, 2, 3, 1, 1, "grouped_planes"),    # 32 in per group
+    (1, 16, 10, 13, 16, 2, 5, 2, 2, "grouped_planes"),
+    (2, 24, 15, 15, 24, 24, 3, 1, 1, "depthwise"),
+    (1, 8, 12, 9, 16, 8, 3, 2, 2, "depthwise"),         # multiplier 2
+    (1, 5, 40, 40, 5, 5, 7, 3, 1, "depthwise"),
+]
+
+
+@pytest.mark.parametrize("case", PLANES, ids=lambda c: "{}-C{}K{}g{}k{}d{}".format(c[9], c[1], c[4], c[5], c[6], c[8]))
+@pytest.mark.parametrize("hidden", [False, True], ids=["avx512", "plain"])
+def test_padded_plane_fprop_kernels(case, hidden, monkeypatch):
+    if not hidden and not ops._cpu_sgemm_supported():
+        pytest.skip("this CPU lacks AVX-512F, which the padded-plane kernel needs")
+    if hidden:
+        monkeypatch.setenv("FASTCONV_CPU_HIDE", "avx512f")
+    N, C, H, W, K, groups, k, pad, dil, algo = case
+    gen = torch.Generator().manual_seed(K + C)
+    x64 = torch.randn(N, C, H, W, generator=gen, dtype=torch.float64)
+    w64 = torch.randn(K, C // groups, k, k, generator=gen, dtype=torch.float64)
+    b64 = torch.randn(K, generator=gen, dtype=torch.float64)
+    kw = dict(padding=pad, dilation=dil, groups=groups)
+    want = torch.nn.functional.conv2d(x64, w64, b64, **kw)
+    res64 = torch.randn(want.shape, generator=gen, dtype=torch.float64)
+    with fastconv.algorithms.force(algo):
+        got = F.conv2d(x64.float(), w64.float(), b64.float(), **kw)
+        relu6 = F.conv2d_fused(x64.float(), w64.float(), b64.float(), res64.float(), activation="relu6", **kw)
+        silu = F.conv2d_fused(x64.float(), w64.float(), None, activation="silu", **kw)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=2e-5)
+    torch.testing.assert_close(relu6.double(), (want + res64).clamp(0, 6), rtol=1e-5, atol=2e-5)
+    torch.testing.assert_close(silu.double(), torch.nn.functional.silu(want - b64.view(1, -1, 1, 1)),
+                               rtol=1e-5, atol=2e-5)
+
+
+def test_grouped_planes_rule_takes_32_channels_on_avx512(monkeypatch):
+    x, w = torch.randn(2, 1024, 7, 7), torch.randn(1024, 32, 3, 3)
+    pick = lambda: fastconv.algorithms.chosen("fprop", x, w, padding=(1, 1, 1, 1), groups=32)
+    assert pick() == ("grouped_planes" if ops._cpu_sgemm_supported() else "im2col_gemm")
+    monkeypatch.setenv("FASTCONV_CPU_HIDE", "avx512f")
+    assert pick() == "im2col_gemm"

@@ -23,6 +23,10 @@ namespace {
 // their measurements").
 constexpr int64_t kMostChannelsPerGroup = 8;
 constexpr int64_t kMostChannelsPerGroupNoWgrad = 16;
+// float fprop on the AVX-512 plane kernel (4 outputs x 64 sums in registers): up to 32, where
+// it measured 0.95x oneDNN on ResNeXt's 3x3 g32 @7 against 0.38x for im2col + GEMM (Zen 5,
+// bench/NOTES.md, "float32 GEMM on AVX-512").
+constexpr int64_t kMostChannelsPerGroupAvx512Fprop = 32;
 
 void fprop(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& x,
            const at::Tensor& w, const Epilogue& epilogue, at::Tensor& y) {
@@ -47,8 +51,11 @@ bool can_implement(const ConvProblem& p, const ConvRequest&) {
 }
 
 bool preferred(const ConvProblem& p, const ConvRequest& r) {
-  const int64_t most =
-      r.direction == Direction::wgrad ? kMostChannelsPerGroup : kMostChannelsPerGroupNoWgrad;
+  const bool avx512_fprop =
+      r.direction == Direction::fprop && r.dtype == at::kFloat && cpu_has_avx512f();
+  const int64_t most = r.direction == Direction::wgrad ? kMostChannelsPerGroup
+                       : avx512_fprop                  ? kMostChannelsPerGroupAvx512Fprop
+                                                       : kMostChannelsPerGroupNoWgrad;
   return p.C_per_group() <= most;
 }
 

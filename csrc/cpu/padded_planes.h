@@ -9,6 +9,7 @@
 #include "common/acc_type.h"
 #include "common/conv_problem.h"
 #include "cpu/epilogue.h"
+#include "cpu/kernels.h"
 #include "cpu/parallel.h"
 #include "cpu/vector_clones.h"
 
@@ -16,7 +17,12 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 namespace fastconv::cpu {
 
@@ -96,6 +102,85 @@ FASTCONV_VECTOR_CLONES void fprop_taps_stride1(const ConvProblem& p,
     }
 }
 
+#if defined(__GNUC__) && defined(__x86_64__)
+// fprop for float on AVX-512F, KB output channels from all of a group's Cg padded planes at
+// once: sums_k[i] = sum over c and (r, s) of taps_k[c, r, s] * padded_c[i + offset(r, s)].
+// KB x V vectors of sums stay in zmm registers through all Cg·R·S taps, so each input vector
+// loaded feeds KB FMAs, where the loop above loads and stores its sums for every tap of every
+// channel and output. KB = 4, V = 4 (16 chains) for grouped layers; KB = 1, V = 8 (enough
+// chains to hide the FMA latency) for depthwise and the last outputs of a group.
+template <int KB, int V>
+FASTCONV_TARGET_AVX512F inline void fprop_planes_avx512(const ConvProblem& p,
+                                                        const float* __restrict padded,
+                                                        int64_t plane, int64_t Cg,
+                                                        const float* __restrict taps,
+                                                        float* __restrict sums) {
+  const int64_t Wp = padded_width(p), span = padded_span(p), R = p.R, S = p.S, RS = R * S;
+  const int64_t row_step = p.dilation_h * Wp, col_step = p.dilation_w, k_step = Cg * RS;
+  for (int64_t i0 = 0; i0 < span; i0 += 16 * V) {
+    __mmask16 mask[V];
+    __m512 acc[KB][V];
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) {
+      const int64_t left = span - i0 - 16 * v;
+      mask[v] = left >= 16 ? __mmask16(0xffff) : left > 0 ? __mmask16((1u << left) - 1) : __mmask16(0);
+#pragma GCC unroll 4
+      for (int kb = 0; kb < KB; ++kb) acc[kb][v] = _mm512_setzero_ps();
+    }
+    for (int64_t c = 0; c < Cg; ++c) {
+      const float* base = padded + c * plane + i0;
+      const float* t = taps + c * RS;
+      for (int64_t r = 0; r < R; ++r)
+        for (int64_t s = 0; s < S; ++s) {
+          const float* src = base + r * row_step + s * col_step;
+          __m512 in[V];
+#pragma GCC unroll 8
+          for (int v = 0; v < V; ++v) in[v] = _mm512_maskz_loadu_ps(mask[v], src + 16 * v);
+#pragma GCC unroll 4
+          for (int kb = 0; kb < KB; ++kb) {
+            const __m512 tap = _mm512_set1_ps(t[kb * k_step + r * S + s]);
+#pragma GCC unroll 8
+            for (int v = 0; v < V; ++v) acc[kb][v] = _mm512_fmadd_ps(tap, in[v], acc[kb][v]);
+          }
+        }
+    }
+#pragma GCC unroll 4
+    for (int kb = 0; kb < KB; ++kb)
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) _mm512_mask_storeu_ps(sums + kb * plane + i0 + 16 * v, mask[v], acc[kb][v]);
+  }
+}
+
+// gather_outputs for float on AVX-512F: rows of 16 columns, the epilogue in registers (bias,
+// residual, relu/relu6 with a NaN passing; the other activations lane by lane).
+FASTCONV_TARGET_AVX512F inline void gather_outputs_avx512(const ConvProblem& p, const float* sums,
+                                                          const EpilogueView<float>& ep, int64_t n,
+                                                          int64_t k, float* y) {
+  const int64_t Wp = padded_width(p), first = (n * p.K + k) * p.P * p.Q;
+  const __m512 bias = _mm512_set1_ps(ep.bias ? ep.bias[k] : 0.f);
+  for (int64_t op = 0; op < p.P; ++op)
+    for (int64_t q = 0; q < p.Q; q += 16) {
+      const int64_t left = p.Q - q;
+      const __mmask16 m = left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1);
+      const int64_t index = first + op * p.Q + q;
+      __m512 v = _mm512_maskz_loadu_ps(m, sums + op * Wp + q);
+      if (ep.bias) v = _mm512_add_ps(v, bias);
+      if (ep.residual) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, ep.residual + index));
+      if (ep.activation == Activation::relu) {
+        v = _mm512_max_ps(_mm512_setzero_ps(), v);
+      } else if (ep.activation == Activation::relu6) {
+        v = _mm512_min_ps(_mm512_set1_ps(6.f), _mm512_max_ps(_mm512_setzero_ps(), v));
+      } else if (ep.activation != Activation::none) {
+        alignas(64) float lanes[16];
+        _mm512_store_ps(lanes, v);
+        for (float& l : lanes) l = activate(ep.activation, l, ep.slope);
+        v = _mm512_load_ps(lanes);
+      }
+      _mm512_mask_storeu_ps(y + index, m, v);
+    }
+}
+#endif
+
 // dgrad: dx_padded[i + offset(r, s)] += taps[r, s] * grads[i].
 template <typename acc_t>
 FASTCONV_VECTOR_CLONES void dgrad_taps_stride1(const ConvProblem& p,
@@ -165,12 +250,36 @@ void padded_planes_fprop(const ConvProblem& p, const at::Tensor& x, const at::Te
   scalar_t* yd = y.data_ptr<scalar_t>();
   const int64_t Cg = p.C_per_group(), Kg = p.K_per_group(), RS = p.R * p.S;
   const int64_t plane = padded_height(p) * padded_width(p);
+  const bool avx512 = std::is_same_v<acc_t, float> && cpu_has_avx512f();
+  constexpr int64_t kOutputBlock = 4;
   cpu::parallel_for(0, p.N * p.groups, group_grain(p, 1), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> padded(Cg * plane), sums(plane);
+    std::vector<acc_t> padded(Cg * plane), sums((avx512 ? kOutputBlock : 1) * plane);
     for (int64_t ng = begin; ng < end; ++ng) {
       const int64_t n = ng / p.groups, g = ng % p.groups;
       for (int64_t c = 0; c < Cg; ++c)
         pad_plane(p, xd + (n * p.C + g * Cg + c) * p.H * p.W, padded.data() + c * plane);
+#if defined(__GNUC__) && defined(__x86_64__)
+      if constexpr (std::is_same_v<acc_t, float>) {
+        if (avx512) {
+          for (int64_t kg = 0; kg < Kg;) {
+            const int64_t k = g * Kg + kg, kb = Kg - kg >= kOutputBlock ? kOutputBlock : 1;
+            const float* taps = wd + k * Cg * RS;
+            if (kb == kOutputBlock)
+              fprop_planes_avx512<kOutputBlock, 4>(p, padded.data(), plane, Cg, taps, sums.data());
+            else
+              fprop_planes_avx512<1, 8>(p, padded.data(), plane, Cg, taps, sums.data());
+            for (int64_t j = 0; j < kb; ++j) {
+              if constexpr (std::is_same_v<scalar_t, float>)
+                gather_outputs_avx512(p, sums.data() + j * plane, ep, n, k + j, yd);
+              else
+                gather_outputs(p, sums.data() + j * plane, ep, n, k + j, yd);
+            }
+            kg += kb;
+          }
+          continue;
+        }
+      }
+#endif
       for (int64_t kg = 0; kg < Kg; ++kg) {
         const int64_t k = g * Kg + kg;
         std::fill(sums.begin(), sums.end(), acc_t(0));
