@@ -13,6 +13,7 @@
 // the algorithm claims nothing on a CPU without the feature, so im2col_gemm (ATen's GEMM) is
 // what runs there.
 #include "common/activation.h"
+#include "cpu/epilogue.h"
 #include "cpu/kernels.h"
 #include "cpu/parallel.h"
 #include "cpu/pixel_rows.h"
@@ -77,24 +78,6 @@ struct GemmEpilogue {
   float slope = 0.f;
 };
 
-// The activation of 16 float lanes. relu and relu6 in vector registers, with the operands in
-// the order that lets a NaN through (VMAXPS returns its second source when either is NaN);
-// the others lane by lane, through the scalar formula every kernel shares.
-FASTCONV_TARGET_AVX512BF16 inline __m512 activate16(const GemmEpilogue& e, __m512 v) {
-  switch (e.activation) {
-    case Activation::none: return v;
-    case Activation::relu: return _mm512_max_ps(_mm512_setzero_ps(), v);
-    case Activation::relu6:
-      return _mm512_min_ps(_mm512_set1_ps(6.f), _mm512_max_ps(_mm512_setzero_ps(), v));
-    default: {
-      alignas(64) float lanes[16];
-      _mm512_store_ps(lanes, v);
-      for (float& l : lanes) l = activate(e.activation, l, e.slope);
-      return _mm512_load_ps(lanes);
-    }
-  }
-}
-
 // Adds A[rows, 2·pairs] · B[2·pairs, cols] to the float block `part` (row stride kPanel),
 // which starts from zero when `first`; when `last`, writes C[i, j] = bf16(part + bias)
 // instead, the one rounding. rows <= R, cols <= 16·V; B must be readable for 16·V columns of
@@ -143,7 +126,7 @@ FASTCONV_TARGET_AVX512BF16 void micro_kernel(int64_t pairs, const uint32_t* __re
         const __m256i r16 = _mm256_maskz_loadu_epi16(mask, e.residual + (row0 + i) * ldc + col0 + 16 * v);
         out = _mm512_add_ps(out, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(r16), 16)));
       }
-      out = activate16(e, out);
+      out = activate16(e.activation, e.slope, out);
       const __m256i rounded = (__m256i)_mm512_cvtneps_pbh(out);
       _mm256_mask_storeu_epi16(c + i * ldc + 16 * v, mask, rounded);
     }

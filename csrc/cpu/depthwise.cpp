@@ -166,21 +166,9 @@ FASTCONV_TARGET_AVX512F inline void row_block_avx512(const ConvProblem& p, const
     for (int v = 0; v < V; ++v) {
       float* dst = out + (q0 + j) * C + c0 + 16 * v;
       const int64_t c = c0 + 16 * v;
-      __m512 sum = acc[j][v];
-      // The epilogue in the order EpilogueView applies it: bias, residual, activation (relu and
-      // relu6 in registers, operands ordered so that a NaN passes; the others lane by lane).
-      if (ep.bias) sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(mask[v], ep.bias + c));
-      if (ep.residual) sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(mask[v], ep.residual + first + (q0 + j) * C + c));
-      if (ep.activation == Activation::relu) {
-        sum = _mm512_max_ps(_mm512_setzero_ps(), sum);
-      } else if (ep.activation == Activation::relu6) {
-        sum = _mm512_min_ps(_mm512_set1_ps(6.f), _mm512_max_ps(_mm512_setzero_ps(), sum));
-      } else if (ep.activation != Activation::none) {
-        alignas(64) float lanes[16];
-        _mm512_store_ps(lanes, sum);
-        for (float& l : lanes) l = activate(ep.activation, l, ep.slope);
-        sum = _mm512_load_ps(lanes);
-      }
+      const __m512 bias = ep.bias ? _mm512_maskz_loadu_ps(mask[v], ep.bias + c) : _mm512_setzero_ps();
+      const float* residual = ep.residual ? ep.residual + first + (q0 + j) * C + c : nullptr;
+      const __m512 sum = epilogue16(ep, acc[j][v], bias, residual, mask[v]);
       if (stream && mask[v] == __mmask16(0xffff) && (reinterpret_cast<uintptr_t>(dst) & 63) == 0)
         _mm512_stream_ps(dst, sum);
       else

@@ -10,11 +10,16 @@
 #include "common/activation.h"
 #include "common/algorithms.h"
 #include "cpu/parallel.h"
+#include "cpu/vector_clones.h"
 
 
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 namespace fastconv::cpu {
 
@@ -102,5 +107,36 @@ void apply_plane_run(const EpilogueView<T>& ep, T* y, int64_t plane_size, int64_
     }
   });
 }
+
+#if defined(__GNUC__) && defined(__x86_64__)
+// The activation of 16 float lanes: relu and relu6 in registers with the operands ordered so
+// that a NaN passes (VMAXPS returns its second source when either is NaN), the others lane by
+// lane through the scalar formula every kernel shares.
+FASTCONV_TARGET_AVX512F inline __m512 activate16(Activation a, float slope, __m512 v) {
+  switch (a) {
+    case Activation::none: return v;
+    case Activation::relu: return _mm512_max_ps(_mm512_setzero_ps(), v);
+    case Activation::relu6:
+      return _mm512_min_ps(_mm512_set1_ps(6.f), _mm512_max_ps(_mm512_setzero_ps(), v));
+    default: {
+      alignas(64) float lanes[16];
+      _mm512_store_ps(lanes, v);
+      for (float& l : lanes) l = activate(a, l, slope);
+      return _mm512_load_ps(lanes);
+    }
+  }
+}
+
+// The epilogue of 16 float sums in a zmm register, in the order EpilogueView applies it: the
+// bias (`bias`: the 16 lanes' biases, read only when ep has one), the residual (16 lanes from
+// `residual`, masked by m, when ep has one), then the activation.
+FASTCONV_TARGET_AVX512F inline __m512 epilogue16(const EpilogueView<float>& ep, __m512 sum,
+                                                 __m512 bias, const float* residual,
+                                                 __mmask16 m) {
+  if (ep.bias) sum = _mm512_add_ps(sum, bias);
+  if (ep.residual) sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(m, residual));
+  return activate16(ep.activation, ep.slope, sum);
+}
+#endif
 
 }  // namespace fastconv::cpu

@@ -151,8 +151,8 @@ FASTCONV_TARGET_AVX512F inline void fprop_planes_avx512(const ConvProblem& p,
   }
 }
 
-// gather_outputs for float on AVX-512F: rows of 16 columns, the epilogue in registers (bias,
-// residual, relu/relu6 with a NaN passing; the other activations lane by lane).
+// gather_outputs for float on AVX-512F: rows of 16 columns, the epilogue in registers
+// (epilogue16).
 FASTCONV_TARGET_AVX512F inline void gather_outputs_avx512(const ConvProblem& p, const float* sums,
                                                           const EpilogueView<float>& ep, int64_t n,
                                                           int64_t k, float* y) {
@@ -163,19 +163,8 @@ FASTCONV_TARGET_AVX512F inline void gather_outputs_avx512(const ConvProblem& p, 
       const int64_t left = p.Q - q;
       const __mmask16 m = left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1);
       const int64_t index = first + op * p.Q + q;
-      __m512 v = _mm512_maskz_loadu_ps(m, sums + op * Wp + q);
-      if (ep.bias) v = _mm512_add_ps(v, bias);
-      if (ep.residual) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, ep.residual + index));
-      if (ep.activation == Activation::relu) {
-        v = _mm512_max_ps(_mm512_setzero_ps(), v);
-      } else if (ep.activation == Activation::relu6) {
-        v = _mm512_min_ps(_mm512_set1_ps(6.f), _mm512_max_ps(_mm512_setzero_ps(), v));
-      } else if (ep.activation != Activation::none) {
-        alignas(64) float lanes[16];
-        _mm512_store_ps(lanes, v);
-        for (float& l : lanes) l = activate(ep.activation, l, ep.slope);
-        v = _mm512_load_ps(lanes);
-      }
+      const float* residual = ep.residual ? ep.residual + index : nullptr;
+      const __m512 v = epilogue16(ep, _mm512_maskz_loadu_ps(m, sums + op * Wp + q), bias, residual, m);
       _mm512_mask_storeu_ps(y + index, m, v);
     }
 }
