@@ -182,6 +182,14 @@ def test_hiding_avx512f_turns_the_kernel_off(monkeypatch):
 
 
 @needs_avx512
+@pytest.mark.parametrize("hide,hidden", [("avx512fp16", False), ("avx512bf16", False),
+                                         ("avx512bf16,avx512f", True), ("avx512f avx512bf16", True)])
+def test_hiding_names_whole_features(hide, hidden, monkeypatch):
+    monkeypatch.setenv("FASTCONV_CPU_HIDE", hide)
+    assert ops._cpu_sgemm_supported() == (not hidden)
+
+
+@needs_avx512
 @pytest.mark.parametrize("M,N", [(1, 1), (8, 8), (13, 29), (64, 70), (100, 3)])
 def test_transposed_copy(M, N):
     m = torch.randn(3, M, N)

@@ -42,11 +42,7 @@ bool cpu_has_avx512bf16() {
   static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                           __builtin_cpu_supports("avx512vl") &&
                           __builtin_cpu_supports("avx512bf16");
-  // Read on every call (not cached) so that a test can hide the feature within one process
-  // and see the automatic choice fall back.
-  const char* hide = std::getenv("FASTCONV_CPU_HIDE");
-  if (hide != nullptr && std::strstr(hide, "avx512bf16") != nullptr) return false;
-  return has;
+  return has && !cpu_feature_hidden("avx512bf16");
 #else
   return false;
 #endif

@@ -59,11 +59,7 @@ void fprop(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor&
     const at::Tensor X = nhwc_rows(x);
     at::Tensor Y = out.permute({0, 2, 3, 1}).view({p.N * p.P * p.Q, p.K});
     const int64_t pixels = p.N * p.P * p.Q, chunk = fused ? epilogue_pixels(p.K) : pixels;
-    // fastconv's GEMM reads B by rows: the filters transposed once, [G, Cg, Kg], rather than
-    // copied inside every product.
-    const at::Tensor w_cols = own_sgemm_active() && w_mat.scalar_type() == at::kFloat
-                                  ? transposed_copy(w_mat.view({G, Kg, Cg}))
-                                  : w_mat.view({G, Kg, Cg}).transpose(1, 2);
+    const at::Tensor w_cols = transposed_operand(w_mat.view({G, Kg, Cg}));  // [G, Cg, Kg]
     for (int64_t m0 = 0; m0 < pixels; m0 += chunk) {
       const int64_t count = std::min(chunk, pixels - m0);
       for (int64_t g = 0; g < G; ++g) {

@@ -188,11 +188,8 @@ void fprop_channels_last(const ConvProblem& p, const at::Tensor& x, const at::Te
           ? y
           : at::empty(y.sizes(), y.options().dtype(col_dtype).memory_format(at::MemoryFormat::ChannelsLast));
   at::Tensor Y = y_cols.permute({0, 2, 3, 1}).view({pixels, p.K});
-  // fastconv's GEMM reads B by rows: the filters transposed once here, [G, R*S*Cg, Kg], rather
-  // than copied inside every tile's product.
-  const at::Tensor w_cols = own_sgemm_active() && col_dtype == at::kFloat
-                                ? transposed_copy(w_rows.view({G, Kg, RSCg}))
-                                : w_rows.view({G, Kg, RSCg}).transpose(1, 2);
+  // Transposed once for every tile's product: [G, R*S*Cg, Kg].
+  const at::Tensor w_cols = transposed_operand(w_rows.view({G, Kg, RSCg}));
   const int64_t tile = std::clamp<int64_t>(kColumnBudget / std::max<int64_t>(RSCg, 1), 1, pixels);
   const at::Tensor col_buffer = at::empty({tile * RSCg}, w_rows.options());
   const bool fused = epilogue.stages() != 0;

@@ -395,11 +395,8 @@ void run_winograd(const Geometry& g, const scalar_t* x, const at::Tensor& U, sca
   std::tie(v_buf, m_buf) = tile_buffers(g, m, chunk_rows, U.options());
   const int64_t Cg = g.C / g.G, Kg = g.K / g.G;
   const int64_t c_runs = (g.C + kLanes - 1) / kLanes, k_runs = (g.K + kLanes - 1) / kLanes;
-  // Channels-last multiplies by U^T, which fastconv's GEMM reads by rows: [alpha², C/G, K],
-  // transposed once for every chunk rather than copied inside every product.
-  const at::Tensor Ut = nhwc && own_sgemm_active() && U.scalar_type() == at::kFloat
-                            ? transposed_copy(U)
-                            : U.transpose(1, 2);
+  // Channels-last multiplies by U^T [alpha², C/G, K], transposed once for every chunk.
+  const at::Tensor Ut = nhwc ? transposed_operand(U) : at::Tensor();
   for (int64_t row0 = 0; row0 < tile_rows; row0 += chunk_rows) {
     const Chunk ch{row0, std::min(chunk_rows, tile_rows - row0), tiles_w,
                    nhwc ? 1 : (tiles_w + kLanes - 1) / kLanes};

@@ -24,8 +24,12 @@ ConvAlgorithm direct_algorithm();       // loops over every tap: always correct,
 // name avx512bf16, which tests use to see the fallback).
 bool cpu_has_avx512bf16();
 // Whether this CPU runs AVX-512F (and FASTCONV_CPU_HIDE does not name avx512f): fastconv's
-// float32 GEMM (sgemm.h) and the channels-last depthwise row kernel need it.
+// float32 GEMM (sgemm.h), the depthwise row kernel and the padded-plane kernel need it.
 bool cpu_has_avx512f();
+// Whether FASTCONV_CPU_HIDE names the feature, as a whole word of its comma- or space-separated
+// list ("avx512f" is not hidden by "avx512fp16"). Read on every call, not cached, so that a test
+// can hide a feature within one process and see the automatic choice fall back.
+bool cpu_feature_hidden(const char* feature);
 
 // RoI kernels (contracts in common/roi_ops.h).
 RoiAlignForward roi_align_forward;

@@ -315,13 +315,20 @@ std::string sgemm_mode() {
   }
 }
 
+bool cpu_feature_hidden(const char* feature) {
+  const char* hide = std::getenv("FASTCONV_CPU_HIDE");
+  if (hide == nullptr) return false;
+  const size_t n = std::strlen(feature);
+  auto separator = [](char c) { return c == '\0' || c == ',' || c == ' '; };
+  for (const char* at = std::strstr(hide, feature); at != nullptr; at = std::strstr(at + 1, feature))
+    if ((at == hide || separator(at[-1])) && separator(at[n])) return true;
+  return false;
+}
+
 bool cpu_has_avx512f() {
 #if FASTCONV_HAVE_SGEMM
   static const bool has = __builtin_cpu_supports("avx512f");
-  // Read on every call, as cpu_has_avx512bf16 does, so that a test can hide the feature.
-  const char* hide = std::getenv("FASTCONV_CPU_HIDE");
-  if (hide != nullptr && std::strstr(hide, "avx512f") != nullptr) return false;
-  return has;
+  return has && !cpu_feature_hidden("avx512f");
 #else
   return false;
 #endif
@@ -390,6 +397,10 @@ at::Tensor transposed_copy(const at::Tensor& m) {
 #else
   return m.transpose(1, 2).contiguous();
 #endif
+}
+
+at::Tensor transposed_operand(const at::Tensor& m) {
+  return own_sgemm_active() && m.scalar_type() == at::kFloat ? transposed_copy(m) : m.transpose(1, 2);
 }
 
 at::Tensor bmm(const at::Tensor& a, const at::Tensor& b) {

@@ -35,6 +35,11 @@ at::Tensor bmm(const at::Tensor& a, const at::Tensor& b);
 // m [B, R, C] as a contiguous [B, C, R] (float32: in 8 x 8 register blocks where the CPU has
 // AVX-512F; otherwise ATen's copy).
 at::Tensor transposed_copy(const at::Tensor& m);
+// m [B, R, C] as the [B, C, R] B operand of the products above (a filter the products read
+// transposed): where fastconv's kernel runs them, the transposed copy, made once so that no
+// product copies it again (its kernel reads B by rows); otherwise the transposed view, which
+// ATen's GEMM reads as it is.
+at::Tensor transposed_operand(const at::Tensor& m);
 
 // fastconv's kernel itself, whatever the mode (for tests): float32 only, refused with a clear
 // error on a CPU without AVX-512F.

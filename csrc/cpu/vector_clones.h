@@ -18,7 +18,8 @@
 #define FASTCONV_TARGET_AVX512BF16
 #endif
 
-// One function built for AVX-512F alone, for callers that check the CPU first (sgemm.h).
+// One function built for AVX-512F alone, for callers that check the CPU first
+// (cpu_has_avx512f in cpu/kernels.h): the float32 GEMM, the depthwise and padded-plane kernels.
 #if defined(__GNUC__) && defined(__x86_64__)
 #define FASTCONV_TARGET_AVX512F __attribute__((target("avx512f")))
 #else
