@@ -211,6 +211,7 @@ DEPTHWISE = [  # (N, C, H, W, k, stride, padding, dilation)
     (1, 117, 5, 15, 3, 1, 1, 1),  # 64, 32, 16, then 5 masked
     (1, 64, 6, 20, 3, 2, 1, 1),
     (1, 128, 5, 9, 5, 1, 2, 2),
+    (1, 64, 128, 128, 3, 1, 1, 1),  # a 4 MiB output: streaming stores
 ]
 
 
