@@ -288,3 +288,54 @@ def test_grouped_planes_rule_takes_32_channels_on_avx512(monkeypatch):
     assert pick() == ("grouped_planes" if ops._cpu_sgemm_supported() else "im2col_gemm")
     monkeypatch.setenv("FASTCONV_CPU_HIDE", "avx512f")
     assert pick() == "im2col_gemm"
+
+
+# direct_blocked's fprop: the AVX-512 kernels (NCHW: 8 filters x 48 columns from the column
+# phases; channels-last: 6 pixels x 64 filters, then 8 x 48, 12 x 32, 16 x 16) and the plain
+# loop, against float64, with the fused epilogue. Filter counts that leave partial blocks of 8,
+# 16 and 64; output rows that end inside a vector and inside a pixel block; strides 1-4 with
+# dilation and uneven padding; one output past 16 MiB, whose stores stream.
+# (N, C, H, W, K, kernel, stride, padding (top, bottom, left, right), dilation)
+BLOCKED = [
+    (2, 3, 30, 33, 32, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),    # MobileNet's stem: 16 x 2 filters
+    (1, 3, 20, 90, 13, (7, 7), (2, 2), (3, 3, 3, 3), (1, 2)),    # 13 filters: 8 + 5, 16 masked
+    (1, 3, 40, 41, 64, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),    # 41 columns: 6 x 6 + 5 pixels
+    (1, 3, 50, 227, 96, (11, 11), (4, 4), (2, 2, 2, 2), (1, 1)),  # AlexNet's stem: 64 + 32 filters
+    (1, 5, 17, 19, 21, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1)),
+    (1, 16, 12, 28, 80, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1)),   # 64 + 16 filters
+    (1, 4, 9, 70, 50, (3, 2), (3, 1), (0, 2, 1, 0), (2, 3)),     # 48 + 2 filters, uneven
+    (1, 3, 256, 256, 64, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),  # a 16 MiB output: streamed
+]
+
+
+@pytest.mark.parametrize("case", BLOCKED, ids=lambda c: "C{}K{}_{}x{}_k{}s{}".format(c[1], c[4], c[2], c[3], c[5][0], c[6][0]))
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("hidden", [False, True], ids=["avx512", "plain"])
+def test_direct_blocked_fprop_kernels(case, channels_last, hidden, monkeypatch):
+    if not hidden and not ops._cpu_sgemm_supported():
+        pytest.skip("this CPU lacks AVX-512F, which direct_blocked's AVX-512 kernels need")
+    if hidden:
+        monkeypatch.setenv("FASTCONV_CPU_HIDE", "avx512f")
+    N, C, H, W, K, kernel, stride, pad, dil = case
+    if hidden and H * W > 20000:
+        pytest.skip("the plain loop is covered by the smaller cases; this one is for the streamed stores")
+    gen = torch.Generator().manual_seed(K * C)
+    x64 = torch.randn(N, C, H, W, generator=gen, dtype=torch.float64)
+    w64 = torch.randn(K, C, *kernel, generator=gen, dtype=torch.float64)
+    b64 = torch.randn(K, generator=gen, dtype=torch.float64)
+    padded = torch.nn.functional.pad(x64, (pad[2], pad[3], pad[0], pad[1]))
+    want = torch.nn.functional.conv2d(padded, w64, b64, stride=stride, dilation=dil)
+    res64 = torch.randn(want.shape, generator=gen, dtype=torch.float64)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x, res = x64.float().contiguous(memory_format=fmt), res64.float().contiguous(memory_format=fmt)
+    kw = dict(stride=stride, padding=pad, dilation=dil)
+    w, b = w64.float(), b64.float()
+    with fastconv.algorithms.force("direct_blocked"):
+        got = F.conv2d(x, w, b, **kw)
+        relu = F.conv2d_fused(x, w, b, res, activation="relu", **kw)
+        silu = F.conv2d_fused(x, w, None, activation="silu", **kw)
+    assert got.is_contiguous(memory_format=fmt)
+    tol = dict(rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(got.double(), want, **tol)
+    torch.testing.assert_close(relu.double(), torch.relu(want + res64), **tol)
+    torch.testing.assert_close(silu.double(), torch.nn.functional.silu(want - b64.view(1, -1, 1, 1)), **tol)
