@@ -339,3 +339,42 @@ def test_direct_blocked_fprop_kernels(case, channels_last, hidden, monkeypatch):
     torch.testing.assert_close(got.double(), want, **tol)
     torch.testing.assert_close(relu.double(), torch.relu(want + res64), **tol)
     torch.testing.assert_close(silu.double(), torch.nn.functional.silu(want - b64.view(1, -1, 1, 1)), **tol)
+
+
+# im2col's NCHW fprop in per-thread tiles (fastconv's GEMM on): tiles that start and end inside
+# output rows, strides 1, 2 (the even-lane copy) and 3, dilation, groups, and few enough tiles
+# that the filters are split into parts; against the whole-batch path (ATen's GEMM) and float64.
+# (input, weight, stride, padding, dilation, groups)
+THREAD_TILES = [
+    ((2, 128, 28, 28), (128, 128, 3, 3), 1, 1, 1, 1),   # 112 pixels a tile: four rows each
+    ((1, 100, 19, 23), (24, 100, 3, 3), 1, 1, 1, 1),    # tiles that cut output rows
+    ((2, 64, 33, 31), (40, 64, 3, 3), 2, 1, 1, 1),      # stride 2: the even-lane copy
+    ((1, 24, 37, 41), (16, 24, 5, 5), 3, 2, 1, 1),      # stride 3: the element copy
+    ((1, 16, 20, 20), (32, 8, 3, 3), 1, 2, 2, 2),       # dilation, two groups
+    ((1, 256, 5, 5), (384, 256, 3, 3), 1, 1, 1, 1),     # one tile: the filters in parts
+]
+
+
+@needs_avx512
+@pytest.mark.parametrize("case", THREAD_TILES, ids=lambda c: "C{}K{}_{}x{}s{}g{}".format(c[0][1], c[1][0], c[0][2], c[0][3], c[2], c[5]))
+def test_im2col_thread_tiles(case):
+    xs, ws, stride, pad, dil, groups = case
+    gen = torch.Generator().manual_seed(ws[0])
+    x64 = torch.randn(xs, generator=gen, dtype=torch.float64)
+    w64 = torch.randn(ws, generator=gen, dtype=torch.float64)
+    b64 = torch.randn(ws[0], generator=gen, dtype=torch.float64)
+    kw = dict(stride=stride, padding=pad, dilation=dil, groups=groups)
+    want = torch.nn.functional.conv2d(x64, w64, b64, **kw)
+    res64 = torch.randn(want.shape, generator=gen, dtype=torch.float64)
+    x, w, b, res = x64.float(), w64.float(), b64.float(), res64.float()
+    outs = {}
+    for gemm in ("own", "aten"):
+        ops._cpu_sgemm_set_mode(gemm)
+        before = ops._cpu_sgemm_products()
+        with fastconv.algorithms.force("im2col_gemm"):
+            outs[gemm] = (F.conv2d(x, w, b, **kw), F.conv2d_fused(x, w, b, res, activation="relu", **kw))
+        assert (ops._cpu_sgemm_products() > before) == (gemm == "own")
+    scale = want.abs().max().item()
+    for got, fused in outs.values():
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=2e-6 * scale)
+        torch.testing.assert_close(fused.double(), torch.relu(want + res64), rtol=1e-5, atol=2e-6 * scale)

@@ -23,6 +23,10 @@
 #include <type_traits>
 #include <vector>
 
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 namespace fastconv::cpu {
 
 namespace {
@@ -207,12 +211,145 @@ void fprop_channels_last(const ConvProblem& p, const at::Tensor& x, const at::Te
   if (!y_cols.is_same(y)) y.copy_(y_cols);
 }
 
+// ------------------------------------------------------------------------- NCHW, tiles per thread
+//
+// Where fastconv's own GEMM runs the float32 products, NCHW fprop goes tile by tile on each
+// thread: a task unrolls the columns of a run of one image's output pixels into its own buffer,
+// sized to stay in its core's L2, and multiplies them there straight into y, epilogue included.
+// The whole-batch column matrix above (7.2 MB for a 128-channel 3x3 layer at 56x56) went out to
+// the L3 and back, and its copy cost 0.35-1.3 ms beside a 1.1 ms product (bench/NOTES.md,
+// "tiles per thread").
+
+// A thread's column tile, in floats (512 KiB).
+constexpr int64_t kThreadTileFloats = int64_t(128) << 10;
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define FASTCONV_IM2COL_AVX512 1
+// dst[i] = src[i * step] for i < count. Runs are short (a 28-wide output row), so the copy is
+// inline and masked rather than a call with a scalar tail; step 2 (stride 2) takes the even lanes
+// of two masked loads, which never touch a float past the run's last.
+FASTCONV_TARGET_AVX512F inline void copy_run_avx512(float* __restrict dst, const float* __restrict src,
+                                                    int64_t step, int64_t count) {
+  if (step == 1) {
+    int64_t i = 0;
+    for (; i + 16 <= count; i += 16) _mm512_storeu_ps(dst + i, _mm512_loadu_ps(src + i));
+    if (i < count) {
+      const __mmask16 m = __mmask16((1u << (count - i)) - 1);
+      _mm512_mask_storeu_ps(dst + i, m, _mm512_maskz_loadu_ps(m, src + i));
+    }
+  } else if (step == 2) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    for (int64_t i = 0; i < count; i += 16) {
+      const int64_t n = std::min<int64_t>(16, count - i), span = 2 * n - 1;  // floats read
+      const __mmask16 lo_mask = span >= 16 ? __mmask16(0xffff) : __mmask16((1u << span) - 1);
+      const __mmask16 hi_mask = span > 16 ? __mmask16((1u << (span - 16)) - 1) : __mmask16(0);
+      const __m512 lo = _mm512_maskz_loadu_ps(lo_mask, src + 2 * i);
+      const __m512 hi = _mm512_maskz_loadu_ps(hi_mask, src + 2 * i + 16);
+      _mm512_mask_storeu_ps(dst + i, __mmask16((1u << n) - 1), _mm512_permutex2var_ps(lo, even, hi));
+    }
+  } else {
+    for (int64_t i = 0; i < count; ++i) dst[i] = src[i * step];
+  }
+}
+#define FASTCONV_IM2COL_TARGET FASTCONV_TARGET_AVX512F
+#else
+#define FASTCONV_IM2COL_AVX512 0
+#define FASTCONV_IM2COL_TARGET
+#endif
+
+// col[(c, r, s), j - j0] for output pixels j in [j0, j1) of image n (j = op * Q + q), over group
+// g's input channels; zero in the padding. The tile's output-row pieces are found once.
+FASTCONV_IM2COL_TARGET void im2col_pixels(const ConvProblem& p, const Strided4<const float>& X,
+                                          int64_t n, int64_t g, int64_t j0, int64_t j1, float* col) {
+  struct Piece {
+    int64_t op, qa, qb, at;  // output row op's columns [qa, qb), at tile column `at`
+  };
+  std::vector<Piece> pieces;
+  for (int64_t j = j0; j < j1;) {
+    const int64_t qa = j % p.Q, qb = std::min(p.Q, qa + (j1 - j));
+    pieces.push_back({j / p.Q, qa, qb, j - j0});
+    j += qb - qa;
+  }
+  const int64_t Cg = p.C_per_group(), RS = p.R * p.S, cols = j1 - j0;
+  const int64_t step = p.stride_w * X.s3;
+  for (int64_t row = 0; row < Cg * RS; ++row) {
+    const int64_t c = g * Cg + row / RS, r = (row / p.S) % p.R, s = row % p.S;
+    const int64_t offset = s * p.dilation_w - p.pad_left;
+    const ColumnRange valid = valid_columns(offset, p.stride_w, p.W, p.Q);
+    const float* plane = &X(n, c, 0, 0);
+    float* col_row = col + row * cols;
+    for (const Piece& piece : pieces) {
+      const int64_t h = piece.op * p.stride_h - p.pad_top + r * p.dilation_h;
+      float* run = col_row + piece.at;  // column qa of the piece
+      const int64_t lo = std::clamp(valid.lo, piece.qa, piece.qb), hi = std::clamp(valid.hi, piece.qa, piece.qb);
+      if (h < 0 || h >= p.H || lo >= hi) {
+        std::fill(run, run + (piece.qb - piece.qa), 0.f);
+        continue;
+      }
+      std::fill(run, run + (lo - piece.qa), 0.f);
+      const float* src = plane + h * X.s2 + (lo * p.stride_w + offset) * X.s3;
+#if FASTCONV_IM2COL_AVX512
+      copy_run_avx512(run + (lo - piece.qa), src, step, hi - lo);
+#else
+      for (int64_t i = 0; i < hi - lo; ++i) run[lo - piece.qa + i] = src[i * step];
+#endif
+      std::fill(run + (hi - piece.qa), run + (piece.qb - piece.qa), 0.f);
+    }
+  }
+}
+
+void fprop_nchw_thread_tiles(const ConvProblem& p, const at::Tensor& x, const at::Tensor& w,
+                             const Epilogue& epilogue, at::Tensor& y) {
+  const int64_t G = p.groups, Kg = p.K_per_group(), CgRS = p.C_per_group() * p.R * p.S;
+  const int64_t PQ = p.P * p.Q;
+  const at::Tensor w_rows = w.to(at::kFloat).contiguous();  // [K, CgRS]; group g from row g * Kg
+  const float* wd = w_rows.const_data_ptr<float>();
+  float* yd = y.data_ptr<float>();
+  const EpilogueView<float> ep(epilogue);
+  const Strided4<const float> X(x);
+  // Pixels per tile: what fits the budget, in whole vectors of 16, the image's runs evened out;
+  // never under 64, the product's widest panel (16 columns ran at a quarter of its rate).
+  const int64_t fit = std::max<int64_t>(64, kThreadTileFloats / std::max<int64_t>(CgRS, 1) / 16 * 16);
+  const int64_t chunks = (PQ + fit - 1) / fit;
+  const int64_t cols = std::min(PQ, ((PQ + chunks - 1) / chunks + 15) / 16 * 16);
+  // Filter parts, where the images' tiles alone would leave threads idle (deep layers at small
+  // batch); each part unrolls its tile again, a copy small beside its product.
+  const int64_t threads = at::get_num_threads();
+  int64_t parts = 1;
+  while (p.N * G * chunks * parts < 2 * threads && Kg / (2 * parts) >= 48) parts *= 2;
+  const int64_t part_rows = ((Kg + parts - 1) / parts + 5) / 6 * 6;
+  const int64_t tasks = p.N * G * chunks * parts;
+  cpu::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> buffer;
+    if (buffer.size() < size_t(CgRS * cols)) buffer.resize(size_t(CgRS * cols));
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t part = task % parts, chunk = task / parts % chunks;
+      const int64_t g = task / (parts * chunks) % G, n = task / (parts * chunks * G);
+      const int64_t k0 = part * part_rows, k1 = std::min(Kg, k0 + part_rows);
+      if (k0 >= k1) continue;
+      const int64_t j0 = chunk * cols, j1 = std::min(PQ, j0 + cols);
+      im2col_pixels(p, X, n, g, j0, j1, buffer.data());
+      const int64_t k_first = g * Kg + k0;
+      own_gemm_serial(k1 - k0, j1 - j0, CgRS, wd + k_first * CgRS, CgRS, buffer.data(), j1 - j0,
+                      yd + (n * p.K + k_first) * PQ + j0, PQ, false);
+      if (!ep.empty())
+        for (int64_t k = k_first; k < g * Kg + k1; ++k) apply_plane_run(ep, yd, PQ, p.K, n, k, j0, j1 - j0);
+    }
+  });
+}
+
 template <typename scalar_t>
 void fprop_impl(const ConvProblem& p, bool channels_last, const at::Tensor& x,
                 const at::Tensor& w, const Epilogue& epilogue, at::Tensor& y) {
   if (channels_last) {
     fprop_channels_last<scalar_t>(p, x, w, epilogue, y);
     return;
+  }
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (own_sgemm_active() && y.is_contiguous()) {
+      fprop_nchw_thread_tiles(p, x, w, epilogue, y);
+      return;
+    }
   }
   using col_t = column_type<scalar_t>;
   const auto tiles = make_tiles(p);

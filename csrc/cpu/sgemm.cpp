@@ -285,6 +285,30 @@ void own_product(at::Tensor& c, const at::Tensor& a, const at::Tensor& b, bool a
 #endif
 }
 
+}  // namespace
+
+void own_gemm_serial(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b,
+                     int64_t ldb, float* c, int64_t ldc, bool accumulate) {
+  FASTCONV_CHECK_VALUE(sgemm_supported(), "fastconv's sgemm needs a CPU with AVX-512F");
+  products.fetch_add(1, std::memory_order_relaxed);
+  if (M <= 0 || N <= 0) return;
+#if FASTCONV_HAVE_SGEMM
+  if (K <= 0) {
+    if (!accumulate)
+      for (int64_t i = 0; i < M; ++i) std::fill(c + i * ldc, c + i * ldc + N, 0.f);
+    return;
+  }
+  const Product g{1, M, N, K, a, 0, lda, 1, b, 0, ldb, c, 0, ldc, accumulate};
+  for (int64_t i0 = 0; i0 < M; i0 += kBlockRows)
+    for (int64_t j0 = 0; j0 < N; j0 += kBlockCols)
+      run_block(g, 0, i0, std::min(M, i0 + kBlockRows), j0, std::min(N, j0 + kBlockCols));
+#else
+  FASTCONV_CHECK_VALUE(false, "fastconv's sgemm needs an x86-64 build");
+#endif
+}
+
+namespace {
+
 bool own_applies(const at::Tensor& c, const at::Tensor& a, const at::Tensor& b) {
   return own_sgemm_active() && a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat &&
          c.scalar_type() == at::kFloat && (c.stride(-1) == 1 || c.size(-1) <= 1);

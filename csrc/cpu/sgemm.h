@@ -41,6 +41,13 @@ at::Tensor transposed_copy(const at::Tensor& m);
 // ATen's GEMM reads as it is.
 at::Tensor transposed_operand(const at::Tensor& m);
 
+// c[M, N] (+)= a[M, K] · b[K, N] on the calling thread, for kernels that share their own tiles
+// out to the threads (im2col's fprop builds each tile's columns and multiplies them while they
+// are in its core's L2). Row-major operands whose rows lie lda, ldb and ldc apart; float32, on a
+// CPU with AVX-512F (sgemm_supported()). Counts as one product (own_sgemm_products).
+void own_gemm_serial(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b,
+                     int64_t ldb, float* c, int64_t ldc, bool accumulate);
+
 // fastconv's kernel itself, whatever the mode (for tests): float32 only, refused with a clear
 // error on a CPU without AVX-512F.
 void own_mm_out(at::Tensor& c, const at::Tensor& a, const at::Tensor& b, bool accumulate);
