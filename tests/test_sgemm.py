@@ -378,3 +378,13 @@ def test_im2col_thread_tiles(case):
     for got, fused in outs.values():
         torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=2e-6 * scale)
         torch.testing.assert_close(fused.double(), torch.relu(want + res64), rtol=1e-5, atol=2e-6 * scale)
+
+
+def test_winograd_rule_leaves_few_output_channels_to_im2col():
+    """fprop with under 64 output channels (DenseNet's growth layers) goes to im2col, whose
+    product costs less there than Winograd's input transforms; dgrad, and 64 outputs, keep it."""
+    x = torch.randn(2, 128, 28, 28)
+    pick = lambda k, d="fprop": fastconv.algorithms.chosen(d, x, torch.randn(k, 128, 3, 3), padding=(1, 1, 1, 1))
+    assert pick(32) == "im2col_gemm"
+    assert pick(32, "dgrad").startswith("winograd")
+    assert pick(64).startswith("winograd")

@@ -607,6 +607,11 @@ bool preferred(const ConvProblem& p, const ConvRequest& r) {
                         (((cols + dw - 1) / dw + m - 1) / m);
   const int64_t min_tiles = m == 4 ? 256 : 64;
   const int64_t Cg = p.C_per_group(), Kg = p.K_per_group();
+  // fprop transforms all Cg input channels of every tile to save multiplies for Kg outputs: with
+  // under 64 outputs (DenseNet's 128 -> 32 growth layers) the transforms cost more than the
+  // multiplies saved, and im2col ran 2x faster at 28x28 and 14x14 (Zen 5, bench/NOTES.md,
+  // "tiles per thread").
+  if (r.direction == Direction::fprop && Kg < 64) return false;
   return Cg >= 16 && Kg >= 16 && Cg * Kg >= 2048 && tiles >= min_tiles;
 }
 
