@@ -166,8 +166,10 @@ at::Tensor transform_filters(const Geometry& g, const Tap& tap, const at::Tensor
     for (int64_t k = k0; k < k1; ++k)
       for (int64_t c0 = 0; c0 < Cg; c0 += kLanes) {
         const int64_t count = std::min(kLanes, Cg - c0);
-        for (int rs = 0; rs < 9; ++rs)
-          for (int64_t l = 0; l < count; ++l) taps[rs * kLanes + l] = acc_t(tap(k, c0 + l, rs / 3, rs % 3));
+        // Filter by filter: a contiguous weight's nine taps lie side by side.
+        for (int64_t l = 0; l < count; ++l)
+          for (int r = 0; r < 3; ++r)
+            for (int s = 0; s < 3; ++s) taps[(r * 3 + s) * kLanes + l] = acc_t(tap(k, c0 + l, r, s));
         transform_filter_block<m>(taps, rows, out, count);
         for (int xi = 0; xi < a * a; ++xi)
           std::copy(out + xi * kLanes, out + xi * kLanes + count, u + xi * plane + k * Cg + c0);
@@ -608,10 +610,11 @@ bool preferred(const ConvProblem& p, const ConvRequest& r) {
   const int64_t min_tiles = m == 4 ? 256 : 64;
   const int64_t Cg = p.C_per_group(), Kg = p.K_per_group();
   // fprop transforms all Cg input channels of every tile to save multiplies for Kg outputs: with
-  // under 64 outputs (DenseNet's 128 -> 32 growth layers) the transforms cost more than the
-  // multiplies saved, and im2col ran 2x faster at 28x28 and 14x14 (Zen 5, bench/NOTES.md,
-  // "tiles per thread").
-  if (r.direction == Direction::fprop && Kg < 64) return false;
+  // under 64 outputs (DenseNet's 128 -> 32 growth layers) and few tiles the transforms cost more
+  // than the multiplies saved. im2col ran 2x faster at 28x28 and 14x14 (392 and 98 tiles of
+  // 2x2 at batch 2), Winograd 15-30% faster at 56x56 (1568 tiles, and more at batch 8) on Zen 5
+  // (bench/NOTES.md, "tiles per thread").
+  if (r.direction == Direction::fprop && Kg < 64 && tiles < 1024) return false;
   return Cg >= 16 && Kg >= 16 && Cg * Kg >= 2048 && tiles >= min_tiles;
 }
 
