@@ -391,3 +391,32 @@ def test_winograd_rule_leaves_few_output_channels_to_im2col():
     assert pick(32, d="dgrad").startswith("winograd")
     assert pick(64).startswith("winograd")
     assert pick(32, size=56) == "winograd_2x2"
+
+
+# The channels-last im2col fprop in per-thread tiles: pixel runs that end inside an image and
+# across images, groups, strides; against ATen's GEMM on the whole-batch path and float64.
+@needs_avx512
+@pytest.mark.parametrize("case", THREAD_TILES, ids=lambda c: "C{}K{}_{}x{}s{}g{}".format(c[0][1], c[1][0], c[0][2], c[0][3], c[2], c[5]))
+def test_im2col_thread_tiles_channels_last(case):
+    xs, ws, stride, pad, dil, groups = case
+    gen = torch.Generator().manual_seed(ws[0] + 1)
+    x64 = torch.randn(xs, generator=gen, dtype=torch.float64)
+    w64 = torch.randn(ws, generator=gen, dtype=torch.float64)
+    b64 = torch.randn(ws[0], generator=gen, dtype=torch.float64)
+    kw = dict(stride=stride, padding=pad, dilation=dil, groups=groups)
+    want = torch.nn.functional.conv2d(x64, w64, b64, **kw)
+    res64 = torch.randn(want.shape, generator=gen, dtype=torch.float64)
+    cl = torch.channels_last
+    x, res = x64.float().contiguous(memory_format=cl), res64.float().contiguous(memory_format=cl)
+    w, b = w64.float(), b64.float()
+    scale = want.abs().max().item()
+    for gemm in ("own", "aten"):
+        ops._cpu_sgemm_set_mode(gemm)
+        before = ops._cpu_sgemm_products()
+        with fastconv.algorithms.force("im2col_gemm"):
+            got = F.conv2d(x, w, b, **kw)
+            fused = F.conv2d_fused(x, w, b, res, activation="silu", **kw)
+        assert (ops._cpu_sgemm_products() > before) == (gemm == "own")
+        assert got.is_contiguous(memory_format=cl) and fused.is_contiguous(memory_format=cl)
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=2e-6 * scale)
+        torch.testing.assert_close(fused.double(), torch.nn.functional.silu(want + res64), rtol=1e-5, atol=2e-6 * scale)

@@ -36,6 +36,9 @@ namespace {
 // rules and their measurements").
 constexpr int64_t kColumnBudget = int64_t(2) << 20;
 
+// A thread's column tile, in floats (512 KiB).
+constexpr int64_t kThreadTileFloats = int64_t(128) << 10;
+
 struct Tile {
   int64_t n0, nb;  // images [n0, n0 + nb)
   int64_t p0, np;  // output rows [p0, p0 + np) of each
@@ -194,10 +197,38 @@ void fprop_channels_last(const ConvProblem& p, const at::Tensor& x, const at::Te
   at::Tensor Y = y_cols.permute({0, 2, 3, 1}).view({pixels, p.K});
   // Transposed once for every tile's product: [G, R*S*Cg, Kg].
   const at::Tensor w_cols = transposed_operand(w_rows.view({G, Kg, RSCg}));
-  const int64_t tile = std::clamp<int64_t>(kColumnBudget / std::max<int64_t>(RSCg, 1), 1, pixels);
-  const at::Tensor col_buffer = at::empty({tile * RSCg}, w_rows.options());
   const bool fused = epilogue.stages() != 0;
   const scalar_t* xd = x.const_data_ptr<scalar_t>();
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (own_sgemm_active() && y_cols.is_same(y)) {
+      // Tiles per thread, as for NCHW (fprop_nchw_thread_tiles): a task gathers a run of pixel
+      // rows into its own L2-sized buffer and multiplies it into y's rows, epilogue included.
+      const at::Tensor w_t = w_cols.contiguous();
+      const float* wt = w_t.const_data_ptr<float>();
+      float* yd = y.data_ptr<float>();
+      const EpilogueView<float> ep(epilogue);
+      // At least the product's 96-row block: each task reads all of the filters (9.4 MB for a
+      // 512-channel 3x3 layer), and 24-row tiles read them four times as often as the
+      // whole-batch product did.
+      const int64_t fit = std::max<int64_t>(96, kThreadTileFloats / std::max<int64_t>(RSCg, 1) / 6 * 6);
+      const int64_t chunks = (pixels + fit - 1) / fit;
+      const int64_t rows = std::min(pixels, ((pixels + chunks - 1) / chunks + 5) / 6 * 6);
+      cpu::parallel_for(0, chunks * G, 1, [&](int64_t begin, int64_t end) {
+        thread_local std::vector<float> buffer;
+        if (buffer.size() < size_t(rows * RSCg)) buffer.resize(size_t(rows * RSCg));
+        for (int64_t task = begin; task < end; ++task) {
+          const int64_t g = task % G, m0 = task / G * rows, count = std::min(rows, pixels - m0);
+          gather_pixel_rows<float, float>(p, xd, g, m0, count, RSCg, buffer.data());
+          own_gemm_serial(count, Kg, RSCg, buffer.data(), RSCg, wt + g * RSCg * Kg, Kg,
+                          yd + m0 * p.K + g * Kg, p.K, false);
+          if (fused) apply_channels_last(ep, yd, p.K, m0, count, g * Kg, Kg);
+        }
+      });
+      return;
+    }
+  }
+  const int64_t tile = std::clamp<int64_t>(kColumnBudget / std::max<int64_t>(RSCg, 1), 1, pixels);
+  const at::Tensor col_buffer = at::empty({tile * RSCg}, w_rows.options());
   for (int64_t m0 = 0; m0 < pixels; m0 += tile) {
     const int64_t count = std::min(tile, pixels - m0);
     at::Tensor col = col_buffer.narrow(0, 0, count * RSCg).view({count, RSCg});
@@ -220,8 +251,6 @@ void fprop_channels_last(const ConvProblem& p, const at::Tensor& x, const at::Te
 // the L3 and back, and its copy cost 0.35-1.3 ms beside a 1.1 ms product (bench/NOTES.md,
 // "tiles per thread").
 
-// A thread's column tile, in floats (512 KiB).
-constexpr int64_t kThreadTileFloats = int64_t(128) << 10;
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define FASTCONV_IM2COL_AVX512 1
