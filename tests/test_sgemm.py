@@ -381,16 +381,20 @@ def test_im2col_thread_tiles(case):
 
 
 def test_winograd_rule_leaves_few_output_channels_to_im2col():
-    """fprop with under 64 output channels (DenseNet's growth layers) and under 1024 tiles goes
-    to im2col, whose product costs less there than Winograd's input transforms; dgrad, 64
-    outputs, and a 56x56 image (1568 tiles of 2x2) keep Winograd."""
+    """fprop with under 64 output channels (DenseNet's growth layers) and under 4096 output
+    pixels goes to im2col, whose product costs less there than Winograd's input transforms;
+    dgrad, 64 outputs, and a 56x56 image keep Winograd. So do few tiles with partial ones
+    (13x13), where 14x14 keeps Winograd."""
     def pick(k, size=28, d="fprop"):
         x = torch.randn(2, 128, size, size)
         return fastconv.algorithms.chosen(d, x, torch.randn(k, 128, 3, 3), padding=(1, 1, 1, 1))
     assert pick(32) == "im2col_gemm"
     assert pick(32, d="dgrad").startswith("winograd")
     assert pick(64).startswith("winograd")
-    assert pick(32, size=56) == "winograd_2x2"
+    assert pick(32, size=56).startswith("winograd")
+    assert pick(128, size=13) == "im2col_gemm"
+    assert pick(128, size=14) == "winograd_2x2"
+    assert pick(128, size=13, d="dgrad").startswith("winograd")
 
 
 # The channels-last im2col fprop in per-thread tiles: pixel runs that end inside an image and

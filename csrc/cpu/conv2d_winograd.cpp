@@ -609,12 +609,16 @@ bool preferred(const ConvProblem& p, const ConvRequest& r) {
                         (((cols + dw - 1) / dw + m - 1) / m);
   const int64_t min_tiles = m == 4 ? 256 : 64;
   const int64_t Cg = p.C_per_group(), Kg = p.K_per_group();
-  // fprop transforms all Cg input channels of every tile to save multiplies for Kg outputs: with
-  // under 64 outputs (DenseNet's 128 -> 32 growth layers) and few tiles the transforms cost more
-  // than the multiplies saved. im2col ran 2x faster at 28x28 and 14x14 (392 and 98 tiles of
-  // 2x2 at batch 2), Winograd 15-30% faster at 56x56 (1568 tiles, and more at batch 8) on Zen 5
-  // (bench/NOTES.md, "tiles per thread").
-  if (r.direction == Direction::fprop && Kg < 64 && tiles < 1024) return false;
+  if (r.direction == Direction::fprop) {
+    // fprop transforms all Cg input channels of every tile to save multiplies for Kg outputs:
+    // with under 64 outputs (DenseNet's 128 -> 32 growth layers) on small images the transforms
+    // cost more than the multiplies saved. im2col ran 2x faster at 28x28 and 14x14 at batch 2,
+    // Winograd 15-30% faster at 56x56 and at batch 8 (Zen 5, bench/NOTES.md, "tiles per thread").
+    if (Kg < 64 && p.N * p.P * p.Q < 4096) return false;
+    // Few tiles with a partial one in every row and column (AlexNet's 13x13 layers: 98 tiles of
+    // 2x2) ran 1.1-1.6x slower than im2col, where 14x14's whole tiles ran 10% faster.
+    if ((p.P % m != 0 || p.Q % m != 0) && tiles < 256) return false;
+  }
   return Cg >= 16 && Kg >= 16 && Cg * Kg >= 2048 && tiles >= min_tiles;
 }
 
