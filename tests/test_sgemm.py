@@ -355,17 +355,24 @@ THREAD_TILES = [
 ]
 
 
-@needs_avx512
-@pytest.mark.parametrize("case", THREAD_TILES, ids=lambda c: "C{}K{}_{}x{}s{}g{}".format(c[0][1], c[1][0], c[0][2], c[0][3], c[2], c[5]))
-def test_im2col_thread_tiles(case):
+def thread_tile_operands(case, seed):
+    """float64 x, w, bias and residual for a THREAD_TILES case, the reference output, and the
+    convolution's keyword arguments."""
     xs, ws, stride, pad, dil, groups = case
-    gen = torch.Generator().manual_seed(ws[0])
+    gen = torch.Generator().manual_seed(seed)
     x64 = torch.randn(xs, generator=gen, dtype=torch.float64)
     w64 = torch.randn(ws, generator=gen, dtype=torch.float64)
     b64 = torch.randn(ws[0], generator=gen, dtype=torch.float64)
     kw = dict(stride=stride, padding=pad, dilation=dil, groups=groups)
     want = torch.nn.functional.conv2d(x64, w64, b64, **kw)
     res64 = torch.randn(want.shape, generator=gen, dtype=torch.float64)
+    return x64, w64, b64, res64, want, kw
+
+
+@needs_avx512
+@pytest.mark.parametrize("case", THREAD_TILES, ids=lambda c: "C{}K{}_{}x{}s{}g{}".format(c[0][1], c[1][0], c[0][2], c[0][3], c[2], c[5]))
+def test_im2col_thread_tiles(case):
+    x64, w64, b64, res64, want, kw = thread_tile_operands(case, seed=case[1][0])
     x, w, b, res = x64.float(), w64.float(), b64.float(), res64.float()
     outs = {}
     for gemm in ("own", "aten"):
@@ -402,14 +409,7 @@ def test_winograd_rule_leaves_few_output_channels_to_im2col():
 @needs_avx512
 @pytest.mark.parametrize("case", THREAD_TILES, ids=lambda c: "C{}K{}_{}x{}s{}g{}".format(c[0][1], c[1][0], c[0][2], c[0][3], c[2], c[5]))
 def test_im2col_thread_tiles_channels_last(case):
-    xs, ws, stride, pad, dil, groups = case
-    gen = torch.Generator().manual_seed(ws[0] + 1)
-    x64 = torch.randn(xs, generator=gen, dtype=torch.float64)
-    w64 = torch.randn(ws, generator=gen, dtype=torch.float64)
-    b64 = torch.randn(ws[0], generator=gen, dtype=torch.float64)
-    kw = dict(stride=stride, padding=pad, dilation=dil, groups=groups)
-    want = torch.nn.functional.conv2d(x64, w64, b64, **kw)
-    res64 = torch.randn(want.shape, generator=gen, dtype=torch.float64)
+    x64, w64, b64, res64, want, kw = thread_tile_operands(case, seed=case[1][0] + 1)
     cl = torch.channels_last
     x, res = x64.float().contiguous(memory_format=cl), res64.float().contiguous(memory_format=cl)
     w, b = w64.float(), b64.float()
