@@ -57,6 +57,7 @@ struct Phases {
 // The AVX-512 kernels' column blocks (48 columns, or 6, 8, 12 or 16 pixels) end within a
 // multiple of 48.
 constexpr int64_t kWideColumns = 48;
+constexpr int64_t kWideFilters = 64;  // the channels-last AVX-512 kernel's filter block
 
 Phases phase_shape(const ConvProblem& p) {
   const auto rounded = [&](int64_t m) { return (p.Q + m - 1) / m * m; };
@@ -64,15 +65,16 @@ Phases phase_shape(const ConvProblem& p) {
   return {p.H + p.pad_top + p.pad_bottom, std::max(rounded(kLanes), rounded(kWideColumns)) + reach};
 }
 
-// Filters packed [K / kFilters][C][R][S][kFilters] in acc_t, zero past K.
+// Filters packed [ceil(K / width)][C][R][S][width] in acc_t, zero past K: width kFilters for
+// the loop below and the NCHW AVX-512 kernel, kWideFilters for the channels-last one.
 template <typename scalar_t, typename acc_t>
-std::vector<acc_t> pack_filters(const ConvProblem& p, const at::Tensor& w) {
+std::vector<acc_t> pack_filters(const ConvProblem& p, const at::Tensor& w, int64_t width) {
   const scalar_t* wd = w.const_data_ptr<scalar_t>();
-  const int64_t blocks = (p.K + kFilters - 1) / kFilters, taps = p.C * p.R * p.S;
-  std::vector<acc_t> packed(blocks * taps * kFilters, acc_t(0));
+  const int64_t blocks = (p.K + width - 1) / width, taps = p.C * p.R * p.S;
+  std::vector<acc_t> packed(blocks * taps * width, acc_t(0));
   for (int64_t k = 0; k < p.K; ++k)
     for (int64_t t = 0; t < taps; ++t)
-      packed[(k / kFilters * taps + t) * kFilters + k % kFilters] = acc_t(wd[k * taps + t]);
+      packed[(k / width * taps + t) * width + k % width] = acc_t(wd[k * taps + t]);
   return packed;
 }
 
@@ -103,19 +105,11 @@ FASTCONV_VECTOR_CLONES void block(const ConvProblem& p, const Phases& ph,
 }
 
 #if FASTCONV_BLOCKED_AVX512
-constexpr int64_t kWideFilters = 64;  // the channels-last kernel's filter block
 
 // An output this large (VGG's first layer: 25.7 MB at batch 2) leaves the caches whatever
 // the kernel does, so its stores stream, sparing the read of each line before it is written.
 // Smaller ones (ResNet's stem, 6.4 MB) stay in the L3 for the layer that reads them next.
 constexpr int64_t kStreamBytes = int64_t(16) << 20;
-
-FASTCONV_TARGET_AVX512F inline void store16(float* dst, __mmask16 m, __m512 v, bool stream) {
-  if (stream && m == __mmask16(0xffff) && (reinterpret_cast<uintptr_t>(dst) & 63) == 0)
-    _mm512_stream_ps(dst, v);
-  else
-    _mm512_mask_storeu_ps(dst, m, v);
-}
 
 // NCHW: y[k0 + f][op][q0 + l] for f < 8 (the packed block of pack_filters), l < 16 * NV, then
 // stored with the epilogue through masks that stop at Q. `image_y` and `image_residual` point
@@ -225,18 +219,6 @@ FASTCONV_TARGET_AVX512F void pixels_block_avx512(const ConvProblem& p, const Pha
   }
 }
 
-// Filters packed [ceil(K / kWideFilters)][C][R][S][kWideFilters], zero past K.
-std::vector<float> pack_wide_filters(const ConvProblem& p, const at::Tensor& w) {
-  const at::Tensor wf = w.to(at::kFloat).contiguous();
-  const float* wd = wf.const_data_ptr<float>();
-  const int64_t blocks = (p.K + kWideFilters - 1) / kWideFilters, taps = p.C * p.R * p.S;
-  std::vector<float> packed(blocks * taps * kWideFilters, 0.f);
-  for (int64_t k = 0; k < p.K; ++k)
-    for (int64_t t = 0; t < taps; ++t)
-      packed[(k / kWideFilters * taps + t) * kWideFilters + k % kWideFilters] = wd[k * taps + t];
-  return packed;
-}
-
 // One output row of one filter block of image n (the phases are that image's), on the
 // calling thread.
 void row_avx512(const ConvProblem& p, bool channels_last, const Phases& ph, const float* phases,
@@ -282,10 +264,7 @@ void fprop_impl(const ConvProblem& p, bool channels_last, const at::Tensor& x,
   // The AVX-512 kernels: float32 (their sums are float, so double keeps the plain loop).
   const bool avx512 = FASTCONV_BLOCKED_AVX512 && std::is_same_v<scalar_t, float> && cpu_has_avx512f();
   const bool wide = avx512 && channels_last;
-  const std::vector<acc_t> filters = wide ? std::vector<acc_t>() : pack_filters<scalar_t, acc_t>(p, w);
-#if FASTCONV_BLOCKED_AVX512
-  const std::vector<float> wide_filters = wide ? pack_wide_filters(p, w) : std::vector<float>();
-#endif
+  const std::vector<acc_t> filters = pack_filters<scalar_t, acc_t>(p, w, wide ? kWideFilters : kFilters);
   const scalar_t* xd = x.data_ptr<scalar_t>();
   scalar_t* yd = y.data_ptr<scalar_t>();
   const int64_t kblocks = (p.K + kFilters - 1) / kFilters, qblocks = (p.Q + kLanes - 1) / kLanes;
@@ -320,13 +299,12 @@ void fprop_impl(const ConvProblem& p, bool channels_last, const at::Tensor& x,
     if constexpr (std::is_same_v<scalar_t, float>) {
       if (avx512) {
         const int64_t blocks = wide ? (p.K + kWideFilters - 1) / kWideFilters : kblocks;
-        const float* block_filters = wide ? wide_filters.data() : filters.data();
         float* image_y = yd + n * p.K * p.P * p.Q;
         const float* image_residual = ep.residual ? ep.residual + n * p.K * p.P * p.Q : nullptr;
         const bool stream = y.numel() * int64_t(sizeof(float)) >= kStreamBytes;
         cpu::parallel_for(0, blocks * p.P, 1, [&](int64_t b, int64_t e) {
           for (int64_t task = b; task < e; ++task)
-            row_avx512(p, channels_last, ph, phases.data(), block_filters, column_offsets.data(),
+            row_avx512(p, channels_last, ph, phases.data(), filters.data(), column_offsets.data(),
                        task / p.P, task % p.P, ep, image_y, image_residual, stream);
           // Streamed lines must be visible to whoever reads y after the region ends.
           if (stream) _mm_sfence();

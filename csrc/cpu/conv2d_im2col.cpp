@@ -320,7 +320,7 @@ FASTCONV_IM2COL_TARGET void im2col_pixels(const ConvProblem& p, const Strided4<c
 #if FASTCONV_IM2COL_AVX512
       copy_run_avx512(run + (lo - piece.qa), src, step, hi - lo);
 #else
-      for (int64_t i = 0; i < hi - lo; ++i) run[lo - piece.qa + i] = src[i * step];
+      copy_row<float, float>(run + (lo - piece.qa), src, step, hi - lo);
 #endif
       std::fill(run + (hi - piece.qa), run + (piece.qb - piece.qa), 0.f);
     }

@@ -169,10 +169,7 @@ FASTCONV_TARGET_AVX512F inline void row_block_avx512(const ConvProblem& p, const
       const __m512 bias = ep.bias ? _mm512_maskz_loadu_ps(mask[v], ep.bias + c) : _mm512_setzero_ps();
       const float* residual = ep.residual ? ep.residual + first + (q0 + j) * C + c : nullptr;
       const __m512 sum = epilogue16(ep, acc[j][v], bias, residual, mask[v]);
-      if (stream && mask[v] == __mmask16(0xffff) && (reinterpret_cast<uintptr_t>(dst) & 63) == 0)
-        _mm512_stream_ps(dst, sum);
-      else
-        _mm512_mask_storeu_ps(dst, mask[v], sum);
+      store16(dst, mask[v], sum, stream);
     }
   }
 }

@@ -137,6 +137,16 @@ FASTCONV_TARGET_AVX512F inline __m512 epilogue16(const EpilogueView<float>& ep, 
   if (ep.residual) sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(m, residual));
   return activate16(ep.activation, ep.slope, sum);
 }
+
+// Stores 16 lanes (masked by m), or streams them past the caches where `stream` asks and the
+// store is a whole aligned line: for outputs far larger than the caches, whose lines would
+// otherwise be read before they are written.
+FASTCONV_TARGET_AVX512F inline void store16(float* dst, __mmask16 m, __m512 v, bool stream) {
+  if (stream && m == __mmask16(0xffff) && (reinterpret_cast<uintptr_t>(dst) & 63) == 0)
+    _mm512_stream_ps(dst, v);
+  else
+    _mm512_mask_storeu_ps(dst, m, v);
+}
 #endif
 
 }  // namespace fastconv::cpu
