@@ -5,6 +5,7 @@
 // Convolution padding is per side: (top, bottom, left, right). Backward operators take an
 // output mask (grad_input, grad_weight, grad_bias) and return None where it is false.
 #include "common/algorithm_ops.h"
+#include "common/filter_cache.h"
 
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
@@ -90,6 +91,11 @@ TORCH_LIBRARY(fastconv, m) {
       "_chosen_algorithm(str device, str direction, Tensor input, Tensor weight, int[2] stride, "
       "int[4] padding, int[2] dilation, int groups, int[]? output_padding) -> str",
       &fastconv::chosen_algorithm_op);
+  // Frozen filters (common/filter_cache.h): fastconv.freeze_filters and fastconv.fuse.
+  m.def("_freeze_filter(Tensor weight) -> ()", &fastconv::freeze_filter);
+  m.def("_thaw_filter(Tensor weight) -> ()", &fastconv::thaw_filter);
+  m.def("_thaw_all_filters() -> ()", &fastconv::thaw_all_filters);
+  m.def("_filter_cache_state() -> int[]", &fastconv::filter_cache_state);
   m.def("_parallel_threads() -> int", &fastconv::parallel_threads_op);
   m.def("_emulation_built() -> bool", &fastconv::emulation_built_op);
   m.def("_algorithm_states(str device) -> str[]", &fastconv::algorithm_states_op);

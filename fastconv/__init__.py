@@ -12,7 +12,7 @@ from . import _ops  # noqa: F401
 from . import _verified
 from . import algorithms, errors, functional, nn
 from .nn import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d, RoIAlign, RoIPool, convert
-from .fusion import FuseReport, fuse
+from .fusion import FuseReport, freeze_filters, frozen_filter_state, fuse, thaw_filters
 from .routing import route_functional
 
 __version__ = "0.1.0"
@@ -31,8 +31,11 @@ __all__ = [
     "convert",
     "errors",
     "FuseReport",
+    "freeze_filters",
+    "frozen_filter_state",
     "fuse",
     "functional",
     "nn",
     "route_functional",
+    "thaw_filters",
 ]

@@ -29,7 +29,8 @@ from torch.nn.modules.conv import _ConvNd
 
 from . import nn as fnn
 
-__all__ = ["fuse", "FuseReport", "FoldedPair", "FusedOps"]
+__all__ = ["fuse", "FuseReport", "FoldedPair", "FusedOps", "freeze_filters", "thaw_filters",
+           "frozen_filter_state"]
 
 # Only these classes are folded: their forward is the plain convolution of their weight. A
 # subclass (a weight-standardised conv, a "same"-padding one) may transform its weight or
@@ -101,6 +102,8 @@ class FuseReport:
     not_folded: Dict[str, str] = dataclasses.field(default_factory=dict)
     untraced: Dict[str, str] = dataclasses.field(default_factory=dict)
     separate: str = SEPARATE_OPS_NOTE
+    frozen: List[str] = dataclasses.field(default_factory=list)  # convolutions whose filters froze
+    not_frozen: Dict[str, str] = dataclasses.field(default_factory=dict)  # the others, with the reason
 
     def __str__(self) -> str:
         lines = [f"fastconv.fuse: folded {len(self.folded)} BatchNorm(s) into their convolutions"]
@@ -117,6 +120,11 @@ class FuseReport:
             lines.append("did not trace (analysed by module instead):")
             lines += [f"  {name}: {why}" for name, why in self.untraced.items()]
         lines.append(self.separate)
+        if self.frozen:
+            lines.append(f"froze the filters of {len(self.frozen)} convolution(s) (fastconv.freeze_filters)")
+        if self.not_frozen:
+            lines.append(f"filters not frozen ({len(self.not_frozen)}):")
+            lines += [f"  {conv}: {why}" for conv, why in self.not_frozen.items()]
         return "\n".join(lines)
 
 
@@ -423,7 +431,57 @@ def _replace(root: nn.Module, name: str, new: nn.Module):
     setattr(root.get_submodule(parent_name) if parent_name else root, leaf, new)
 
 
-def fuse(model: nn.Module, report: bool = False, activations: bool = True):
+def _filters(target) -> List[Tuple[str, torch.Tensor]]:
+    if isinstance(target, torch.Tensor):
+        return [("", target)]
+    if isinstance(target, nn.Module):
+        return [(name, m.weight) for name, m in target.named_modules()
+                if isinstance(m, _ConvNd) and isinstance(m.weight, torch.Tensor)]
+    raise TypeError(f"fastconv.freeze_filters: target must be a torch.nn.Module or a Tensor, "
+                    f"got {type(target).__name__}")
+
+
+def freeze_filters(target) -> List[str]:
+    """Marks filters as frozen: what fastconv's kernels derive from a filter on every call
+    (Winograd's transformed filters, a channels-last GEMM's transposed filter matrix, whether
+    it is finite) is kept between calls instead, as oneDNN's prepacked weights are under
+    torch.compile(freezing=True). `target` is a tensor, or a module whose convolutions'
+    (torch.nn or fastconv.nn, any subclass) weights are frozen. Returns the qualified names of
+    those convolutions ("" for a tensor). fastconv.fuse freezes its copy's filters.
+
+    Kept tensors cost memory: up to 4x a 3x3 filter's size for Winograd F(4x4), 16/9x for
+    F(2x2), 1x for a transposed matrix; fastconv.frozen_filter_state() reports the total. They
+    are freed with the filter or by thaw_filters.
+
+    A kept tensor is used only while the filter's version counter, data pointer, sizes and
+    strides are unchanged, so in-place writes autograd sees (weight.copy_, an optimiser's
+    step, load_state_dict) are picked up on the next call. A write through weight.data is
+    not seen (it has a version counter of its own): thaw first. A filter made under
+    torch.inference_mode has no version counter and is refused (ValueError)."""
+    found = _filters(target)
+    for _, w in found:
+        torch.ops.fastconv._freeze_filter(w)
+    return [name for name, _ in found]
+
+
+def thaw_filters(target=None) -> None:
+    """Undoes freeze_filters for a tensor or a module's convolutions, or for every filter
+    (target=None), and frees what was kept for them."""
+    if target is None:
+        torch.ops.fastconv._thaw_all_filters()
+        return
+    for _, w in _filters(target):
+        torch.ops.fastconv._thaw_filter(w)
+
+
+def frozen_filter_state() -> Dict[str, int]:
+    """The frozen filters still alive, the tensors kept for them and their bytes, and how
+    often a kernel found (hits) or had to make (misses) one, since the process started."""
+    filters, derived, nbytes, hits, misses = torch.ops.fastconv._filter_cache_state()
+    return {"filters": filters, "kept": derived, "bytes": nbytes, "hits": hits, "misses": misses}
+
+
+def fuse(model: nn.Module, report: bool = False, activations: bool = True, freeze: bool = True):
     """An inference copy of `model` with every BatchNorm that directly follows a convolution
     folded into that convolution's weight and bias (a bias is added where it had none) and
     replaced by nn.Identity. The input model is not changed (the copy is a deepcopy).
@@ -447,9 +505,14 @@ def fuse(model: nn.Module, report: bool = False, activations: bool = True):
     GraphModule (its submodules and parameters are kept; methods of its own class are not);
     in an untraced nn.Sequential, conv (BN) activation in a row fuse in place.
 
+    With freeze=True, the copy's convolution filters are frozen (freeze_filters): the
+    kernels keep what they derive from them between calls, at a memory cost that
+    fastconv.frozen_filter_state() reports.
+
     report=True returns (fused model, FuseReport): the folded pairs by qualified name, each
     BatchNorm left with the reason, the convolutions that absorbed their add and activation,
-    the modules that did not trace; str() of it is readable."""
+    the modules that did not trace, the convolutions whose filters froze; str() of it is
+    readable."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"fastconv.fuse: model must be a torch.nn.Module, got {type(model).__name__}")
     if model.training:
@@ -486,4 +549,11 @@ def fuse(model: nn.Module, report: bool = False, activations: bool = True):
                     _replace(fused, prefix[:-1], module)
                 else:
                     fused = module
+    if freeze:
+        for name, w in _filters(fused):
+            if w.is_inference():
+                analysis.report.not_frozen[name] = ("an inference tensor (made under torch.inference_mode) "
+                                                    "keeps no version counter")
+            else:
+                analysis.report.frozen += freeze_filters(w) and [name]
     return (fused, analysis.report) if report else fused

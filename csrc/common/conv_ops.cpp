@@ -5,6 +5,7 @@
 #include "common/checks.h"
 #include "common/conv_problem.h"
 #include "common/emulation.h"
+#include "common/filter_cache.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -73,7 +74,9 @@ bool all_finite(const at::Tensor& t) {
 
 bool operands_finite(const void* context) {
   const auto* o = static_cast<const Operands*>(context);
-  return all_finite(o->first) && all_finite(o->second);
+  // A frozen filter is read once, not on every call.
+  return finite_operand(o->first, [&] { return all_finite(o->first); }) &&
+         finite_operand(o->second, [&] { return all_finite(o->second); });
 }
 
 int largest_power_of_two_dividing(uint64_t v, int most) {
@@ -164,6 +167,9 @@ void run(Direction direction, const ConvProblem& p, const Operands& o, at::Memor
     given.activation = epilogue.activation;
     given.negative_slope = epilogue.negative_slope;
   }
+  // fprop's and dgrad's second operand is the filter (kernels key what they derive from it on
+  // the caller's tensor, not on a contiguous copy of it).
+  const FilterScope filter_scope(direction == Direction::wgrad ? nullptr : &o.second);
   switch (direction) {
     case Direction::fprop: a.fprop(p, layouts, first, second, given, target); break;
     case Direction::dgrad: a.dgrad(p, layouts, first, second, given, target); break;

@@ -8,6 +8,7 @@
 // accumulation rule; only wgrad's sum over images, which ATen would round per image, is
 // carried in float by hand.
 #include "common/acc_type.h"
+#include "common/filter_cache.h"
 #include "cpu/epilogue.h"
 #include "cpu/kernels.h"
 #include "cpu/parallel.h"
@@ -59,7 +60,10 @@ void fprop(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor&
     const at::Tensor X = nhwc_rows(x);
     at::Tensor Y = out.permute({0, 2, 3, 1}).view({p.N * p.P * p.Q, p.K});
     const int64_t pixels = p.N * p.P * p.Q, chunk = fused ? epilogue_pixels(p.K) : pixels;
-    const at::Tensor w_cols = transposed_operand(w_mat.view({G, Kg, Cg}));  // [G, Cg, Kg]
+    // [G, Cg, Kg], kept between calls for a frozen filter (common/filter_cache.h).
+    const at::Tensor w_cols = derived_from_filter(
+        c10::str("gemm1x1 channels_last groups ", G),
+        [&] { return transposed_operand(w_mat.view({G, Kg, Cg})); });
     for (int64_t m0 = 0; m0 < pixels; m0 += chunk) {
       const int64_t count = std::min(chunk, pixels - m0);
       for (int64_t g = 0; g < G; ++g) {

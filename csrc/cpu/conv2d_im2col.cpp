@@ -7,6 +7,7 @@
 // A tile is a run of whole images, or a run of output rows of one image when a single
 // image's columns would not fit.
 #include "common/acc_type.h"
+#include "common/filter_cache.h"
 #include "common/strided.h"
 #include "cpu/column_range.h"
 #include "cpu/epilogue.h"
@@ -187,16 +188,19 @@ void fprop_channels_last(const ConvProblem& p, const at::Tensor& x, const at::Te
   const at::ScalarType col_dtype = c10::CppTypeToScalarType<col_t>::value;
   const int64_t G = p.groups, Kg = p.K_per_group(), RSCg = p.R * p.S * p.C_per_group();
   const int64_t pixels = p.N * p.P * p.Q;
-  // [K, R, S, Cg] rows, matching a column row's order.
-  const at::Tensor w_rows = w.permute({0, 2, 3, 1}).to(col_dtype).contiguous().view({p.K, RSCg});
   // y's memory as [N*P*Q, K]; a stand-in of the column type when y's dtype differs.
   at::Tensor y_cols =
       y.scalar_type() == col_dtype
           ? y
           : at::empty(y.sizes(), y.options().dtype(col_dtype).memory_format(at::MemoryFormat::ChannelsLast));
   at::Tensor Y = y_cols.permute({0, 2, 3, 1}).view({pixels, p.K});
-  // Transposed once for every tile's product: [G, R*S*Cg, Kg].
-  const at::Tensor w_cols = transposed_operand(w_rows.view({G, Kg, RSCg}));
+  // [G, R*S*Cg, Kg]: the filter as [K, R, S, Cg] rows (a column row's order), transposed once
+  // for every tile's product; kept between calls for a frozen filter (common/filter_cache.h).
+  const at::Tensor w_cols = derived_from_filter(
+      c10::str("im2col channels_last ", c10::toString(col_dtype), " groups ", G), [&] {
+        const at::Tensor w_rows = w.permute({0, 2, 3, 1}).to(col_dtype).contiguous();
+        return transposed_operand(w_rows.view({G, Kg, RSCg}));
+      });
   const bool fused = epilogue.stages() != 0;
   const scalar_t* xd = x.const_data_ptr<scalar_t>();
   if constexpr (std::is_same_v<scalar_t, float>) {
@@ -228,7 +232,7 @@ void fprop_channels_last(const ConvProblem& p, const at::Tensor& x, const at::Te
     }
   }
   const int64_t tile = std::clamp<int64_t>(kColumnBudget / std::max<int64_t>(RSCg, 1), 1, pixels);
-  const at::Tensor col_buffer = at::empty({tile * RSCg}, w_rows.options());
+  const at::Tensor col_buffer = at::empty({tile * RSCg}, w_cols.options());
   for (int64_t m0 = 0; m0 < pixels; m0 += tile) {
     const int64_t count = std::min(tile, pixels - m0);
     at::Tensor col = col_buffer.narrow(0, 0, count * RSCg).view({count, RSCg});
