@@ -244,6 +244,44 @@ def test_depthwise_channels_last_row_kernels(case, hidden, monkeypatch):
         torch.testing.assert_close(out.double(), refs[act](want + res64), rtol=1e-5, atol=1e-5)
 
 
+# Channels-last depthwise dgrad (stride 1: the row kernel on the turned filter) and 3x3 wgrad (the
+# nine taps' sums in registers) on AVX-512F, and the NCHW planes they stand beside, against
+# float64: the fprop cases (strides 2 and 5x5 filters go to the planes), padding past
+# (R-1)·dilation, per-side padding, and a 4 MiB dx whose stores stream.
+BACKWARD = DEPTHWISE + [  # (N, C, H, W, k, stride, padding (top, bottom, left, right), dilation)
+    (1, 33, 8, 8, 3, 1, (3, 3, 3, 3), 1),
+    (2, 40, 9, 12, 3, 1, (0, 2, 1, 0), 2),
+    (2, 24, 10, 7, 3, 3, (1, 0, 2, 1), 1),
+]
+
+
+@pytest.mark.parametrize("case", BACKWARD, ids=lambda c: "C{}_{}x{}_k{}s{}p{}d{}".format(
+    c[1], c[2], c[3], c[4], c[5], "-".join(map(str, c[6])) if isinstance(c[6], tuple) else c[6], c[7]))
+@pytest.mark.parametrize("hidden", [False, True], ids=["avx512", "plain"])
+def test_depthwise_channels_last_backward(case, hidden, monkeypatch):
+    if not hidden and not ops._cpu_sgemm_supported():
+        pytest.skip("this CPU lacks AVX-512F, which the channels-last depthwise backward needs")
+    if hidden:
+        monkeypatch.setenv("FASTCONV_CPU_HIDE", "avx512f")
+    N, C, H, W, k, stride, pad, dil = case
+    pads = list(pad) if isinstance(pad, tuple) else [pad] * 4
+    gen = torch.Generator().manual_seed(C + k)
+    x64 = torch.randn(N, C, H, W, generator=gen, dtype=torch.float64, requires_grad=True)
+    w64 = torch.randn(C, 1, k, k, generator=gen, dtype=torch.float64, requires_grad=True)
+    padded = torch.nn.functional.pad(x64, (pads[2], pads[3], pads[0], pads[1]))
+    y64 = torch.nn.functional.conv2d(padded, w64, stride=stride, dilation=dil, groups=C)
+    dy64 = torch.randn(y64.shape, generator=gen, dtype=torch.float64)
+    want_dx, want_dw = torch.autograd.grad(y64, (x64, w64), dy64)
+    x = x64.detach().float().to(memory_format=torch.channels_last)
+    dy = dy64.float().to(memory_format=torch.channels_last)
+    with fastconv.algorithms.force("depthwise"):
+        dx, dw, _ = ops.conv2d_backward(dy, x, w64.detach().float(), [stride] * 2, pads, [dil] * 2, C,
+                                        [True, True, False])
+    assert dx.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(dx.double(), want_dx, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dw.double(), want_dw, rtol=1e-5, atol=1e-4 * max(1.0, want_dw.abs().max().item()))
+
+
 # The padded-plane fprop of grouped_planes and NCHW depthwise (stride 1): the AVX-512 kernel
 # (4 outputs of a group at once, then one at a time) and the plain loops, against float64, with
 # the fused epilogue. (N, C, H, W, K, groups, k, padding, dilation, algorithm)
