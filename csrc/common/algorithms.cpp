@@ -1,5 +1,6 @@
 #include "common/algorithms.h"
 
+#include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
 #include <cstdlib>
@@ -68,6 +69,35 @@ std::string& forced_name() {
 }
 
 }  // namespace
+
+namespace {
+std::map<c10::DeviceType, LayoutCopy>& layout_copies() {
+  static std::map<c10::DeviceType, LayoutCopy> copies;
+  return copies;
+}
+}  // namespace
+
+void register_layout_copy(c10::DeviceType device, LayoutCopy copy) {
+  std::lock_guard<std::mutex> lock(registry_mutex());
+  layout_copies()[device] = copy;
+}
+
+void copy_between_layouts(const at::Tensor& src, at::Tensor& dst) {
+  LayoutCopy copy = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex());
+    auto it = layout_copies().find(src.device().type());
+    if (it != layout_copies().end()) copy = it->second;
+  }
+  if (copy == nullptr || src.device() != dst.device() || !copy(src, dst)) dst.copy_(src);
+}
+
+at::Tensor contiguous_in(const at::Tensor& t, at::MemoryFormat format) {
+  if (t.is_contiguous(format)) return t;
+  at::Tensor out = at::empty(t.sizes(), t.options().memory_format(format));
+  copy_between_layouts(t, out);
+  return out;
+}
 
 void register_conv_algorithms(c10::DeviceType device, std::vector<ConvAlgorithm> list) {
   std::lock_guard<std::mutex> lock(registry_mutex());

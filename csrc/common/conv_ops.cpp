@@ -153,8 +153,8 @@ void run(Direction direction, const ConvProblem& p, const Operands& o, at::Memor
   const KernelLayouts layouts = a.layouts_for(p, request);
   const auto in_format = memory_format_of(layouts.inputs);
   const auto out_format = memory_format_of(layouts.output);
-  const at::Tensor first = o.first.contiguous(in_format);
-  const at::Tensor second = o.second.contiguous(in_format);
+  const at::Tensor first = contiguous_in(o.first, in_format);
+  const at::Tensor second = contiguous_in(o.second, in_format);
   at::Tensor target = o.out.is_contiguous(out_format)
                           ? o.out
                           : at::empty(o.out.sizes(), o.out.options().memory_format(out_format));
@@ -175,7 +175,7 @@ void run(Direction direction, const ConvProblem& p, const Operands& o, at::Memor
     case Direction::dgrad: a.dgrad(p, layouts, first, second, given, target); break;
     case Direction::wgrad: a.wgrad(p, layouts, first, second, target); break;
   }
-  if (!target.is_same(o.out)) o.out.copy_(target);
+  if (!target.is_same(o.out)) copy_between_layouts(target, o.out);
   apply_stages(o.out, epilogue, wanted & ~fused);
 }
 

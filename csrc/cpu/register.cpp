@@ -68,6 +68,7 @@ TORCH_LIBRARY_IMPL(fastconv, CPU, m) {
                                                   cpu::direct_blocked_algorithm(),
                                                   cpu::im2col_gemm_algorithm(),
                                                   cpu::direct_algorithm()});
+  register_layout_copy(c10::DeviceType::CPU, &cpu::layout_copy);
   m.impl("conv2d", &OnCpuTeam<&conv2d>::call);
   m.impl("conv2d_fused", &OnCpuTeam<&conv2d_fused>::call);
   m.impl("conv2d_backward", &OnCpuTeam<&conv2d_backward>::call);

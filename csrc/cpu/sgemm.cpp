@@ -423,6 +423,28 @@ at::Tensor transposed_copy(const at::Tensor& m) {
 #endif
 }
 
+bool layout_copy(const at::Tensor& src, at::Tensor& dst) {
+#if FASTCONV_HAVE_SGEMM
+  if (!sgemm_supported() || !src.device().is_cpu() || !dst.device().is_cpu() || src.dim() != 4 ||
+      src.scalar_type() != at::kFloat || dst.scalar_type() != at::kFloat || src.sizes() != dst.sizes())
+    return false;
+  const int64_t N = src.size(0), C = src.size(1), HW = src.size(2) * src.size(3);
+  if (C <= 1 || HW <= 1 || src.is_same(dst)) return false;  // then contiguous in both layouts
+  constexpr auto kLast = at::MemoryFormat::ChannelsLast;
+  const float* s = src.const_data_ptr<float>();
+  float* d = dst.data_ptr<float>();
+  if (src.is_contiguous() && dst.is_contiguous(kLast)) {
+    for (int64_t n = 0; n < N; ++n) transpose_rows(s + n * C * HW, C, HW, HW, d + n * HW * C, C);
+    return true;
+  }
+  if (src.is_contiguous(kLast) && dst.is_contiguous()) {
+    for (int64_t n = 0; n < N; ++n) transpose_rows(s + n * HW * C, HW, C, C, d + n * C * HW, HW);
+    return true;
+  }
+#endif
+  return false;
+}
+
 at::Tensor transposed_operand(const at::Tensor& m) {
   return own_sgemm_active() && m.scalar_type() == at::kFloat ? transposed_copy(m) : m.transpose(1, 2);
 }

@@ -35,6 +35,11 @@ at::Tensor bmm(const at::Tensor& a, const at::Tensor& b);
 // m [B, R, C] as a contiguous [B, C, R] (float32: in 8 x 8 register blocks where the CPU has
 // AVX-512F; otherwise ATen's copy).
 at::Tensor transposed_copy(const at::Tensor& m);
+// dst = src for 4-D float32 tensors of the same sizes, one contiguous NCHW and the other
+// contiguous channels_last, by the blocked transpose above (per image, [C, HW] <-> [HW, C]).
+// False, copying nothing, for anything else (another dtype, other strides, a tensor contiguous
+// in both layouts, a CPU without AVX-512F): the caller copies.
+bool layout_copy(const at::Tensor& src, at::Tensor& dst);
 // m [B, R, C] as the [B, C, R] B operand of the products above (a filter the products read
 // transposed): where fastconv's kernel runs them, the transposed copy, made once so that no
 // product copies it again (its kernel reads B by rows); otherwise the transposed view, which
