@@ -320,10 +320,74 @@ def test_padded_plane_fprop_kernels(case, hidden, monkeypatch):
                                rtol=1e-5, atol=2e-5)
 
 
-def test_grouped_planes_rule_takes_32_channels_on_avx512(monkeypatch):
+# The padded-plane dgrad (stride 1): on AVX-512F, fprop's kernel over the turned, group-transposed
+# filters; the plain loop otherwise and where the turned padding (R-1)·dilation - pad would be
+# negative. Against float64, float32 and bfloat16 (one rounding at the end).
+PLANES_DGRAD = [c[:7] + ((c[7],) * 4,) + c[8:] for c in PLANES] + [
+    (2, 32, 9, 9, 48, 4, 3, (0, 2, 1, 0), 2, "grouped_planes"),
+    (1, 16, 8, 8, 16, 4, 3, (3, 3, 3, 3), 1, "grouped_planes"),  # pad > R - 1: the loop
+    (2, 16, 10, 11, 32, 16, 3, (1, 0, 0, 1), 1, "depthwise"),
+]
+
+
+@pytest.mark.parametrize("case", PLANES_DGRAD,
+                         ids=lambda c: "{}-C{}K{}g{}k{}p{}d{}".format(c[9], c[1], c[4], c[5], c[6], "-".join(map(str, c[7])), c[8]))
+@pytest.mark.parametrize("hidden", [False, True], ids=["avx512", "plain"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_padded_plane_dgrad_kernels(case, hidden, dtype, monkeypatch):
+    if not hidden and not ops._cpu_sgemm_supported():
+        pytest.skip("this CPU lacks AVX-512F, which the padded-plane kernel needs")
+    if hidden:
+        monkeypatch.setenv("FASTCONV_CPU_HIDE", "avx512f")
+    N, C, H, W, K, groups, k, pad, dil, algo = case
+    gen = torch.Generator().manual_seed(K + C + k)
+    x64 = torch.randn(N, C, H, W, generator=gen, dtype=torch.float64, requires_grad=True)
+    w64 = torch.randn(K, C // groups, k, k, generator=gen, dtype=torch.float64)
+    y64 = torch.nn.functional.conv2d(torch.nn.functional.pad(x64, (pad[2], pad[3], pad[0], pad[1])),
+                                     w64, dilation=dil, groups=groups)
+    dy64 = torch.randn(y64.shape, generator=gen, dtype=torch.float64)
+    dy = dy64.to(dtype)
+    want, = torch.autograd.grad(y64, x64, dy.double())
+    with fastconv.algorithms.force(algo):
+        dx, _, _ = ops.conv2d_backward(dy, x64.detach().to(dtype), w64.to(dtype), [1, 1], list(pad),
+                                       [dil, dil], groups, [True, False, False])
+    # The filter's own rounding to bfloat16 is part of both sides: compare with the rounded one.
+    if dtype is torch.bfloat16:
+        want, = torch.autograd.grad(torch.nn.functional.conv2d(
+            torch.nn.functional.pad(x64, (pad[2], pad[3], pad[0], pad[1])), w64.to(dtype).double(),
+            dilation=dil, groups=groups), x64, dy.double())
+    tol = dict(rtol=1e-5, atol=2e-5) if dtype is torch.float32 else dict(rtol=8e-3, atol=8e-3 * want.abs().max().item())
+    torch.testing.assert_close(dx.double(), want, **tol)
+
+
+@pytest.mark.parametrize("algorithm,groups", [("grouped_planes", 4), ("depthwise", 16)])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("hidden", [False, True], ids=["avx512", "plain"])
+def test_turned_dgrad_covers_output_padding(algorithm, groups, layout, hidden, monkeypatch):
+    """conv_transpose2d's forward is dgrad; its output_padding adds rows and columns of dx that
+    no output reaches, which the turned problem must pad with zeros, not read past."""
+    if hidden:
+        monkeypatch.setenv("FASTCONV_CPU_HIDE", "avx512f")
+    gen = torch.Generator().manual_seed(7)
+    x64 = torch.randn(2, 16, 6, 5, generator=gen, dtype=torch.float64)
+    w64 = torch.randn(16, 16 // groups, 3, 3, generator=gen, dtype=torch.float64)
+    for kw in (dict(padding=1, output_padding=(0, 1), dilation=(1, 2)), dict(padding=(2, 0), dilation=2)):
+        want = torch.nn.functional.conv_transpose2d(x64, w64, groups=groups, **kw)
+        with fastconv.algorithms.force(algorithm):
+            got = F.conv_transpose2d(x64.float().contiguous(memory_format=layout), w64.float(),
+                                     groups=groups, **kw)
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("direction", ["fprop", "dgrad"])
+def test_grouped_planes_rule_takes_32_channels_on_avx512(direction, monkeypatch):
     x, w = torch.randn(2, 1024, 7, 7), torch.randn(1024, 32, 3, 3)
-    pick = lambda: fastconv.algorithms.chosen("fprop", x, w, padding=(1, 1, 1, 1), groups=32)
+    pick = lambda: fastconv.algorithms.chosen(direction, x, w, padding=(1, 1, 1, 1), groups=32)
     assert pick() == ("grouped_planes" if ops._cpu_sgemm_supported() else "im2col_gemm")
+    # dgrad's kernel takes the group's outputs as inputs: 64 of them are past the rule.
+    wide = torch.randn(2048, 32, 3, 3)
+    assert fastconv.algorithms.chosen(direction, x, wide, padding=(1, 1, 1, 1), groups=32) == (
+        "grouped_planes" if direction == "fprop" and ops._cpu_sgemm_supported() else "im2col_gemm")
     monkeypatch.setenv("FASTCONV_CPU_HIDE", "avx512f")
     assert pick() == "im2col_gemm"
 

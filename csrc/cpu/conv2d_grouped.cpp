@@ -23,10 +23,11 @@ namespace {
 // their measurements").
 constexpr int64_t kMostChannelsPerGroup = 8;
 constexpr int64_t kMostChannelsPerGroupNoWgrad = 16;
-// float fprop on the AVX-512 plane kernel (4 outputs x 64 sums in registers): up to 32, where
-// it measured 0.95x oneDNN on ResNeXt's 3x3 g32 @7 against 0.38x for im2col + GEMM (Zen 5,
-// bench/NOTES.md, "float32 GEMM on AVX-512").
-constexpr int64_t kMostChannelsPerGroupAvx512Fprop = 32;
+// float fprop and dgrad on the AVX-512 plane kernel (4 outputs x 64 sums in registers): up to
+// 32, where fprop measured 0.95x oneDNN on ResNeXt's 3x3 g32 @7 against 0.38x for im2col +
+// GEMM (Zen 5, bench/NOTES.md, "float32 GEMM on AVX-512"), and dgrad 0.28 ms against im2col's
+// 0.38 (0.32 against 0.58 channels_last; "depthwise and grouped backward").
+constexpr int64_t kMostChannelsPerGroupAvx512 = 32;
 
 void fprop(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor& x,
            const at::Tensor& w, const Epilogue& epilogue, at::Tensor& y) {
@@ -51,12 +52,12 @@ bool can_implement(const ConvProblem& p, const ConvRequest&) {
 }
 
 bool preferred(const ConvProblem& p, const ConvRequest& r) {
-  const bool avx512_fprop =
-      r.direction == Direction::fprop && r.dtype == at::kFloat && cpu_has_avx512f();
+  // dgrad runs on fprop's kernel (cpu/padded_planes.h), with the group's Kg outputs as inputs.
+  const bool avx512 = r.direction != Direction::wgrad && r.dtype == at::kFloat && cpu_has_avx512f();
   const int64_t most = r.direction == Direction::wgrad ? kMostChannelsPerGroup
-                       : avx512_fprop                  ? kMostChannelsPerGroupAvx512Fprop
+                       : avx512                        ? kMostChannelsPerGroupAvx512
                                                        : kMostChannelsPerGroupNoWgrad;
-  return p.C_per_group() <= most;
+  return p.C_per_group() <= most && (r.direction != Direction::dgrad || !avx512 || p.K_per_group() <= most);
 }
 
 KernelLayouts layouts(const ConvProblem&, const ConvRequest&) {

@@ -366,8 +366,10 @@ void dgrad_channels_last(const ConvProblem& p, const at::Tensor& dy, const at::T
   t.Q = p.W;
   t.pad_top = (p.R - 1) * p.dilation_h - p.pad_top;
   t.pad_left = (p.S - 1) * p.dilation_w - p.pad_left;
-  t.pad_bottom = (p.R - 1) * p.dilation_h - p.pad_bottom;
-  t.pad_right = (p.S - 1) * p.dilation_w - p.pad_right;
+  // From the sizes, not from pad_bottom: a transposed convolution's output_padding adds rows
+  // of dx that no output reaches, which the turned problem pads with zeros.
+  t.pad_bottom = p.H - p.P + p.pad_top;
+  t.pad_right = p.W - p.Q + p.pad_left;
   // taps [R*S, C]: tap (r, s) of the turned filter is w[c][R-1-r][S-1-s].
   const at::Tensor taps =
       w.reshape({p.C, p.R, p.S}).flip({1, 2}).reshape({p.C, p.R * p.S}).t().contiguous();
