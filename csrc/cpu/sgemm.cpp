@@ -216,21 +216,38 @@ FASTCONV_TARGET_AVX512F void transpose_block8(const float* src, int64_t src_ld, 
   }
 }
 
-// Tiles of 64 x 64 (16 KiB each way, in L1), shared out among threads, 8 x 8 blocks within.
-void transpose_rows(const float* src, int64_t rows, int64_t cols, int64_t src_ld, float* dst,
-                    int64_t dst_ld) {
-  constexpr int64_t kTile = 64;
-  const int64_t row_tiles = (rows + kTile - 1) / kTile, col_tiles = (cols + kTile - 1) / kTile;
-  cpu::parallel_for(0, row_tiles * col_tiles, 4, [&](int64_t begin, int64_t end) {
-    for (int64_t tile = begin; tile < end; ++tile) {
-      const int64_t r0 = (tile / col_tiles) * kTile, r1 = std::min(rows, r0 + kTile);
-      const int64_t c0 = (tile % col_tiles) * kTile, c1 = std::min(cols, c0 + kTile);
-      const int64_t r8 = r0 + (r1 - r0) / 8 * 8, c8 = c0 + (c1 - c0) / 8 * 8;
-      for (int64_t j = c0; j < c8; j += 8)
-        for (int64_t i = r0; i < r8; i += 8)
-          transpose_block8(src + i * src_ld + j, src_ld, dst + j * dst_ld + i, dst_ld);
-      for (int64_t j = c0; j < c1; ++j)  // the edges: rows past r8 of every column, columns past c8
-        for (int64_t i = j < c8 ? r8 : r0; i < r1; ++i) dst[j * dst_ld + i] = src[i * src_ld + j];
+// Tiles of 64 x 64 (16 KiB each way, in L1), 8 x 8 blocks within.
+constexpr int64_t kTransposeTile = 64;
+int64_t transpose_tiles(int64_t rows, int64_t cols) {
+  return ((rows + kTransposeTile - 1) / kTransposeTile) * ((cols + kTransposeTile - 1) / kTransposeTile);
+}
+
+// Tile `tile` (row-major over the tile grid) of dst [cols, rows] = src [rows, cols]^T.
+void transpose_tile(const float* src, int64_t rows, int64_t cols, int64_t src_ld, float* dst,
+                    int64_t dst_ld, int64_t tile) {
+  const int64_t col_tiles = (cols + kTransposeTile - 1) / kTransposeTile;
+  const int64_t r0 = (tile / col_tiles) * kTransposeTile, r1 = std::min(rows, r0 + kTransposeTile);
+  const int64_t c0 = (tile % col_tiles) * kTransposeTile, c1 = std::min(cols, c0 + kTransposeTile);
+  const int64_t r8 = r0 + (r1 - r0) / 8 * 8, c8 = c0 + (c1 - c0) / 8 * 8;
+  for (int64_t j = c0; j < c8; j += 8)
+    for (int64_t i = r0; i < r8; i += 8)
+      transpose_block8(src + i * src_ld + j, src_ld, dst + j * dst_ld + i, dst_ld);
+  for (int64_t j = c0; j < c1; ++j)  // the edges: rows past r8 of every column, columns past c8
+    for (int64_t i = j < c8 ? r8 : r0; i < r1; ++i) dst[j * dst_ld + i] = src[i * src_ld + j];
+}
+
+// `batch` transposes of [rows, cols] matrices `src_step` and `dst_step` apart, their tiles
+// shared out among threads in one region (a region per matrix cost more than the copy for a
+// filter's 64 small planes).
+void transpose_batch(const float* src, int64_t batch, int64_t src_step, int64_t rows, int64_t cols,
+                     int64_t src_ld, float* dst, int64_t dst_step, int64_t dst_ld) {
+  const int64_t tiles = transpose_tiles(rows, cols);
+  // About 64K elements a task: fewer run on the calling thread.
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / (kTransposeTile * kTransposeTile));
+  cpu::parallel_for(0, batch * tiles, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t b = i / tiles;
+      transpose_tile(src + b * src_step, rows, cols, src_ld, dst + b * dst_step, dst_ld, i % tiles);
     }
   });
 }
@@ -263,7 +280,7 @@ void own_product(at::Tensor& c, const at::Tensor& a, const at::Tensor& b, bool a
     float* dst = buffer.data();
     const int64_t s0 = b.stride(0), s1 = b.stride(1), s2 = b.stride(2);
     if (s1 == 1) {  // B^T is row-major: a transpose
-      for (int64_t t = 0; t < batch; ++t) transpose_rows(bp + t * s0, N, K, s2, dst + t * K * N, N);
+      transpose_batch(bp, batch, s0, N, K, s2, dst, K * N, N);
     } else {
       cpu::parallel_for(0, batch * K, 16, [&](int64_t begin, int64_t end) {
         for (int64_t row = begin; row < end; ++row) {
@@ -415,8 +432,7 @@ at::Tensor transposed_copy(const at::Tensor& m) {
   at::Tensor out = at::empty({B, C, R}, m.options());
   const float* src = m.const_data_ptr<float>();
   float* dst = out.data_ptr<float>();
-  for (int64_t t = 0; t < B; ++t)
-    transpose_rows(src + t * m.stride(0), R, C, m.stride(1), dst + t * R * C, R);
+  transpose_batch(src, B, m.stride(0), R, C, m.stride(1), dst, R * C, R);
   return out;
 #else
   return m.transpose(1, 2).contiguous();
@@ -434,11 +450,11 @@ bool layout_copy(const at::Tensor& src, at::Tensor& dst) {
   const float* s = src.const_data_ptr<float>();
   float* d = dst.data_ptr<float>();
   if (src.is_contiguous() && dst.is_contiguous(kLast)) {
-    for (int64_t n = 0; n < N; ++n) transpose_rows(s + n * C * HW, C, HW, HW, d + n * HW * C, C);
+    transpose_batch(s, N, C * HW, C, HW, HW, d, HW * C, C);
     return true;
   }
   if (src.is_contiguous(kLast) && dst.is_contiguous()) {
-    for (int64_t n = 0; n < N; ++n) transpose_rows(s + n * HW * C, HW, C, C, d + n * C * HW, HW);
+    transpose_batch(s, N, HW * C, HW, C, C, d, C * HW, HW);
     return true;
   }
 #endif
