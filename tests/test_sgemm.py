@@ -360,6 +360,30 @@ def test_padded_plane_dgrad_kernels(case, hidden, dtype, monkeypatch):
     torch.testing.assert_close(dx.double(), want, **tol)
 
 
+@pytest.mark.parametrize("case", PLANES_DGRAD,
+                         ids=lambda c: "{}-C{}K{}g{}k{}p{}d{}".format(c[9], c[1], c[4], c[5], c[6], "-".join(map(str, c[7])), c[8]))
+@pytest.mark.parametrize("hidden", [False, True], ids=["avx512", "plain"])
+def test_padded_plane_wgrad_kernels(case, hidden, monkeypatch):
+    """The padded-plane wgrad: on AVX-512F nine taps' sums at once (passes of nine for 5x5 and
+    7x7), the last vector masked; the plain loop otherwise. Against float64."""
+    if not hidden and not ops._cpu_sgemm_supported():
+        pytest.skip("this CPU lacks AVX-512F, which the padded-plane kernel needs")
+    if hidden:
+        monkeypatch.setenv("FASTCONV_CPU_HIDE", "avx512f")
+    N, C, H, W, K, groups, k, pad, dil, algo = case
+    gen = torch.Generator().manual_seed(K + C + k + 1)
+    x64 = torch.randn(N, C, H, W, generator=gen, dtype=torch.float64)
+    w64 = torch.randn(K, C // groups, k, k, generator=gen, dtype=torch.float64, requires_grad=True)
+    y64 = torch.nn.functional.conv2d(torch.nn.functional.pad(x64, (pad[2], pad[3], pad[0], pad[1])),
+                                     w64, dilation=dil, groups=groups)
+    dy64 = torch.randn(y64.shape, generator=gen, dtype=torch.float64)
+    want, = torch.autograd.grad(y64, w64, dy64)
+    with fastconv.algorithms.force(algo):
+        _, dw, _ = ops.conv2d_backward(dy64.float(), x64.float(), w64.detach().float(), [1, 1], list(pad),
+                                       [dil, dil], groups, [False, True, False])
+    torch.testing.assert_close(dw.double(), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+
+
 @pytest.mark.parametrize("algorithm,groups", [("grouped_planes", 4), ("depthwise", 16)])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("hidden", [False, True], ids=["avx512", "plain"])
@@ -377,6 +401,17 @@ def test_turned_dgrad_covers_output_padding(algorithm, groups, layout, hidden, m
             got = F.conv_transpose2d(x64.float().contiguous(memory_format=layout), w64.float(),
                                      groups=groups, **kw)
         torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=2e-5)
+
+
+def test_grouped_planes_wgrad_rule_takes_16_channels_on_wide_planes(monkeypatch):
+    avx512 = ops._cpu_sgemm_supported()
+    pick = lambda C, H, groups: fastconv.algorithms.chosen(
+        "wgrad", torch.randn(2, C, H, H), torch.randn(C, C // groups, 3, 3), padding=(1, 1, 1, 1), groups=groups)
+    assert pick(512, 14, 32) == ("grouped_planes" if avx512 else "im2col_gemm")  # 16 a group, 196 pixels
+    assert pick(512, 7, 32) == "im2col_gemm"  # 49 pixels
+    assert pick(256, 7, 32) == "grouped_planes"  # 8 a group: always
+    monkeypatch.setenv("FASTCONV_CPU_HIDE", "avx512f")
+    assert pick(512, 14, 32) == "im2col_gemm"
 
 
 @pytest.mark.parametrize("direction", ["fprop", "dgrad"])

@@ -207,6 +207,65 @@ FASTCONV_VECTOR_CLONES void wgrad_taps_stride1(const ConvProblem& p,
     }
 }
 
+#if defined(__GNUC__) && defined(__x86_64__)
+// The same sums in float32 on AVX-512F, up to nine taps at once: each vector of grads is loaded
+// once for all of them, and the taps' accumulators are independent chains, where the loop above
+// runs one tap's sum at a time and waits on each FMA's latency (ResNeXt's wgrad at 0.3x
+// oneDNN). The tail is a masked vector; every sum keeps one fixed order.
+template <int T>
+FASTCONV_TARGET_AVX512F void wgrad_taps_block_avx512(const float* __restrict grads,
+                                                     const float* __restrict src,
+                                                     const int64_t* offsets, int64_t span,
+                                                     float* __restrict taps) {
+  __m512 acc[T];
+#pragma GCC unroll 9
+  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= span; i += 16) {
+    const __m512 g = _mm512_loadu_ps(grads + i);
+#pragma GCC unroll 9
+    for (int t = 0; t < T; ++t) acc[t] = _mm512_fmadd_ps(g, _mm512_loadu_ps(src + offsets[t] + i), acc[t]);
+  }
+  if (i < span) {
+    const __mmask16 m = __mmask16((1u << (span - i)) - 1);
+    const __m512 g = _mm512_maskz_loadu_ps(m, grads + i);
+#pragma GCC unroll 9
+    for (int t = 0; t < T; ++t)
+      acc[t] = _mm512_fmadd_ps(g, _mm512_maskz_loadu_ps(m, src + offsets[t] + i), acc[t]);
+  }
+#pragma GCC unroll 9
+  for (int t = 0; t < T; ++t) taps[t] += _mm512_reduce_add_ps(acc[t]);
+}
+
+FASTCONV_TARGET_AVX512F inline void wgrad_taps_stride1_avx512(const ConvProblem& p,
+                                                              const float* __restrict grads,
+                                                              const float* __restrict padded,
+                                                              float* __restrict taps) {
+  constexpr int kMostTaps = 9;
+  const int64_t Wp = padded_width(p), span = padded_span(p), RS = p.R * p.S;
+  for (int64_t t0 = 0; t0 < RS; t0 += kMostTaps) {
+    const int count = int(std::min<int64_t>(kMostTaps, RS - t0));
+    int64_t offsets[kMostTaps];
+    for (int t = 0; t < count; ++t) {
+      const int64_t r = (t0 + t) / p.S, s = (t0 + t) % p.S;
+      offsets[t] = r * p.dilation_h * Wp + s * p.dilation_w;
+    }
+    float* out = taps + t0;
+    switch (count) {
+      case 9: wgrad_taps_block_avx512<9>(grads, padded, offsets, span, out); break;
+      case 8: wgrad_taps_block_avx512<8>(grads, padded, offsets, span, out); break;
+      case 7: wgrad_taps_block_avx512<7>(grads, padded, offsets, span, out); break;
+      case 6: wgrad_taps_block_avx512<6>(grads, padded, offsets, span, out); break;
+      case 5: wgrad_taps_block_avx512<5>(grads, padded, offsets, span, out); break;
+      case 4: wgrad_taps_block_avx512<4>(grads, padded, offsets, span, out); break;
+      case 3: wgrad_taps_block_avx512<3>(grads, padded, offsets, span, out); break;
+      case 2: wgrad_taps_block_avx512<2>(grads, padded, offsets, span, out); break;
+      default: wgrad_taps_block_avx512<1>(grads, padded, offsets, span, out); break;
+    }
+  }
+}
+#endif
+
 // ---------------------------------------------------------------- whole convolutions
 //
 // Every direction of a stride-1 convolution whose groups are small (depthwise included: one
@@ -350,6 +409,7 @@ void padded_planes_wgrad(const ConvProblem& p, const at::Tensor& x, const at::Te
   const int64_t plane = padded_height(p) * padded_width(p);
   at::Tensor dw_acc = at::zeros({p.K, Cg, p.R, p.S}, x.options().dtype(acc_dtype(x.scalar_type())));
   acc_t* dwd = dw_acc.data_ptr<acc_t>();
+  [[maybe_unused]] const bool avx512 = std::is_same_v<acc_t, float> && cpu_has_avx512f();
   cpu::parallel_for(0, p.groups, group_grain(p, p.N), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> padded(Cg * plane), grads(plane, acc_t(0));
     for (int64_t g = begin; g < end; ++g) {
@@ -359,9 +419,19 @@ void padded_planes_wgrad(const ConvProblem& p, const at::Tensor& x, const at::Te
         for (int64_t kg = 0; kg < Kg; ++kg) {
           const int64_t k = g * Kg + kg;
           spread_outputs(p, dyd + (n * p.K + k) * p.P * p.Q, grads.data());
-          for (int64_t c = 0; c < Cg; ++c)
+          for (int64_t c = 0; c < Cg; ++c) {
+#if defined(__GNUC__) && defined(__x86_64__)
+            if constexpr (std::is_same_v<acc_t, float>) {
+              if (avx512) {
+                wgrad_taps_stride1_avx512(p, grads.data(), padded.data() + c * plane,
+                                          dwd + (k * Cg + c) * RS);
+                continue;
+              }
+            }
+#endif
             wgrad_taps_stride1<acc_t>(p, grads.data(), padded.data() + c * plane,
                                       dwd + (k * Cg + c) * RS);
+          }
         }
       }
     }
