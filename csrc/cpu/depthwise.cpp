@@ -35,6 +35,11 @@ int64_t plane_grain(const ConvProblem& p) {
   return std::max<int64_t>(1, 16384 / std::max<int64_t>(p.P * p.Q * p.R * p.S, 1));
 }
 
+// Tasks per output rows, so that a tiny problem runs on one thread rather than waking the others.
+int64_t row_grain(const ConvProblem& p) {
+  return std::max<int64_t>(1, 16384 / std::max<int64_t>(p.Q * p.C * p.R * p.S, 1));
+}
+
 // One output plane (n, k) from its input plane and filter: for each output row, the taps
 // are added over the row's valid columns into a row of sums. Cloned per instruction set, as
 // a whole, so that the short inner loops inline and run wide.
@@ -209,6 +214,22 @@ FASTCONV_TARGET_AVX512F void fprop_row_channels_last_avx512(const ConvProblem& p
     }
 }
 
+// Every output row of p (channels last, multiplier 1) from x and taps [R*S, C]. An output far
+// larger than the caches goes to memory whatever we do: streaming stores spare the read of each
+// line before it is written (a third of the traffic).
+void rows_channels_last_avx512(const ConvProblem& p, const float* x, const float* taps,
+                               const EpilogueView<float>& ep, float* y) {
+  const bool stream = p.N * p.P * p.Q * p.C * int64_t(sizeof(float)) >= kStreamBytes;
+  cpu::parallel_for(0, p.N * p.P, row_grain(p), [&](int64_t begin, int64_t end) {
+    for (int64_t np = begin; np < end; ++np) {
+      const int64_t n = np / p.P, op = np % p.P;
+      fprop_row_channels_last_avx512(p, x + n * p.H * p.W * p.C, taps, op, ep, np * p.Q * p.C,
+                                     y + np * p.Q * p.C, stream);
+    }
+  });
+  if (stream) _mm_sfence();
+}
+
 // Channels-last wgrad of a 3x3 filter, multiplier 1, on AVX-512F: the nine taps' sums of 16·V
 // channels stay in 9·V zmm registers through a run of output rows, each output pixel's
 // gradient vector loaded once for its nine taps. The NCHW path this replaces copied x and dy
@@ -282,26 +303,15 @@ void fprop_channels_last(const ConvProblem& p, const at::Tensor& x, const at::Te
   const scalar_t* xd = x.const_data_ptr<scalar_t>();
   const acc_t* td = taps.const_data_ptr<acc_t>();
   scalar_t* yd = y.data_ptr<scalar_t>();  // [N, P, Q, C] memory
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(p.Q * p.C * p.R * p.S, 1));
 #if defined(__GNUC__) && defined(__x86_64__)
   if constexpr (std::is_same_v<scalar_t, float>) {
     if (cpu_has_avx512f()) {
-      // An output far larger than the caches goes to memory whatever we do: streaming stores
-      // spare the read of each line before it is written (a third of the traffic).
-      const bool stream = y.numel() * int64_t(sizeof(float)) >= kStreamBytes;
-      cpu::parallel_for(0, p.N * p.P, grain, [&](int64_t begin, int64_t end) {
-        for (int64_t np = begin; np < end; ++np) {
-          const int64_t n = np / p.P, op = np % p.P;
-          fprop_row_channels_last_avx512(p, xd + n * p.H * p.W * p.C, td, op, ep, np * p.Q * p.C,
-                                         yd + np * p.Q * p.C, stream);
-        }
-      });
-      if (stream) _mm_sfence();
+      rows_channels_last_avx512(p, xd, td, ep, yd);
       return;
     }
   }
 #endif
-  cpu::parallel_for(0, p.N * p.P, grain, [&](int64_t begin, int64_t end) {
+  cpu::parallel_for(0, p.N * p.P, row_grain(p), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> acc(p.C);
     for (int64_t np = begin; np < end; ++np) {
       const int64_t n = np / p.P, op = np % p.P;
@@ -373,20 +383,8 @@ void dgrad_channels_last(const ConvProblem& p, const at::Tensor& dy, const at::T
   // taps [R*S, C]: tap (r, s) of the turned filter is w[c][R-1-r][S-1-s].
   const at::Tensor taps =
       w.reshape({p.C, p.R, p.S}).flip({1, 2}).reshape({p.C, p.R * p.S}).t().contiguous();
-  const float* g = dy.const_data_ptr<float>();
-  const float* td = taps.const_data_ptr<float>();
-  float* out = dx.data_ptr<float>();
-  const bool stream = dx.numel() * int64_t(sizeof(float)) >= kStreamBytes;
-  const EpilogueView<float> none{};
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(t.Q * t.C * t.R * t.S, 1));
-  cpu::parallel_for(0, t.N * t.P, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t nh = begin; nh < end; ++nh) {
-      const int64_t n = nh / t.P, h = nh % t.P;
-      fprop_row_channels_last_avx512(t, g + n * t.H * t.W * t.C, td, h, none, nh * t.Q * t.C,
-                                     out + nh * t.Q * t.C, stream);
-    }
-  });
-  if (stream) _mm_sfence();
+  rows_channels_last_avx512(t, dy.const_data_ptr<float>(), taps.const_data_ptr<float>(),
+                            EpilogueView<float>{}, dx.data_ptr<float>());
 }
 
 // Output rows in a fixed number of runs, whatever the threads: each run sums its rows into its
