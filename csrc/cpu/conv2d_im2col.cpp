@@ -476,10 +476,19 @@ void wgrad(const ConvProblem& p, const KernelLayouts& layouts, const at::Tensor&
 
 bool can_implement(const ConvProblem&, const ConvRequest&) { return true; }
 
+// fprop in the request's layout (channels-last has its own unrolling, above); dgrad and wgrad on
+// NCHW planes, whose unrolling copies unit-step rows where channels-last operands made it gather
+// every element C apart: they ran 1.5-2.5x their NCHW time, where converting x, dy and dx
+// costs a few per cent (common/algorithms.h, LayoutCopy).
+KernelLayouts layouts(const ConvProblem&, const ConvRequest& r) {
+  const Layout l = r.direction == Direction::fprop ? r.layout : Layout::nchw;
+  return {l, l};
+}
+
 }  // namespace
 
 ConvAlgorithm im2col_gemm_algorithm() {
-  ConvAlgorithm a{"im2col_gemm", &can_implement, &fprop, &dgrad, &wgrad};
+  ConvAlgorithm a{"im2col_gemm", &can_implement, &fprop, &dgrad, &wgrad, &layouts};
   a.fused_stages = &fprop_fuses_every_stage_in_float;
   return a;
 }
