@@ -555,5 +555,6 @@ def fuse(model: nn.Module, report: bool = False, activations: bool = True, freez
                 analysis.report.not_frozen[name] = ("an inference tensor (made under torch.inference_mode) "
                                                     "keeps no version counter")
             else:
-                analysis.report.frozen += freeze_filters(w) and [name]
+                freeze_filters(w)
+                analysis.report.frozen.append(name)
     return (fused, analysis.report) if report else fused

@@ -5,6 +5,7 @@
 #include <c10/core/TensorImpl.h>
 #include <c10/util/intrusive_ptr.h>
 
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <unordered_map>
@@ -29,6 +30,13 @@ struct Snapshot {
     return {t.unsafeGetTensorImpl()->version_counter().current_version(), t.const_data_ptr(),
             t.sizes().vec(), t.strides().vec(), t.scalar_type(), t.device()};
   }
+  // Whether t is still what this was taken of (no copy of its sizes: this runs on every call).
+  bool matches(const at::Tensor& t) const {
+    return version == t.unsafeGetTensorImpl()->version_counter().current_version() &&
+           data == t.const_data_ptr() && t.sizes() == c10::IntArrayRef(sizes) &&
+           t.strides() == c10::IntArrayRef(strides) && dtype == t.scalar_type() &&
+           device == t.device();
+  }
   bool operator==(const Snapshot& o) const {
     return version == o.version && data == o.data && sizes == o.sizes && strides == o.strides &&
            dtype == o.dtype && device == o.device;
@@ -46,6 +54,9 @@ struct Cache {
   std::mutex mutex;
   std::unordered_map<const c10::TensorImpl*, Entry> entries;
   int64_t hits = 0, misses = 0;
+  // Whether any filter was ever frozen: until then every lookup answers "not frozen" without
+  // taking the lock, so models that never freeze pay nothing on each call.
+  std::atomic<bool> used{false};
 
   void drop_dead() {
     for (auto it = entries.begin(); it != entries.end();)
@@ -56,11 +67,10 @@ struct Cache {
     auto it = entries.find(t.unsafeGetTensorImpl());
     if (it == entries.end()) return nullptr;
     Entry& e = it->second;
-    const Snapshot now = Snapshot::of(t);
-    if (!(e.made_from == now)) {
+    if (!e.made_from.matches(t)) {
       e.derived.clear();
       e.finite = -1;
-      e.made_from = now;
+      e.made_from = Snapshot::of(t);
     }
     return &e;
   }
@@ -83,6 +93,7 @@ void freeze_filter(const at::Tensor& w) {
                        "could not be seen; make it outside inference mode");
   Cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mutex);
+  c.used.store(true, std::memory_order_relaxed);
   c.drop_dead();
   // Already there (and alive, dead ones being dropped): frozen already.
   c.entries.emplace(w.unsafeGetTensorImpl(),
@@ -123,8 +134,8 @@ FilterScope::~FilterScope() { current_filter = previous_; }
 
 at::Tensor derived_from_filter(const std::string& key, const std::function<at::Tensor()>& make) {
   const at::Tensor* filter = current_filter;
-  if (filter == nullptr || !filter->defined()) return make();
   Cache& c = cache();
+  if (filter == nullptr || !filter->defined() || !c.used.load(std::memory_order_relaxed)) return make();
   {
     std::lock_guard<std::mutex> lock(c.mutex);
     c.drop_dead();
@@ -148,6 +159,7 @@ at::Tensor derived_from_filter(const std::string& key, const std::function<at::T
 
 bool finite_operand(const at::Tensor& t, const std::function<bool()>& read) {
   Cache& c = cache();
+  if (!c.used.load(std::memory_order_relaxed)) return read();
   {
     std::lock_guard<std::mutex> lock(c.mutex);
     Entry* e = c.current(t);

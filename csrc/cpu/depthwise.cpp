@@ -365,21 +365,12 @@ bool channels_last_wgrad_applies(const ConvProblem& p, at::ScalarType dtype) {
 }
 
 #if defined(__GNUC__) && defined(__x86_64__)
-// At stride 1, dx is the depthwise convolution of dy with the filter turned by 180 degrees and
-// padded by ·dilation - pad: channels-last fprop's row kernel, with no copy to planes.
+// At stride 1, dx is the depthwise convolution of dy with the filter turned by 180 degrees
+// (turned_dgrad_problem): channels-last fprop's row kernel, with no copy to planes.
 void dgrad_channels_last(const ConvProblem& p, const at::Tensor& dy, const at::Tensor& w,
                          at::Tensor& dx) {
-  ConvProblem t = p;
-  t.H = p.P;
-  t.W = p.Q;
-  t.P = p.H;
-  t.Q = p.W;
-  t.pad_top = (p.R - 1) * p.dilation_h - p.pad_top;
-  t.pad_left = (p.S - 1) * p.dilation_w - p.pad_left;
-  // From the sizes, not from pad_bottom: a transposed convolution's output_padding adds rows
-  // of dx that no output reaches, which the turned problem pads with zeros.
-  t.pad_bottom = p.H - p.P + p.pad_top;
-  t.pad_right = p.W - p.Q + p.pad_left;
+  // The row kernel bounds-checks every tap, so any padding of the turned problem will do.
+  const ConvProblem t = turned_dgrad_problem(p);
   // taps [R*S, C]: tap (r, s) of the turned filter is w[c][R-1-r][S-1-s].
   const at::Tensor taps =
       w.reshape({p.C, p.R, p.S}).flip({1, 2}).reshape({p.C, p.R * p.S}).t().contiguous();

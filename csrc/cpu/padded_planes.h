@@ -42,6 +42,26 @@ inline bool padded_planes_apply(const ConvProblem& p) {
 // The outputs' span along padded rows: the last row needs only Q entries.
 inline int64_t padded_span(const ConvProblem& p) { return (p.P - 1) * padded_width(p) + p.Q; }
 
+// At stride 1, dx is the convolution of dy with each group's filters transposed (the group's
+// Kg outputs become its inputs) and turned by 180 degrees: this is that problem, padded by
+// ·dilation - pad on the top and left and, from the sizes rather than pad_bottom, on the
+// bottom and right, so that a transposed convolution's output_padding (rows and columns of dx
+// that no output reaches) is zeros. A negative padding (pad > (R-1)·dilation) has no such form.
+inline ConvProblem turned_dgrad_problem(const ConvProblem& p) {
+  ConvProblem t = p;
+  t.C = p.K;
+  t.K = p.C;
+  t.H = p.P;
+  t.W = p.Q;
+  t.P = p.H;
+  t.Q = p.W;
+  t.pad_top = (p.R - 1) * p.dilation_h - p.pad_top;
+  t.pad_bottom = p.H - p.P + p.pad_top;
+  t.pad_left = (p.S - 1) * p.dilation_w - p.pad_left;
+  t.pad_right = p.W - p.Q + p.pad_left;
+  return t;
+}
+
 // padded [Hp, Wp] in acc_t = the plane [H, W] with its zero border.
 template <typename scalar_t, typename acc_t>
 void pad_plane(const ConvProblem& p, const scalar_t* plane, acc_t* padded) {
@@ -345,24 +365,10 @@ void padded_planes_dgrad(const ConvProblem& p, const at::Tensor& dy, const at::T
                          at::Tensor& dx) {
   using acc_t = acc_type<scalar_t>;
   if constexpr (std::is_same_v<acc_t, float>) {
-    // dx is the grouped convolution of dy with each group's filters transposed (its Kg outputs
-    // become inputs) and turned by 180 degrees, padded by ·dilation - pad: fprop's AVX-512
-    // kernel, which keeps its sums in registers through every tap, where the loop below adds
-    // one tap at a time into dx's padded planes (1.4-3.7x slower than fprop on ResNeXt's and
-    // MobileNet's layers, Zen 5).
-    ConvProblem t = p;
-    t.C = p.K;
-    t.K = p.C;
-    t.H = p.P;
-    t.W = p.Q;
-    t.P = p.H;
-    t.Q = p.W;
-    t.pad_top = (p.R - 1) * p.dilation_h - p.pad_top;
-    // From the sizes, not from pad_bottom: a transposed convolution's output_padding adds rows
-    // of dx that no output reaches, which the turned problem pads with zeros.
-    t.pad_bottom = p.H - p.P + p.pad_top;
-    t.pad_left = (p.S - 1) * p.dilation_w - p.pad_left;
-    t.pad_right = p.W - p.Q + p.pad_left;
+    // The turned problem on fprop's AVX-512 kernel, which keeps its sums in registers through
+    // every tap, where the loop below adds one tap at a time into dx's padded planes (1.4-3.7x
+    // slower than fprop on ResNeXt's and MobileNet's layers, Zen 5).
+    const ConvProblem t = turned_dgrad_problem(p);
     const bool pads_fit = t.pad_top >= 0 && t.pad_bottom >= 0 && t.pad_left >= 0 && t.pad_right >= 0;
     if (cpu_has_avx512f() && pads_fit && padded_planes_apply(t)) {
       const int64_t G = p.groups, Kg = p.K_per_group(), Cg = p.C_per_group();
